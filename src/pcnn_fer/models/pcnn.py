@@ -1,0 +1,244 @@
+"""PCNN: a Perception CNN for facial expression recognition (Tian et al., IEEE TIP 34, 2025).
+
+The file follows the paper's figure:
+
+1. **Regions** – the aligned face is cut into five fixed crops: left/right eye+brow (rows 0–h1), left/right cheek
+   (rows h1–h2, split at w1) and mouth (rows h2–1, full width).
+2. **Trunks** – one global ResNet-18 trunk (conv1…layer3) on the whole face, one local trunk per crop.
+3. **MDIM** – the five local maps are stitched back into a face-shaped map, registered onto the global map by a
+   spatial transformer (θ regressed from layer4 of the stitched map) and added to the global map.
+4. **Heads** – layer4 → pool → linear on the fused map (global logits); one linear head per local map, whose
+   logits are summed (local logits). Training uses the two-phase loss in :mod:`pcnn_fer.loss`.
+
+Unlike the official code, the network is size-agnostic (the STN pools layer4 to a fixed grid), registers only the
+modules it uses, is channels_last/torch.compile friendly and identity-initialises θ by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..classes import CANONICAL_CLASSES
+from .resnet import Stem, Trunk, init_resnet_weights, make_stage, stage_channels
+
+#: The five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right).
+REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_INPUT_SIZE = 32
+
+
+@dataclass(frozen=True)
+class PCNNConfig:
+    """Everything needed to rebuild a PCNN and feed it: architecture, classes and preprocessing."""
+
+    num_classes: int = 7
+    width: float = 1.0
+    stem: Stem = "imagenet"
+    crop_fractions: tuple[float, float, float] = (0.5, 0.65, 0.5)  # h1, h2, w1
+    theta_init: Literal["identity", "official"] = "identity"
+    stn_grid: int = 7  # layer4 of the stitched map is pooled to stn_grid² before the localisation MLP
+    stn_hidden: int = 32
+    dropout: float = 0.0
+    input_size: int = 224  # the size images are resized to for this model (the network accepts any size ≥ 32)
+    classes: tuple[str, ...] = ()  # canonical class names; empty → the first num_classes canonical names
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        h1, h2, w1 = self.crop_fractions
+        if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
+            raise ValueError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {self.crop_fractions}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not self.classes:
+            if self.num_classes > len(CANONICAL_CLASSES):
+                object.__setattr__(self, "classes", tuple(f"class_{i}" for i in range(self.num_classes)))
+            else:
+                object.__setattr__(self, "classes", CANONICAL_CLASSES[: self.num_classes])
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "crop_fractions", tuple(float(f) for f in self.crop_fractions))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"{len(self.classes)} class names given for num_classes={self.num_classes}")
+        if self.theta_init not in ("identity", "official"):
+            raise ValueError(f"theta_init must be 'identity' or 'official', got {self.theta_init!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of the config."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PCNNConfig:
+        """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PCNN config keys: {sorted(unknown)}")
+        tuples = {"crop_fractions", "classes", "mean", "std"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+class FaceRegions(nn.Module):
+    """Cuts an aligned face batch into the five fixed PCNN crops (integer cut points as in the official code)."""
+
+    def __init__(self, crop_fractions: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.h1, self.h2, self.w1 = crop_fractions
+
+    def boxes(self, height: int, width: int) -> dict[str, tuple[int, int, int, int]]:
+        """Pixel boxes (top, bottom, left, right) of each region for an input of the given size."""
+        r1, r2, c1 = int(height * self.h1), int(height * self.h2), int(width * self.w1)
+        return {
+            "left_eye": (0, r1, 0, c1),
+            "right_eye": (0, r1, c1, width),
+            "left_cheek": (r1, r2, 0, c1),
+            "right_cheek": (r1, r2, c1, width),
+            "mouth": (r2, height, 0, width),
+        }
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the five crops in :data:`REGIONS` order."""
+        height, width = x.shape[-2:]
+        if min(height, width) < MIN_INPUT_SIZE:
+            raise ValueError(f"PCNN needs inputs of at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}")
+        boxes = self.boxes(height, width)
+        return [x[:, :, t:b, left:right] for t, b, left, right in (boxes[name] for name in REGIONS)]
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with align_corners=True (the official code's choice); a no-op when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class MDIM(nn.Module):
+    """Multi-domain interaction: stitch the local maps into a face, register it onto the global map, add them.
+
+    θ is regressed from layer4 of the stitched map (layer4 is the classifier's, passed in) pooled to a fixed
+    ``grid × grid`` so any input size works; at 224×224 layer4 is already 7×7 and the pooling is the identity.
+    """
+
+    def __init__(self, channels: int, grid: int, hidden: int, theta_init: str) -> None:
+        super().__init__()
+        self.grid = grid
+        self.localization = nn.Sequential(nn.Linear(channels * grid * grid, hidden), nn.ReLU(inplace=True),
+                                          nn.Linear(hidden, 6))
+        if theta_init == "identity":
+            nn.init.zeros_(self.localization[2].weight)
+            with torch.no_grad():
+                self.localization[2].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    @staticmethod
+    def stitch(local_maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Reassemble eyes / cheeks / mouth rows into one face-shaped map of the global map's size."""
+        left_eye, right_eye, left_cheek, right_cheek, mouth = local_maps
+        width = size[1]
+        rows = [torch.cat([left_eye, right_eye], 3), torch.cat([left_cheek, right_cheek], 3), mouth]
+        rows = [_resize(r, (r.shape[2], width)) for r in rows]
+        return _resize(torch.cat(rows, 2), size)
+
+    def theta(self, stitched: torch.Tensor, layer4: nn.Module) -> torch.Tensor:
+        """Affine registration parameters (B, 2, 3) from layer4 of the stitched map."""
+        features = F.adaptive_avg_pool2d(layer4(stitched), self.grid)
+        return self.localization(features.flatten(1)).view(-1, 2, 3)
+
+    def forward(self, global_map: torch.Tensor, local_maps: list[torch.Tensor], layer4: nn.Module) -> torch.Tensor:
+        """Fused map = global map + local maps stitched and registered by the spatial transformer."""
+        stitched = self.stitch(local_maps, tuple(global_map.shape[-2:]))
+        theta = self.theta(stitched, layer4).to(stitched.dtype)
+        grid = F.affine_grid(theta, list(global_map.shape), align_corners=True)
+        registered = F.grid_sample(stitched, grid, align_corners=True)
+        return global_map + registered
+
+
+class PCNN(nn.Module):
+    """Perception CNN. ``forward(x)`` → ``(global_logits, local_logits)``; with ``return_regions=True`` also the
+    per-region logits ``(B, 5, C)`` in :data:`REGIONS` order (their sum is ``local_logits``)."""
+
+    def __init__(self, config: PCNNConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = replace(config or PCNNConfig(), **overrides)
+        self.config = config
+        _, _, c3, c4 = stage_channels(config.width)
+        self.regions = FaceRegions(config.crop_fractions)
+        self.global_trunk = Trunk(config.width, config.stem)
+        self.local_trunks = nn.ModuleDict({name: Trunk(config.width, config.stem) for name in REGIONS})
+        self.layer4 = make_stage(c3, c4, 2)
+        self.mdim = MDIM(c4, config.stn_grid, config.stn_hidden, config.theta_init)
+        self.dropout = nn.Dropout(config.dropout)
+        self.global_head = nn.Linear(c4, config.num_classes)
+        self.local_heads = nn.ModuleDict({name: nn.Linear(c3, config.num_classes) for name in REGIONS})
+        init_resnet_weights(self.global_trunk)
+        init_resnet_weights(self.local_trunks)
+        init_resnet_weights(self.layer4)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Canonical class names of the outputs."""
+        return self.config.classes
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Fused global layer4 map and the five local layer3 maps."""
+        crops = self.regions(x)
+        global_map = self.global_trunk(x)
+        local_maps = [self.local_trunks[name](crop) for name, crop in zip(REGIONS, crops)]
+        fused = self.mdim(global_map, local_maps, self.layer4)
+        return self.layer4(fused), local_maps
+
+    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
+        """Logits of the fused global branch and the summed local heads (plus per-region logits on request)."""
+        fused, local_maps = self.forward_features(x)
+        global_logits = self.global_head(self.dropout(_pool(fused)))
+        region_logits = torch.stack(
+            [self.local_heads[name](self.dropout(_pool(m))) for name, m in zip(REGIONS, local_maps)], 1
+        )
+        local_logits = region_logits.sum(1)
+        if return_regions:
+            return global_logits, local_logits, region_logits
+        return global_logits, local_logits
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pool to (B, C)."""
+    return x.mean((2, 3))
+
+
+#: Named architectures. ``paper`` is the official geometry; the others are compact variants for 48×48 sources.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(width=1.0, stem="imagenet", input_size=224, crop_fractions=(0.5, 0.65, 0.5), stn_grid=7),
+    "paper-v1": dict(width=1.0, stem="imagenet", input_size=224, crop_fractions=(0.4, 0.65, 0.5), stn_grid=7),
+    "compact": dict(width=0.5, stem="lowres", input_size=48, stn_grid=3, mean=(0.5,) * 3, std=(0.5,) * 3),
+    "small": dict(width=0.25, stem="lowres", input_size=48, stn_grid=3, mean=(0.5,) * 3, std=(0.5,) * 3),
+    "tiny": dict(width=0.125, stem="lowres", input_size=48, stn_grid=2, mean=(0.5,) * 3, std=(0.5,) * 3),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> PCNNConfig:
+    """The :class:`PCNNConfig` of a named preset, with keyword overrides."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown PCNN preset {name!r}; available: {', '.join(MODEL_PRESETS)}")
+    params = {**MODEL_PRESETS[name], **overrides}
+    return PCNNConfig(**params)
+
+
+def create_model(name: str = "paper", **overrides: Any) -> PCNN:
+    """Build a PCNN from a preset name plus keyword overrides, e.g. ``create_model("compact", num_classes=8)``."""
+    return PCNN(preset_config(name, **overrides))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "create_model", "preset_config", "count_parameters",
+           "FaceRegions", "MDIM"]
