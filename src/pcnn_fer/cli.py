@@ -1,0 +1,54 @@
+"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: (module, function) pairs; each function adds its verb to the sub-parser collection and sets ``func``, a callable
+#: taking the parsed Namespace and returning an exit code.
+COMMANDS: list[tuple[str, str]] = [
+    ("pcnn_fer.bench", "add_parser"),
+]
+
+
+class CLIError(Exception):
+    """An error to print as one line (no traceback) with a non-zero exit code."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered verb."""
+    parser = argparse.ArgumentParser(prog="pcnn", description="PCNN facial expression recognition toolkit")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module, function in COMMANDS:
+        getattr(importlib.import_module(module), function)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pcnn`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:
+        print(f"pcnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
