@@ -1,0 +1,131 @@
+"""``pcnn data stats``: per-split class counts of a dataset, read from its label files (no image decoding).
+
+:func:`dataset_stats` returns ``{"dataset": name, "root": root, "splits": {split: {class: count}}}``;
+:func:`add_data_parser` adds the ``data`` command (subcommand ``stats``) to the project CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .datasets import DATASETS, DatasetError, get_dataset
+
+__all__ = ["add_data_parser", "add_stats_parser", "dataset_stats", "format_stats", "missing_images", "run_stats",
+           "stats_main"]
+
+
+def _collect(name: str, root: Path | str, mode: str | None, check_images: bool
+             ) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    reader = get_dataset(name)
+    splits: dict[str, dict[str, int]] = {}
+    missing: dict[str, tuple[int, int]] = {}
+    for s in reader.splits(root):
+        sp = reader.load(root, s, mode)
+        splits[s] = sp.counts()
+        if check_images:
+            missing[s] = (len(sp.missing_images()), len(sp))
+    return {"dataset": reader.name, "root": str(root), "splits": splits}, missing
+
+
+def dataset_stats(name: str, root: Path | str, mode: str | None = None) -> dict[str, Any]:
+    """Class counts of every split of dataset ``name`` at ``root``: ``{"dataset", "root", "splits"}``.
+
+    Counts come from label files / folder listings (RAF-DB: from the label list even when images are absent).
+    Every class of the split's class order appears, zero counts included.
+    """
+    return _collect(name, root, mode, check_images=False)[0]
+
+
+def missing_images(name: str, root: Path | str, mode: str | None = None) -> dict[str, tuple[int, int]]:
+    """Per split, (missing image files, samples): lets a caller report label-only datasets honestly."""
+    return _collect(name, root, mode, check_images=True)[1]
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A plain-text table (classes x splits, with totals) of a :func:`dataset_stats` result."""
+    splits: dict[str, dict[str, int]] = stats["splits"]
+    names = list(splits)
+    classes: list[str] = []
+    for counts in splits.values():
+        classes.extend(c for c in counts if c not in classes)
+    w0 = max([len("class"), len("total"), *map(len, classes)])
+    widths = [max(len(s), 7) for s in names]
+    lines = [f"{stats['dataset']} at {stats['root']}",
+             "  ".join(["class".ljust(w0), *(s.rjust(w) for s, w in zip(names, widths, strict=True))])]
+    for c in classes:
+        lines.append("  ".join([c.ljust(w0), *(str(splits[s].get(c, 0)).rjust(w)
+                                               for s, w in zip(names, widths, strict=True))]))
+    lines.append("  ".join(["total".ljust(w0), *(str(sum(splits[s].values())).rjust(w)
+                                                 for s, w in zip(names, widths, strict=True))]))
+    return "\n".join(lines)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Run ``data stats`` for parsed ``args``; prints a table or JSON, returns an exit code (DatasetError -> 2)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats, missing = _collect(args.dataset, args.root, getattr(args, "mode", None), check_images=True)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps(stats, indent=2))
+    else:
+        print(format_stats(stats))
+    for s, (miss, n) in missing.items():
+        if miss:
+            what = "all" if miss == n else f"{miss} of"
+            print(f"note: {stats['dataset']}/{s}: {what} {n} image files are missing (counts come from the labels; "
+                  f"training/evaluation will skip them)", file=sys.stderr)
+    return 0
+
+
+def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``stats`` subcommand (``--dataset --root [--mode] [--json]``) on ``subparsers``."""
+    p = subparsers.add_parser("stats", help="class counts per split of a dataset (from its label files)",
+                              description="Print per-split class counts of a dataset read in its native layout.")
+    p.add_argument("--dataset", required=True, help=f"dataset name: {', '.join(DATASETS)}")
+    p.add_argument("--root", required=True, help="dataset root folder (or csv file for fer2013)")
+    p.add_argument("--mode", default=None,
+                   help="label mode (ferplus: majority, plurality, probability, crossentropy; affectnet: 7, 8; "
+                        "rafdb: aligned, original)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_stats)
+    return p
+
+
+def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``data`` command with its ``stats`` subcommand on the CLI's ``subparsers``."""
+    p = subparsers.add_parser("data", help="dataset tools", description="Dataset tools.")
+    sub = p.add_subparsers(dest="data_command", metavar="{stats}")
+    sub.required = True
+    add_stats_parser(sub)
+    return p
+
+
+def stats_main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run ``data stats`` from a parsed Namespace, or parse ``argv`` (``[stats] --dataset NAME --root PATH ...``)."""
+    if isinstance(argv, argparse.Namespace):
+        return run_stats(argv)
+    parser = argparse.ArgumentParser(prog="pcnn data")
+    sub = parser.add_subparsers(dest="data_command", metavar="{stats}")
+    sub.required = True
+    add_stats_parser(sub)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] != "stats":
+        args_list = ["stats", *args_list]
+    args = parser.parse_args(args_list)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(stats_main())
