@@ -1,0 +1,129 @@
+"""Run-directory logs: per-epoch CSV + JSON, training-curve and confusion-matrix PNGs (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EPOCH_FIELDS", "plot_confusion", "plot_history", "publish", "write_history", "write_json"]
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file normal permissions (mkstemp makes them 0600) and move it into place."""
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)
+
+#: Columns of ``history.csv`` (and keys of each ``history.json`` entry).
+EPOCH_FIELDS: tuple[str, ...] = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "time",
+                                 "img_per_s", "best")
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+        f.write("\n")
+    publish(tmp, path)
+    return path
+
+
+def write_history(run_dir: str | Path, history: Sequence[dict[str, Any]]) -> None:
+    """Write ``history.csv`` and ``history.json`` (one row per finished epoch) into ``run_dir``."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / "history.json", list(history))
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".history.csv.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(EPOCH_FIELDS), extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: _fmt(row.get(k)) for k in EPOCH_FIELDS})
+    publish(tmp, run_dir / "history.csv")
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if v is None:
+        return ""
+    return v
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
+    """PNG with the training loss (left) and train / validation accuracy (right) per epoch."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    ax2.plot(epochs, [r["train_acc"] for r in history], marker="o", label="train acc")
+    val = [(r["epoch"], r["val_acc"]) for r in history if r.get("val_acc") is not None]
+    if val:
+        ax2.plot([e for e, _ in val], [v for _, v in val], marker="o", label="val acc")
+        ax2.plot([r["epoch"] for r in history if r.get("val_mean_class_acc") is not None],
+                 [r["val_mean_class_acc"] for r in history if r.get("val_mean_class_acc") is not None],
+                 marker=".", linestyle="--", label="val mean-class acc")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy (%)")
+    ax2.grid(alpha=0.3)
+    ax2.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(path: str | Path, matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str = "") -> Path:
+    """PNG of a confusion matrix (rows = true class), cells coloured by row-normalised rate and labelled by count."""
+    plt = _pyplot()
+    import numpy as np
+
+    cm = np.asarray(matrix, dtype=np.float64)
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
