@@ -11,6 +11,8 @@ from collections.abc import Sequence
 #: taking the parsed Namespace and returning an exit code.
 COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.bench", "add_parser"),
+    ("pcnn_fer.data.stats", "add_data_parser"),
+    ("pcnn_fer.faces.cli", "add_parser"),
     ("pcnn_fer.engine.cli", "add_parser"),
 ]
 

@@ -245,7 +245,8 @@ def load_model(path: str | Path = "default", device: str | torch.device = "cpu",
     if is_official_checkpoint(state):
         config, ours = convert_official_state_dict(state, **official_options)
         return _build(config, ours, str(path)).to(device)
-    if "layer4.0.conv1.weight" in state and "fc.weight" in state and not any(k.startswith("global_trunk") for k in state):
+    is_pcnn = any(k.startswith("global_trunk") for k in state)
+    if "layer4.0.conv1.weight" in state and "fc.weight" in state and not is_pcnn:
         raise WeightsError(f"{path} is a ResNet-18 backbone, not a PCNN: use it to initialise training "
                            "(pcnn train --init-resnet PATH) or pcnn_fer.weights.load_resnet_trunks")
     raise WeightsError(f"{path}: neither a pcnn-fer model nor an official PCNN checkpoint")

@@ -1,0 +1,156 @@
+"""``pcnn bench``: parameters, FLOPs, batch-1 latency and batch-N throughput of PCNN next to a plain torchvision
+ResNet-18 measured in the same run (models are timed in interleaved rounds, so machine noise hits both alike)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models.fuse import optimize_for_inference
+from .models.pcnn import MODEL_PRESETS, PCNN, count_parameters, create_model
+
+
+@dataclass
+class BenchResult:
+    """Figures of one model in one run."""
+
+    model: str
+    input_size: int
+    params: int
+    gflops: float
+    latency_ms_b1: float
+    throughput_img_s: float
+    batch_size: int
+    relative_latency_b1: float = 1.0  # latency / baseline latency (same run)
+    relative_time_bn: float = 1.0  # batch-N time / baseline batch-N time (same run)
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass (torch.utils.flop_counter; a multiply-add counts as 2)."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(example)
+    return counter.get_total_flops()
+
+
+def _median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each runner, interleaving the runners round by round."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.inference_mode():
+        for run in runners.values():  # warm-up (oneDNN primitive creation, allocator)
+            run()
+            run()
+        for _ in range(rounds):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    run()
+                times[name].append((time.perf_counter() - start) / repeats)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def build_models(preset: str, input_size: int, num_classes: int, device: torch.device,
+                 channels_last: bool) -> dict[str, nn.Module]:
+    """The models of a benchmark run: the plain PCNN, its optimised inference form, and the ResNet-18 baseline."""
+    pcnn = create_model(preset, num_classes=num_classes, input_size=input_size).eval()
+    models: dict[str, nn.Module] = {"resnet18": torchvision.models.resnet18(num_classes=num_classes).eval()}
+    if channels_last:
+        models["resnet18-channels-last"] = torchvision.models.resnet18(num_classes=num_classes).eval()
+    models[f"pcnn-{preset}"] = pcnn
+    if input_size % 2 == 0:
+        models[f"pcnn-{preset}-optimized"] = optimize_for_inference(pcnn, channels_last=channels_last)
+    for name, m in models.items():
+        m.to(device)
+        if name == "resnet18-channels-last":
+            m.to(memory_format=torch.channels_last)
+    return models
+
+
+def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: int = 32, device: str = "cpu",
+              num_classes: int = 7, rounds: int = 7, channels_last: bool = True,
+              models: dict[str, nn.Module] | None = None) -> list[BenchResult]:
+    """Measure every model (default: :func:`build_models`) and return results relative to ``resnet18``."""
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(MODEL_PRESETS)}")
+    size = input_size or MODEL_PRESETS[preset]["input_size"]
+    if size < 32:
+        raise ValueError(f"input size must be at least 32, got {size}")
+    dev = torch.device(device)
+    models = models or build_models(preset, size, num_classes, dev, channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x1 = torch.randn(1, 3, size, size, device=dev)
+    xn = torch.randn(batch_size, 3, size, size, device=dev)
+
+    def runner(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+        # The plain models get the plain NCHW tensor; channels_last models get their input converted (timed).
+        wants_cl = channels_last and (name_of[id(model)] != "resnet18" and not isinstance(model, PCNN))
+
+        def run() -> object:
+            out = model(x.contiguous(memory_format=fmt) if wants_cl else x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        return run
+
+    name_of = {id(m): n for n, m in models.items()}
+    lat = _median_times({n: runner(m, x1) for n, m in models.items()}, rounds, repeats=3)
+    thr = _median_times({n: runner(m, xn) for n, m in models.items()}, max(3, rounds // 2), repeats=1)
+    pcnn_params = count_parameters(create_model(preset, num_classes=num_classes))
+    results = []
+    for name, model in models.items():
+        # The optimised PCNN holds the same weights re-laid out; report the parameters of the PCNN it came from.
+        params = pcnn_params if name.startswith("pcnn") else count_parameters(model)
+        results.append(BenchResult(
+            model=name, input_size=size, params=params, gflops=count_flops(model, x1) / 1e9,
+            latency_ms_b1=lat[name] * 1e3, throughput_img_s=batch_size / thr[name], batch_size=batch_size,
+            relative_latency_b1=lat[name] / lat["resnet18"], relative_time_bn=thr[name] / thr["resnet18"]))
+    return results
+
+
+def format_table(results: list[BenchResult]) -> str:
+    """Plain-text table of benchmark results."""
+    header = f"{'model':<28}{'size':>6}{'params(M)':>11}{'GFLOPs':>9}{'b1 ms':>9}{'x r18':>7}" \
+             f"{'img/s':>9}{'x r18':>7}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(f"{r.model:<28}{r.input_size:>6}{r.params / 1e6:>11.2f}{r.gflops:>9.2f}{r.latency_ms_b1:>9.1f}"
+                     f"{r.relative_latency_b1:>7.2f}{r.throughput_img_s:>9.1f}{r.relative_time_bn:>7.2f}")
+    lines.append(f"('x r18' = time relative to torchvision ResNet-18 measured in the same run; "
+                 f"throughput at batch {results[0].batch_size})")
+    return "\n".join(lines)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """CLI handler of ``pcnn bench``."""
+    torch.set_num_threads(args.threads) if args.threads else None
+    results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
+                        channels_last=not args.no_channels_last)
+    if args.json:
+        print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "results": [asdict(r) for r in results]}, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``pcnn bench``."""
+    p = subparsers.add_parser("bench", help="parameters, FLOPs, latency and throughput vs a ResNet-18")
+    p.add_argument("--preset", default="paper", help=f"model preset ({', '.join(MODEL_PRESETS)})")
+    p.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_bench)
