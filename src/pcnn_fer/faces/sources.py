@@ -1,0 +1,177 @@
+"""Turn ``pcnn predict`` SOURCE arguments into a stream of frames: image files, folders (recursive), glob patterns,
+video files (every N-th frame) and webcams (an integer index). Nothing here raises for a bad input: unusable inputs
+and unreadable video frames come out as :class:`Frame` records with a ``skipped`` reason."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .imageio import MAX_PIXELS, ImageLoadError, load_image
+
+#: Files with these suffixes are read with OpenCV's VideoCapture.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                              ".3gp", ".ts", ".mts", ".ogv"})
+#: Files with these suffixes are collected from folders as images (an explicitly named file is tried whatever its
+#: suffix).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm", ".pbm", ".pnm", ".jfif", ".jp2", ".j2k", ".ico", ".tga", ".heic"})
+#: A video gives up after this many unreadable frames in a row.
+MAX_BAD_FRAMES = 25
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: ``kind`` is ``image``, ``video``, ``webcam`` or ``missing``; ``location`` the path or camera index;
+    ``root`` the folder it was found in (for output names), ``reason`` why a ``missing`` source is unusable."""
+
+    kind: str
+    location: str
+    root: str | None = None
+    reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The source as reported in outputs (the path as given, or ``webcam:N``)."""
+        return f"webcam:{self.location}" if self.kind == "webcam" else self.location
+
+
+@dataclass
+class Frame:
+    """One image to analyse: ``image`` (RGB uint8) or a ``skipped`` reason; ``frame`` is the video frame index
+    (None for still images); ``fps`` the video's frame rate."""
+
+    source: Source
+    frame: int | None
+    image: np.ndarray | None
+    skipped: str | None = None
+    fps: float | None = None
+
+
+def _is_glob(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def _classify(path: Path, root: str | None = None) -> Source:
+    kind = "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
+    return Source(kind, str(path), root)
+
+
+def _walk(folder: Path) -> list[Source]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            suffix = Path(name).suffix.lower()
+            if not name.startswith(".") and (suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS):
+                found.append(_classify(Path(dirpath) / name, str(folder)))
+    return found
+
+
+def expand_sources(specs: Sequence[str | Path]) -> list[Source]:
+    """Expand SOURCE arguments: folders recursively (image and video suffixes only), glob patterns (``**``
+    allowed), files as given, integer strings as webcam indices (unless a file of that name exists). Unusable
+    arguments become ``missing`` sources with a reason."""
+    sources: list[Source] = []
+    for spec in specs:
+        text = str(spec)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = _walk(path)
+            sources.extend(found or [Source("missing", text, reason="folder holds no image or video files")])
+        elif path.is_file():
+            sources.append(_classify(path))
+        elif text.strip().isdigit():
+            sources.append(Source("webcam", str(int(text))))
+        elif _is_glob(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            expanded: list[Source] = []
+            for m in matches:
+                p = Path(m)
+                expanded.extend(_walk(p) if p.is_dir() else [_classify(p)] if p.is_file() else [])
+            sources.extend(expanded or [Source("missing", text, reason="no file matches this pattern")])
+        else:
+            sources.append(Source("missing", text, reason="no such file or directory"))
+    return sources
+
+
+def video_frame_count(path: str) -> int:
+    """Number of frames a video file declares (0 when unknown or unreadable)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
+def _read_video(source: Source, every: int, max_frames: int | None) -> Iterator[Frame]:
+    import cv2
+
+    webcam = source.kind == "webcam"
+    cap = cv2.VideoCapture(int(source.location) if webcam else source.location)
+    if not cap.isOpened():
+        what = f"cannot open camera {source.location}" if webcam else "cannot open video (corrupt file or codec)"
+        yield Frame(source, None, None, what)
+        return
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or None
+        declared = 0 if webcam else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        index, bad, emitted, any_read = 0, 0, 0, False
+        while max_frames is None or emitted < max_frames:
+            wanted = index % every == 0
+            if wanted:
+                ok, bgr = cap.read()
+                ok = ok and bgr is not None and bgr.size > 0
+            else:
+                ok, bgr = cap.grab(), None
+            if ok:
+                bad = 0
+                any_read = True
+                if wanted:
+                    yield Frame(source, index, np.ascontiguousarray(bgr[..., ::-1] if bgr.ndim == 3 else
+                                                                    np.repeat(bgr[..., None], 3, 2)), None, fps)
+                    emitted += 1
+            else:
+                if not webcam and (declared == 0 or index >= declared):
+                    break  # the end of the stream
+                bad += 1
+                if wanted:
+                    yield Frame(source, index, None, "unreadable frame", fps)
+                    emitted += 1
+                if bad >= MAX_BAD_FRAMES:
+                    break
+            index += 1
+        if not any_read and not webcam and emitted == 0:
+            yield Frame(source, None, None, "video has no readable frames")
+    finally:
+        cap.release()
+
+
+def iter_frames(source: Source, every: int = 1, max_pixels: int = MAX_PIXELS,
+                max_frames: int | None = None) -> Iterator[Frame]:
+    """Frames of one source: one for an image, every ``every``-th frame of a video or webcam (at most
+    ``max_frames``), or a single skipped record when the source cannot be used."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    if source.kind == "missing":
+        yield Frame(source, None, None, source.reason or "unusable source")
+    elif source.kind == "image":
+        try:
+            yield Frame(source, None, load_image(source.location, max_pixels=max_pixels))
+        except ImageLoadError as e:
+            yield Frame(source, None, None, e.reason)
+    elif source.kind in ("video", "webcam"):
+        yield from _read_video(source, every, max_frames)
+    else:
+        raise ValueError(f"unknown source kind {source.kind!r}")
+
+
+__all__ = ["Source", "Frame", "expand_sources", "iter_frames", "video_frame_count", "VIDEO_EXTENSIONS",
+           "IMAGE_EXTENSIONS", "MAX_BAD_FRAMES"]

@@ -1,0 +1,348 @@
+"""``Recognizer`` and ``pcnn predict`` end to end: samples, bad inputs, videos, JSON/CSV outputs, annotations."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pcnn_fer import create_model, save_model
+from pcnn_fer.faces import Recognizer
+from pcnn_fer.faces.cli import add_parser
+from pcnn_fer.faces.draw import class_color
+from pcnn_fer.faces.recognizer import BACKENDS, Prediction, register_backend
+from pcnn_fer.models.pcnn import REGIONS, preset_config
+from pcnn_fer.weights import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
+SAMPLES = SHARED / "samples"
+#: The astronaut's face in samples/astronaut.png (512×512), read off the image: hairline to chin, ear to ear.
+ASTRONAUT_FACE = (172, 70, 272, 180)
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "astronaut.png").is_file(),
+                                   reason=f"sample photos not found in {SAMPLES} (set PCNN_FER_SHARED)")
+
+
+def on_face(box) -> bool:
+    """The box's centre lies on the astronaut's face and the box is about face-sized."""
+    x1, y1, x2, y2 = box
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
+    return fx1 < (x1 + x2) / 2 < fx2 and fy1 < (y1 + y2) / 2 < fy2 and 60 < x2 - x1 < 130 and 60 < y2 - y1 < 130
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run the model on one thread: tiny batches are fastest that way, and stay fast on a busy shared machine."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small random 8-class PCNN with the default model's geometry (48×48, lowres stem)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return save_model(create_model("tiny", num_classes=8), tmp_path_factory.mktemp("model") / "m.safetensors")
+
+
+@pytest.fixture(scope="module")
+def recognizer(checkpoint) -> Recognizer:
+    """One recognizer shared by the tests (model and detector loaded once)."""
+    return Recognizer(checkpoint, keep_crops=True)
+
+
+def run_cli(*argv: str) -> int:
+    """Parse and run ``pcnn predict`` through this module's parser (as the pcnn dispatcher does)."""
+    parser = argparse.ArgumentParser(prog="pcnn")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["predict", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    """Generated inputs for every bad-input case (and a few good variants of the sample photo)."""
+    d = tmp_path_factory.mktemp("inputs")
+    (d / "text.jpg").write_text("hello, I am not a JPEG\n")
+    if (SAMPLES / "astronaut.png").is_file():
+        data = (SAMPLES / "astronaut.png").read_bytes()
+        (d / "truncated.png").write_bytes(data[: len(data) // 3])
+        img = Image.open(SAMPLES / "astronaut.png").convert("RGB")
+        Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257).save(d / "gray16.png")
+        img.convert("CMYK").save(d / "cmyk.jpg", quality=95)
+        img.quantize(64).save(d / "palette.png")
+        img.convert("RGBA").save(d / "rgba.png")
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        img.transpose(Image.Transpose.ROTATE_90).save(d / "exif_rotated.jpg", exif=exif, quality=95)
+    Image.new("L", (400, 300), 128).save(d / "huge.png")  # "huge" under --max-pixels 100000
+    return {p.stem: p for p in d.iterdir()}
+
+
+def make_video(path: Path, fourcc: str, frames: int = 6) -> Path:
+    """A short video of the astronaut photo (shifted a little each frame), written with cv2.VideoWriter."""
+    import cv2
+
+    rgb = np.asarray(Image.open(SAMPLES / "astronaut.png").convert("RGB"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (512, 512))
+    assert writer.isOpened(), f"cannot write {fourcc} video"
+    for i in range(frames):
+        writer.write(np.ascontiguousarray(np.roll(rgb, 4 * i, axis=1)[..., ::-1]))
+    writer.release()
+    return path
+
+
+# --- Python API ---------------------------------------------------------------------------------------------------
+
+@needs_samples
+def test_recognizer_on_samples(recognizer):
+    result = recognizer.predict(SAMPLES / "astronaut.png")
+    assert isinstance(result, Prediction) and isinstance(result, list) and result.skipped is None
+    assert len(result) == 1
+    face = result[0]
+    assert on_face(face.box) and face.landmarks.shape == (5, 2)
+    assert face.label in recognizer.classes and face.score == max(face.probabilities.values())
+    assert abs(sum(face.probabilities.values()) - 1) < 1e-4 and set(face.regions) == set(REGIONS)
+    for probs in face.regions.values():
+        assert set(probs) == set(recognizer.classes) and abs(sum(probs.values()) - 1) < 1e-4
+    assert face.crop.shape == (48, 48, 3)
+    cat = recognizer.predict(str(SAMPLES / "chelsea.png"))
+    assert len(cat) == 0 and cat.skipped is None and cat.summary() == "no face found"
+    # PIL images and arrays work as well, with the same result
+    same = recognizer.predict(Image.open(SAMPLES / "astronaut.png"))
+    np.testing.assert_allclose(same[0].box, face.box)
+    np.testing.assert_allclose(recognizer.predict(np.asarray(Image.open(SAMPLES / "astronaut.png")))[0].score,
+                               face.score, rtol=1e-5)
+
+
+@needs_samples
+def test_plot_and_save_put_the_box_on_the_face(recognizer, tmp_path):
+    result = recognizer.predict(SAMPLES / "astronaut.png")
+    path = result.save(tmp_path / "annotated.png")
+    annotated = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    original = np.asarray(Image.open(SAMPLES / "astronaut.png").convert("RGB")).astype(int)
+    assert annotated.shape == original.shape
+    x1, y1, x2, y2 = (int(round(v)) for v in result[0].box)
+    assert on_face((x1, y1, x2, y2))
+    color = np.array(class_color(result[0].label))
+    for edge in (annotated[y1 + 5:y2 - 5, x1], annotated[y1 + 5:y2 - 5, x2]):  # the box's vertical sides
+        assert (np.abs(edge - color).max(1) < 40).mean() > 0.9
+    changed = np.abs(annotated - original).max(2) > 30
+    rows, cols = np.nonzero(changed)  # everything drawn hugs this one face: box, label above, bars below
+    assert rows.min() >= y1 - 40 and rows.max() <= y2 + 60 and cols.min() >= x1 - 3 and cols.max() <= x2 + 100
+    assert changed[y2 + 3:y2 + 40, x1:x2].mean() > 0.3  # the per-region bars under the box
+    assert not np.array_equal(result.plot(regions=False), result.plot())
+
+
+def test_no_detect_and_small_inputs(checkpoint):
+    rec = Recognizer(checkpoint, detector="none")
+    crop = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    result = rec.predict(crop)
+    assert len(result) == 1 and result[0].box.tolist() == [0, 0, 48, 48] and result[0].landmarks is None
+    assert result.plot().shape[0] >= 240  # small inputs are upscaled for legible annotations
+
+
+def test_torch_backend_matches_the_plain_model(checkpoint):
+    import torch
+
+    from pcnn_fer.faces.recognizer import TorchClassifier
+    from pcnn_fer.weights import load_model
+
+    model = load_model(checkpoint)
+    batch = np.random.default_rng(1).normal(size=(3, 3, 48, 48)).astype(np.float32)
+    probs, regions = TorchClassifier(model)(batch)
+    with torch.inference_mode():
+        g, _, r = model(torch.from_numpy(batch), return_regions=True)
+    np.testing.assert_allclose(probs, torch.softmax(g, 1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(regions, torch.softmax(r, 2).numpy(), atol=1e-5)
+    assert probs.shape == (3, 8) and regions.shape == (3, 5, 8)
+
+
+def test_gray_preprocessing_matches_training(recognizer):
+    assert recognizer.gray  # 48×48 FER-style model
+    crop = np.zeros((48, 48, 3), np.uint8)
+    crop[..., 0] = 255
+    batch = recognizer.preprocess([crop])
+    cfg = recognizer.config
+    expected = (0.299 - cfg.mean[0]) / cfg.std[0]
+    assert batch.shape == (1, 3, 48, 48) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[0, :, 0, 0], expected, rtol=1e-5)
+
+
+def test_backends_are_swappable(checkpoint):
+    calls = []
+
+    class Uniform:
+        """A stand-in backend (as an onnxruntime one would be): config + __call__(normalised NCHW batch)."""
+
+        def __init__(self, checkpoint, device):
+            self.config = preset_config("tiny", num_classes=8)
+
+        def __call__(self, batch):
+            calls.append(batch.shape)
+            n, c = len(batch), self.config.num_classes
+            return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
+
+    register_backend("uniform-test", Uniform)
+    try:
+        rec = Recognizer(checkpoint, backend="uniform-test", detector="none", batch_size=2)
+        result = rec.predict(np.zeros((60, 50, 3), np.uint8))
+        assert calls == [(1, 3, 48, 48)] and result[0].score == pytest.approx(1 / 8)
+        assert len(rec.classify([np.zeros((48, 48, 3), np.uint8)] * 5)[0]) == 5 and calls[-1] == (1, 3, 48, 48)
+    finally:
+        BACKENDS.pop("uniform-test")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Recognizer(checkpoint, backend="nope")
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled default model is not built yet")
+@needs_samples
+def test_default_model_on_the_astronaut():
+    result = Recognizer().predict(SAMPLES / "astronaut.png")
+    assert len(result) == 1 and on_face(result[0].box)
+    assert result[0].label == "happiness"  # she smiles broadly
+
+
+# --- bad inputs -----------------------------------------------------------------------------------------------------
+
+@needs_samples
+def test_bad_inputs_are_reported_not_raised(recognizer, bad_inputs):
+    text = recognizer.predict(bad_inputs["text"])
+    assert text.skipped and "not an image" in text.skipped and len(text) == 0
+    cut = recognizer.predict(bad_inputs["truncated"])
+    assert cut.skipped and "truncated" in cut.skipped
+    for name in ("gray16", "cmyk", "palette", "rgba", "exif_rotated"):
+        result = recognizer.predict(bad_inputs[name])
+        assert result.skipped is None and len(result) == 1 and on_face(result[0].box), name
+    small = Recognizer(backend=recognizer.backend, detector=recognizer.detector, max_pixels=100_000)
+    huge = small.predict(bad_inputs["huge"])
+    assert huge.skipped and "too large" in huge.skipped and "--max-pixels" in huge.skipped
+
+
+# --- the predict command ----------------------------------------------------------------------------------------
+
+@needs_samples
+def test_predict_command_json_csv_and_annotations(checkpoint, bad_inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    folder = tmp_path / "folder" / "sub"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes((SAMPLES / "astronaut.png").read_bytes())
+    (folder / "readme.txt").write_text("ignored: not an image suffix")
+    sources = [str(SAMPLES / "astronaut.png"), str(SAMPLES / "chelsea.png"), str(bad_inputs["text"]),
+               str(bad_inputs["truncated"]), str(tmp_path / "folder"), str(tmp_path / "nothing" / "*.png"),
+               str(tmp_path / "absent.jpg")]
+    code = run_cli(*sources, "--checkpoint", str(checkpoint), "--out", str(out), "--save-json", "--save-csv",
+                   "--quiet")
+    assert code == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["source"] for r in records] == [sources[0], sources[1], sources[2], sources[3],
+                                              str(folder / "a.png"), sources[5], sources[6]]
+    for r in records:
+        assert set(r) == {"source", "frame", "skipped", "faces"} and r["frame"] is None
+    astro, cat, text, cut, nested, glob_miss, absent = records
+    assert astro["skipped"] is None and len(astro["faces"]) == 1
+    face = astro["faces"][0]
+    assert {"box", "landmarks", "label", "score", "probabilities", "regions"} <= set(face)
+    assert len(face["box"]) == 4 and on_face(face["box"])
+    assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
+    assert set(face["probabilities"]) == set(preset_config("tiny", num_classes=8).classes)
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert set(face["regions"]) == set(REGIONS) and all(set(v) == set(face["probabilities"])
+                                                        for v in face["regions"].values())
+    assert cat == {"source": sources[1], "frame": None, "skipped": None, "faces": []}
+    assert "not an image" in text["skipped"] and "truncated" in cut["skipped"]
+    assert nested["skipped"] is None and len(nested["faces"]) == 1
+    assert "no file matches" in glob_miss["skipped"] and "no such file" in absent["skipped"]
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and rows[0]["source"] == sources[0] and rows[0]["label"] == face["label"]
+    assert float(rows[0]["x1"]) == face["box"][0] and "mouth_happiness" in rows[0]
+    # annotated images: one per decoded input, folder structure kept below the folder argument
+    assert (out / "astronaut.png").is_file() and (out / "chelsea.png").is_file() and (out / "sub" / "a.png").is_file()
+    annotated = np.asarray(Image.open(out / "astronaut.png").convert("RGB")).astype(int)
+    x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
+    color = np.array(class_color(face["label"]))
+    assert (np.abs(annotated[y1 + 5:y2 - 5, x1] - color).max(1) < 40).mean() > 0.9
+    assert capsys.readouterr().out == ""  # --quiet
+
+
+@needs_samples
+def test_predict_command_prints_per_input_lines(checkpoint, capsys):
+    assert run_cli(str(SAMPLES / "chelsea.png"), str(SAMPLES / "astronaut.png"), "--checkpoint", str(checkpoint)) == 0
+    text = capsys.readouterr().out
+    assert "chelsea.png: no face found" in text and "astronaut.png: 1 face:" in text
+
+
+@needs_samples
+@pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
+def test_predict_command_on_videos(checkpoint, tmp_path, fourcc, suffix):
+    video = make_video(tmp_path / f"clip{suffix}", fourcc)
+    out = tmp_path / "out"
+    assert run_cli(str(video), "--every", "2", "--checkpoint", str(checkpoint), "--out", str(out), "--save-json",
+                   "--quiet") == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["frame"] for r in records] == [0, 2, 4]
+    for r in records:
+        assert r["source"] == str(video) and r["skipped"] is None and len(r["faces"]) == 1
+        x1, y1, x2, y2 = r["faces"][0]["box"]
+        assert 150 < (x1 + x2) / 2 < 300 and ASTRONAUT_FACE[1] < (y1 + y2) / 2 < ASTRONAUT_FACE[3]
+    written = list(out.glob("clip.*"))
+    assert written, "no annotated video written"
+    import cv2
+
+    cap = cv2.VideoCapture(str(written[0]))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+
+
+@needs_samples
+def test_unreadable_video_frames_are_skipped(checkpoint, tmp_path):
+    data = make_video(tmp_path / "full.avi", "MJPG", frames=6).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])  # the index still declares 6 frames
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[:2000])
+    out = tmp_path / "out"
+    assert run_cli(str(cut), str(broken), "--checkpoint", str(checkpoint), "--out", str(out), "--save-json",
+                   "--no-annotate", "--quiet") == 0
+    records = json.loads((out / "predictions.json").read_text())
+    good = [r for r in records if r["source"] == str(cut) and r["skipped"] is None]
+    bad = [r for r in records if r["source"] == str(cut) and r["skipped"]]
+    assert len(good) >= 1 and all(len(r["faces"]) == 1 for r in good)
+    assert bad and all(r["skipped"] == "unreadable frame" and r["frame"] is not None for r in bad)
+    assert [r["frame"] for r in good + bad] == list(range(len(good) + len(bad)))
+    (last,) = [r for r in records if r["source"] == str(broken)]
+    assert last["frame"] is None and "cannot open video" in last["skipped"]
+    assert not list(out.glob("*.png"))  # --no-annotate
+
+
+@needs_samples
+def test_predict_stream_api(recognizer, tmp_path):
+    video = make_video(tmp_path / "clip.avi", "MJPG", frames=4)
+    results = list(recognizer.predict_stream([str(SAMPLES / "chelsea.png"), str(video), "absent.png"], every=3))
+    assert [(r.source, r.frame, len(r), bool(r.skipped)) for r in results] == [
+        (str(SAMPLES / "chelsea.png"), None, 0, False), (str(video), 0, 1, False), (str(video), 3, 1, False),
+        ("absent.png", None, 0, True)]
+
+
+@needs_samples
+def test_predict_is_registered_in_the_pcnn_command(monkeypatch, checkpoint, capsys):
+    import pcnn_fer.cli as cli
+
+    assert ("pcnn_fer.faces.cli", "add_parser") in cli.COMMANDS
+    monkeypatch.setattr(cli, "COMMANDS", [("pcnn_fer.faces.cli", "add_parser")])  # this verb alone
+    assert cli.main(["predict", str(SAMPLES / "chelsea.png"), "--checkpoint", str(checkpoint)]) == 0
+    assert "no face found" in capsys.readouterr().out
+    if not DEFAULT_MODEL.exists():
+        assert cli.main(["predict", str(SAMPLES / "chelsea.png")]) == 1
+        assert "bundled model is missing" in capsys.readouterr().err
