@@ -15,6 +15,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cap(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
 def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Flags that override recipe fields (None = keep the recipe's value)."""
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
@@ -29,8 +36,8 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--augment", help="augmentation preset (paper, strong, none)")
     g.add_argument("--input-size", type=_positive_int, help="model input size in pixels")
-    g.add_argument("--max-steps", type=_positive_int, help="cap on optimiser steps per epoch (smoke tests)")
-    g.add_argument("--max-val-samples", type=_positive_int, help="cap on validation samples (seeded subset)")
+    g.add_argument("--max-steps", type=_cap, help="cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
+    g.add_argument("--max-val-samples", type=_cap, help="cap on validation samples (seeded subset; 0 = no cap)")
     g.add_argument("--select-metric", choices=["accuracy", "mean_class_accuracy"],
                    help="validation metric used for model selection")
 
@@ -123,7 +130,11 @@ RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_d
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe fields set on the command line."""
-    return {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k, None) is not None}
+    values = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k, None) is not None}
+    for k in ("max_steps", "max_val_samples"):
+        if values.get(k) == 0:
+            values[k] = None  # 0 = no cap
+    return values
 
 
 def train_options(args: argparse.Namespace, out: str) -> Any:

@@ -77,12 +77,12 @@ class Recipe:
             raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
 
     def with_overrides(self, **overrides: Any) -> Recipe:
-        """A copy with the non-None ``overrides`` applied (unknown names are an error)."""
+        """A copy with ``overrides`` applied (unknown names are an error; None clears the optional caps)."""
         known = {f.name for f in fields(self)}
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""

@@ -199,10 +199,15 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_mode = _mode_for(reader, opts.mode, recipe.label_mode)
     val_mode = _mode_for(reader, opts.val_mode, recipe.val_mode)
     present = reader.splits(root)
-    if reader.train_split not in present:
-        raise DatasetError(f"{reader.name}: no training split {reader.train_split!r} under {root}")
-    train_split = reader.load(root, reader.train_split, train_mode)
-    info: dict[str, Any] = {"dataset": reader.name, "train_split": reader.train_split, "train_mode": train_mode,
+    train_name = reader.train_split
+    if train_name not in present:
+        if len(present) == 1 and not is_test_split(reader, present[0]):
+            train_name = present[0]  # e.g. an image folder without split folders ("all")
+        else:
+            raise DatasetError(f"{reader.name}: no training split {reader.train_split!r} under {root}; present: "
+                               f"{', '.join(present) or 'none'}")
+    train_split = reader.load(root, train_name, train_mode)
+    info: dict[str, Any] = {"dataset": reader.name, "train_split": train_name, "train_mode": train_mode,
                             "val_mode": val_mode, "test_selection": False}
     val_name = opts.select_on
     if val_name is None:
@@ -211,7 +216,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
         elif reader.name == "folder":
             val_name = next((s for s in ("val", "valid", "validation") if s in present), None)
     if val_name is not None:
-        if val_name == reader.train_split:
+        if val_name == train_name:
             raise ValueError(f"--select-on {val_name}: that is the training split; select on validation data")
         if is_test_split(reader, val_name):
             if not opts.allow_test_selection:
@@ -232,7 +237,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
         train_data = full.subset(subset_rows(where, rows_of(tr), "train"), name=f"{full.name}-minus-val")
         val_data = full.subset(subset_rows(where, rows_of(va), "val"), name=f"{full.name}-val")
         how = "by subject" if train_split.subjects is not None else "stratified"
-        info["val_split"] = f"{reader.train_split}-val({opts.val_fraction:g}, {how}, seed {opts.seed})"
+        info["val_split"] = f"{train_name}-val({opts.val_fraction:g}, {how}, seed {opts.seed})"
     if len(train_data) == 0 or len(val_data) == 0:
         raise DatasetError(f"{reader.name}: empty training or validation data")
     if train_data.classes != val_data.classes:
@@ -339,7 +344,7 @@ def fit(
     if opts.compile:
         train_model = torch.compile(train_model)
     select_metric = recipe.select_metric
-    val_desc = info.get("val_split", "validation")
+    val_desc = info.get("val_split") or "validation"
     say(f"training {recipe.name} ({recipe.model}, {recipe.input_size}px) on {len(train_data)} "
         f"{info.get('dataset', train_data.name)} images, selecting on {len(val_data) if val_data else 0} "
         f"({val_desc}); {steps_per_epoch} steps/epoch x {recipe.epochs} epochs on {device}"

@@ -1,0 +1,140 @@
+"""``pcnn cv``: subject-independent cross-validation (CK+: 10 folds by subject; JAFFE: 10 folds or LOSO).
+
+Each fold trains on the other folds' subjects (a validation split carved from them, by subject, selects the epoch)
+and is evaluated once on its own subjects. Every fold lives in ``OUT/foldNN`` (a normal run directory plus
+``metrics.json``); a fold that already has its metrics is reused and an interrupted fold resumes from its
+``last.pt``, so re-running the same command after a crash continues where it stopped. ``OUT/cv.json`` holds the
+per-fold accuracies and their mean ± std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..data.datasets import get_dataset
+from ..data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
+from ..data.protocols import cross_validation, train_val_split
+from ..weights import load_model
+from .checkpoint import load_checkpoint
+from .distributed import env_world_size
+from .logs import plot_confusion, write_json
+from .loop import evaluate_data
+from .recipes import Recipe, get_recipe
+from .train import TrainOptions, fit, resolve_device
+
+__all__ = ["cv_command", "run_cv", "summarise"]
+
+
+def summarise(values: list[float]) -> tuple[float, float]:
+    """(mean, population standard deviation) of ``values``; NaN for an empty list."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+
+
+def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
+           only_folds: list[int] | None = None, use_val: bool = True, log: Any = print) -> dict[str, Any]:
+    """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content."""
+    if env_world_size() > 1:
+        raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
+    reader = get_dataset(opts.dataset)
+    root = Path(opts.root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    out = Path(opts.out)
+    split = reader.load(root, reader.train_split, opts.mode)
+    if split.subjects is None:
+        raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible")
+    tag_rows(split)
+    fold_list = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
+    if only_folds:
+        bad = [k for k in only_folds if not 0 <= k < len(fold_list)]
+        if bad:
+            raise ValueError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
+        fold_list = [f for f in fold_list if f.index in set(only_folds)]
+    device = resolve_device(opts.device)
+    full, where = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+    log(f"{reader.name}: {len(split)} images, {len(set(split.subjects))} subjects, {protocol} with "
+        f"{len(fold_list)} fold(s), recipe {recipe.name}")
+    results = []
+    for fold in fold_list:
+        fold_dir = out / f"fold{fold.index:02d}"
+        metrics_path = fold_dir / "metrics.json"
+        if metrics_path.exists():
+            metrics = json.loads(metrics_path.read_text())
+            log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
+            results.append(metrics)
+            continue
+        train_split, test_split = fold.split(split)
+        val_data = None
+        if use_val:
+            train_split, val_split = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
+                                                     by_subject=True)
+            val_data = full.subset(subset_rows(where, rows_of(val_split), "val"), name=f"fold{fold.index}-val")
+        train_data = full.subset(subset_rows(where, rows_of(train_split), "train"), name=f"fold{fold.index}-train")
+        test_data = full.subset(subset_rows(where, rows_of(test_split), "test"), name=f"fold{fold.index}-test")
+        resume_state = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
+        info = {"dataset": reader.name, "fold": fold.index, "test_subjects": list(fold.test_subjects),
+                "val_split": f"fold{fold.index} train-val({opts.val_fraction:g}, by subject)" if use_val else None,
+                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0}
+        log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
+            f"({len(fold.test_subjects)} subjects)")
+        if resume_state is None or int(resume_state["epoch"]) < recipe.epochs:
+            fit(recipe, replace(opts, out=str(fold_dir)), train_data, val_data, fold_dir, resume_state=resume_state,
+                info=info, log=log)
+        model = load_model(fold_dir, device=device)
+        m = evaluate_data(model, test_data, model.config.input_size, model.config.mean, model.config.std,
+                          batch_size=opts.eval_batch_size)
+        metrics = {"dataset": reader.name, "split": f"fold{fold.index}_test", "subset": None,
+                   "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
+                   "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
+                   "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
+                   "fold": fold.index, "test_subjects": list(fold.test_subjects)}
+        write_json(metrics_path, metrics)
+        plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
+                       title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
+        log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
+        results.append(metrics)
+    summary = _summary(reader.name, protocol, len(cross_validation(split, protocol, folds, opts.seed)), results,
+                       recipe, opts, use_val)
+    write_json(out / "cv.json", summary)
+    log(f"{reader.name} {protocol}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f}% over "
+        f"{len(results)} fold(s) (pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
+    return summary
+
+
+def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[str, Any]], recipe: Recipe,
+             opts: TrainOptions, use_val: bool) -> dict[str, Any]:
+    acc_mean, acc_std = summarise([r["accuracy"] for r in results])
+    mca_mean, mca_std = summarise([r["mean_class_accuracy"] for r in results])
+    correct = sum(sum(row[i] for i, row in enumerate(r["confusion_matrix"])) for r in results)
+    total = sum(r["num_samples"] for r in results)
+    return {
+        "dataset": dataset, "protocol": protocol, "folds": total_folds, "complete": len(results) == total_folds,
+        "per_fold": [{"fold": r["fold"], "accuracy": r["accuracy"], "mean_class_accuracy": r["mean_class_accuracy"],
+                      "num_samples": r["num_samples"], "test_subjects": r["test_subjects"]} for r in results],
+        "accuracy_mean": acc_mean, "accuracy_std": acc_std,
+        "mean_class_accuracy_mean": mca_mean, "mean_class_accuracy_std": mca_std,
+        "pooled_accuracy": 100.0 * correct / total if total else float("nan"),
+        "std": "population standard deviation over folds (ddof=0)",
+        "selection": "validation split carved by subject from each fold's train" if use_val else "last epoch",
+        "recipe": recipe.to_dict(), "options": opts.to_dict(),
+    }
+
+
+def cv_command(args: argparse.Namespace) -> int:
+    """Run ``pcnn cv`` from parsed arguments."""
+    from .cli import recipe_overrides, train_options
+
+    recipe = get_recipe(args.recipe).with_overrides(**recipe_overrides(args))
+    opts = train_options(args, args.out)
+    run_cv(recipe, opts, folds=args.folds, protocol=args.protocol, only_folds=args.only_folds,
+           use_val=not args.no_val)
+    return 0

@@ -1,0 +1,167 @@
+"""``pcnn evaluate``: accuracy, mean-class accuracy, per-class accuracy and confusion matrix of a model on a split.
+
+Any model works: a run directory, a ``.safetensors`` file, a training checkpoint (``last.pt``), an official PCNN
+checkpoint (``.pth``, converted by :func:`pcnn_fer.weights.load_model`) or ``default`` (the bundled model). Each
+model brings its own input size, normalisation and class names. Classes are matched to the dataset's by canonical
+name: predictions are restricted to the classes both share, and samples of a class the model lacks are dropped
+(the mapping and the dropped count are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..classes import canonical_name, class_mapping, describe_mapping
+from ..data.datasets import DatasetError, DatasetReader, Split, get_dataset
+from ..data.loader import load_tensor_data
+from ..data.protocols import apply_subset
+from ..models.pcnn import PCNN
+from ..weights import WeightsError, load_model
+from .checkpoint import CheckpointError, load_checkpoint
+from .logs import plot_confusion, write_json
+from .loop import confusion_matrix, metrics_from_confusion, predict_logits
+from .recipes import Recipe
+from .train import resolve_device
+
+__all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split", "load_any_model"]
+
+#: The keys of metrics.json, in order.
+METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
+                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint")
+
+
+def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
+    """A PCNN in eval mode from ``default``, a run directory, a ``.safetensors`` model, a training checkpoint
+    (``last.pt``) or an official PCNN ``.pth``; WeightsError (a ValueError) when it cannot be used."""
+    if str(checkpoint) == "default":
+        return load_model("default", device=device)
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise WeightsError(f"no such checkpoint: {path}")
+    if path.is_dir() and not (path / "model.safetensors").exists() and (path / "last.pt").exists():
+        path = path / "last.pt"
+    if path.is_file() and path.suffix == ".pt":
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            state = None  # not a training checkpoint: maybe an official or plain state dict
+        if state is not None:
+            try:
+                recipe = Recipe.from_dict(state["recipe"])
+                model = recipe.create_model(tuple(state["classes"]))
+                model.load_state_dict(state["model"])
+            except (KeyError, TypeError, RuntimeError) as e:
+                raise WeightsError(f"{path}: training checkpoint does not rebuild its model "
+                                   f"({str(e).splitlines()[0]})") from None
+            return model.eval().to(device)
+    return load_model(path, device=device)
+
+
+def default_split(reader: DatasetReader, root: str | Path) -> str:
+    """The split ``pcnn evaluate`` uses without ``--split``: the test split if present, else validation, else
+    the training split (e.g. CK+ ``all``)."""
+    present = reader.splits(root)
+    for name in (reader.test_split, reader.val_split, reader.train_split):
+        if name is not None and name in present:
+            return name
+    if not present:
+        raise DatasetError(f"{reader.name}: no split found under {root}")
+    return present[0]
+
+
+def evaluate_split(
+    model: PCNN,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 256,
+    tta: str | None = None,
+    amp: str = "none",
+    cache: str | Path | None = None,
+    use_cache: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
+
+    Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
+    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
+    """
+    if len(split) == 0:
+        raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to evaluate")
+    model_classes = tuple(model.classes)
+    try:
+        same = tuple(canonical_name(c) for c in split.classes) == tuple(canonical_name(c) for c in model_classes)
+    except ValueError:
+        same = tuple(split.classes) == model_classes
+    if same:
+        mapping = {i: i for i in range(len(split.classes))}
+    else:
+        mapping = class_mapping(split.classes, model_classes)  # dataset index -> model index
+        log(describe_mapping(split.classes, model_classes).replace("class mapping:", "class mapping (dataset -> "
+                                                                                     "model):"))
+    keep = np.isin(split.labels, np.array(sorted(mapping), dtype=np.int64))
+    dropped = int((~keep).sum())
+    if dropped:
+        lacking = sorted({split.classes[i] for i in split.labels[~keep].tolist()})
+        log(f"dropped {dropped} of {len(split)} samples whose class the model lacks ({', '.join(lacking)})")
+        split = split.subset(keep)
+    if len(split) == 0:
+        raise DatasetError(f"{split.dataset}/{split.name}: no sample of a class the model knows")
+    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
+    model = model.to(device).eval()
+    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+    shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
+    allowed = torch.full((len(model_classes),), float("-inf"), device=logits.device)
+    allowed[[mapping[i] for i in shared_ds]] = 0.0
+    pred_model = (logits + allowed).argmax(1).cpu()
+    pos_of_model = torch.full((len(model_classes),), -1, dtype=torch.long)
+    pos_of_ds = torch.full((len(split.classes),), -1, dtype=torch.long)
+    for k, ds in enumerate(shared_ds):
+        pos_of_model[mapping[ds]] = k
+        pos_of_ds[ds] = k
+    pred = pos_of_model[pred_model]
+    target = pos_of_ds[data.labels.cpu()]
+    classes = [split.classes[i] for i in shared_ds]
+    cm = confusion_matrix(pred, target, len(classes))
+    return {"classes": classes, **metrics_from_confusion(cm, classes)}
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+    reader = get_dataset(args.dataset)
+    root = Path(args.root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    device = resolve_device(args.device)
+    if args.amp != "none" and device.type != "cuda":
+        raise ValueError(f"--amp {args.amp} needs a CUDA device")
+    model = load_any_model(args.checkpoint, device=device)
+    split_name = args.split or default_split(reader, root)
+    split = reader.load(root, split_name, args.mode)
+    subset_name = None
+    if args.subset_list:
+        split = apply_subset(split, args.subset_list)
+        subset_name = Path(args.subset_list).name
+    print(f"evaluating {args.checkpoint} ({len(model.classes)} classes, {model.config.input_size}px) on "
+          f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "") + f": {len(split)} samples")
+    result = evaluate_split(model, split, device, batch_size=args.batch_size,
+                            tta=None if args.tta == "none" else args.tta, amp=args.amp,
+                            cache=args.cache_dir, use_cache=not args.no_cache)
+    metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
+               "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
+               "mean_class_accuracy": result["mean_class_accuracy"],
+               "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
+               "checkpoint": str(args.checkpoint)}
+    out = Path(args.out)
+    write_json(out / "metrics.json", metrics)
+    title = f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "")
+    plot_confusion(out / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
+                   title=f"{title}: {metrics['accuracy']:.2f}%")
+    print(f"accuracy {metrics['accuracy']:.2f}% (mean-class {metrics['mean_class_accuracy']:.2f}%) on "
+          f"{metrics['num_samples']} samples -> {out / 'metrics.json'}")
+    return 0

@@ -1,0 +1,342 @@
+"""Training engine: recipes, batches, schedule, checkpoints, and end-to-end ``pcnn train`` / ``--resume`` / ``cv`` on
+a synthetic image folder and on real CK+48 (``../shared/data/ckplus48`` or ``$PCNN_FER_SHARED``; skipped if absent).
+
+Everything uses the ``tiny`` recipe (a few optimiser steps) on one CPU thread, so the file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pcnn_fer import load_model
+from pcnn_fer.cli import main
+from pcnn_fer.data.loader import TensorData, epoch_batches
+from pcnn_fer.engine.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pcnn_fer.engine.loop import confusion_matrix, metrics_from_confusion
+from pcnn_fer.engine.recipes import RECIPES, format_recipes, get_recipe, recipe_cost
+from pcnn_fer.engine.train import lr_factor
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("PCNN_FER_SHARED")
+    base = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+    return base / "data" if (base / "data").is_dir() else base
+
+
+CKPLUS = _shared_data() / "ckplus48"
+needs_ckplus = pytest.mark.skipif(not (CKPLUS / "CK+48").is_dir(), reason=f"CK+48 not found under {CKPLUS}")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path_factory):
+    """One torch thread (2 shared cores: oversubscription is much slower) and a private decode cache."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_folder_dataset(root: Path, per_class: int = 12, splits: tuple[str, ...] = ("train", "val", "test"),
+                        classes: tuple[str, ...] = ("happy", "sad", "surprise"), size: int = 48) -> Path:
+    """An ImageFolder tree of small grayscale PNGs whose brightness depends on the class (learnable)."""
+    rng = np.random.default_rng(0)
+    for s in splits:
+        for ci, c in enumerate(classes):
+            d = root / s / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = rng.integers(0, 80, (size, size)) + 80 * ci
+                Image.fromarray(img.astype(np.uint8), "L").save(d / f"{s}_{c}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A 3-class synthetic image folder with train/val/test splits."""
+    return make_folder_dataset(tmp_path_factory.mktemp("folder"))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """``pcnn ARGS`` in-process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- units ---------------------------------------------------------------------------------------------------------
+
+
+def test_recipes_are_typed_and_match_the_spec():
+    paper = get_recipe("paper")
+    assert (paper.model, paper.input_size, paper.optimizer, paper.lr, paper.momentum, paper.weight_decay) == (
+        "paper", 224, "sgd", 0.01, 0.9, 1e-4)
+    assert (paper.schedule, paper.step_epochs, paper.gamma, paper.epochs, paper.batch_size, paper.augment) == (
+        "step", 15, 0.5, 100, 128, "paper")
+    fc = get_recipe("ferplus-compact")
+    assert (fc.model, fc.input_size, fc.nesterov, fc.lr, fc.weight_decay, fc.schedule, fc.warmup_epochs,
+            fc.epochs, fc.batch_size, fc.augment, fc.label_mode, fc.val_mode) == (
+        "compact", 48, True, 0.02, 5e-4, "cosine", 2, 60, 128, "strong", "probability", "majority")
+    assert get_recipe("tiny").model == "tiny" and get_recipe("ferplus-cpu").model == "small"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        get_recipe("nope")
+    assert paper.with_overrides(epochs=3, lr=0.1).epochs == 3
+    with pytest.raises(ValueError):
+        paper.with_overrides(epochs=0)
+
+
+def test_recipe_cost_and_listing():
+    params, gflops = recipe_cost(get_recipe("tiny"))
+    assert params > 100_000 and 0.01 < gflops < 1
+    table = format_recipes()
+    for name in RECIPES:
+        assert name in table
+
+
+def test_list_presets_cli(capsys):
+    code, out, _ = run_cli(["train", "--list-presets"], capsys)
+    assert code == 0 and "ferplus-compact" in out and "GFLOPs" in out
+
+
+def test_epoch_batches_deterministic_and_sharded():
+    a = epoch_batches(103, 16, epoch=3, seed=1)
+    b = epoch_batches(103, 16, epoch=3, seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(torch.cat(a), torch.cat(epoch_batches(103, 16, epoch=4, seed=1)))
+    assert [len(x) for x in a] == [16] * 6  # partial last batch dropped
+    shards = [epoch_batches(103, 16, epoch=0, seed=0, rank=r, world_size=2, drop_last=False) for r in range(2)]
+    assert len(shards[0]) == len(shards[1])
+    seen = torch.cat([torch.cat(s) for s in shards])
+    assert set(seen.tolist()) == set(range(103))  # padded by wrapping, every sample drawn
+    assert len(epoch_batches(5, 16, epoch=0)) == 1  # a lone partial batch is kept
+    w = torch.tensor([1.0] * 90 + [9.0] * 10)
+    drawn = torch.cat(epoch_batches(100, 10, epoch=0, sample_weights=w))
+    assert (drawn >= 90).float().mean() > 0.3  # balanced sampling oversamples the rare class
+
+
+def test_lr_schedules():
+    paper = get_recipe("paper")
+    assert lr_factor(0, paper, 10) == 1.0
+    assert lr_factor(15 * 10, paper, 10) == 0.5 and lr_factor(30 * 10 + 3, paper, 10) == 0.25
+    fc = get_recipe("ferplus-compact")
+    assert lr_factor(0, fc, 100) == pytest.approx(1 / 200)  # linear warm-up over 2 epochs
+    assert lr_factor(199, fc, 100) == pytest.approx(1.0)
+    assert lr_factor(60 * 100, fc, 100) == pytest.approx(0.0, abs=1e-9)
+    mid = lr_factor(200 + (6000 - 200) // 2, fc, 100)
+    assert mid == pytest.approx(0.5, abs=0.01)
+
+
+def test_metrics_from_confusion():
+    cm = confusion_matrix(torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 1, 2, 2, 1]), 4)
+    assert cm.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    m = metrics_from_confusion(cm, ["a", "b", "c", "d"])
+    assert m["accuracy"] == pytest.approx(60.0)
+    assert m["per_class_accuracy"] == {"a": 100.0, "b": 50.0, "c": 50.0, "d": None}
+    assert m["mean_class_accuracy"] == pytest.approx(200 / 3)
+
+
+def test_tensor_data_targets():
+    data = TensorData(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 2, 1, 2]), None, ("a", "b", "c"))
+    t = data.targets(torch.tensor([1, 2]))
+    assert t.tolist() == [[0, 0, 1], [0, 1, 0]]
+    assert data.subset([3, 0]).labels.tolist() == [2, 0]
+
+
+def test_checkpoint_roundtrip_and_rng(tmp_path):
+    state = capture_rng_state()
+    expected = (torch.rand(3), np.random.rand(), __import__("random").random())
+    path = save_checkpoint(tmp_path / "last.pt", {"epoch": 1, "rng": state, "x": torch.arange(3)})
+    loaded = load_checkpoint(tmp_path)  # a run directory works too
+    assert loaded["epoch"] == 1 and torch.equal(loaded["x"], torch.arange(3))
+    restore_rng_state(loaded["rng"])
+    again = (torch.rand(3), np.random.rand(), __import__("random").random())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(path)
+
+
+# --- end to end on a synthetic folder --------------------------------------------------------------------------------
+
+
+def test_train_folder_end_to_end(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--out", run,
+                              "--no-progress", "--epochs", "3"], capsys)
+    assert code == 0, err
+    for name in ("last.pt", "model.safetensors", "model.json", "history.csv", "history.json", "curves.png",
+                 "results.json"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert set(history[0]) >= {"epoch", "lr", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "time",
+                               "img_per_s"}
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[:8] == ["epoch", "lr", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "time",
+                          "img_per_s"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["selected_on"] == "val" and results["test_selection"] is False and results["finished"]
+    model = load_model(run)
+    assert model.classes == ("happiness", "surprise", "sadness") or set(model.classes) == {
+        "happiness", "sadness", "surprise"}
+    info = json.loads((run / "model.json").read_text())
+    assert info["validation"]["accuracy"] == max(r["val_acc"] for r in history)
+    assert info["training"]["recipe"]["name"] == "tiny"
+    # a second train into the same directory is refused (resume instead)
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--out", run,
+                            "--no-progress"], capsys)
+    assert code == 1 and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, capsys):
+    args = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--no-progress", "--epochs", "1",
+            "--select-on", "test"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 1 and "test split" in err and "--allow-test-selection" in err
+    code, _, err = run_cli([*args, "--out", tmp_path / "b", "--allow-test-selection"], capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["test_selection"] is True and results["selected_on"] == "test"
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["training"]["test_selection"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "folder", "--root", "/nonexistent/dir", "--recipe", "tiny"], "does not exist"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "nope"], "unknown recipe"),
+    (["--dataset", "nope", "--root", "{folder}", "--recipe", "tiny"], "unknown dataset"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--amp", "bf16", "--device", "cpu"],
+     "needs a CUDA device"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--init-resnet", "/nonexistent.pth"],
+     "no such weights file"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--mode", "majority"], "has no modes"),
+    (["--recipe", "tiny"], "missing --dataset, --root, --out"),
+])
+def test_train_bad_input(folder, tmp_path, capsys, args, message):
+    args = [a.replace("{folder}", str(folder)) for a in args]
+    if "--recipe" in args and "missing" not in message:
+        args += ["--out", str(tmp_path / "run")]
+    code, _, err = run_cli(["train", *args, "--no-progress"], capsys)
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_train_empty_split(tmp_path, capsys):
+    root = make_folder_dataset(tmp_path / "data", per_class=4, splits=("train",))
+    for c in ("happy", "sad", "surprise"):
+        (root / "val" / c).mkdir(parents=True)
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--out",
+                            tmp_path / "run", "--no-progress"], capsys)
+    assert code == 1 and "empty" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_missing_or_corrupt(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--resume", tmp_path], capsys)
+    assert code == 1 and "no training checkpoint" in err
+    (tmp_path / "last.pt").write_bytes(b"\x00" * 100)
+    code, _, err = run_cli(["train", "--resume", tmp_path], capsys)
+    assert code == 1 and "unreadable training checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+# --- end to end on real CK+48 ----------------------------------------------------------------------------------------
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, torch.Tensor):
+            if not torch.equal(x, y):
+                return False
+        elif isinstance(x, dict):
+            if not _states_equal(x, y):
+                return False
+        elif x != y and not (isinstance(x, float) and math.isnan(x) and math.isnan(y)):
+            return False
+    return True
+
+
+@needs_ckplus
+def test_ckplus_train_crash_resume_evaluate(tmp_path, capsys):
+    common = ["--dataset", "ckplus", "--root", CKPLUS, "--recipe", "tiny", "--no-progress"]
+    # A: two epochs in one go
+    code, out, err = run_cli(["train", *common, "--out", tmp_path / "A"], capsys)
+    assert code == 0, err
+    assert "by subject" in out  # CK+ has no validation split: carved by subject
+    # B: "crash" after epoch 1 (a leftover temp file from a torn write must not matter), then resume
+    code, _, err = run_cli(["train", *common, "--out", tmp_path / "B", "--stop-after", "1"], capsys)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "B")["epoch"] == 1
+    (tmp_path / "B" / ".last.pt.torn.tmp").write_bytes(b"partial")
+    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "resuming" in out
+    a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
+    assert a["epoch"] == b["epoch"] == 2
+    assert _states_equal(a["model"], b["model"]), "resumed weights differ"
+    assert _states_equal(a["optimizer"]["state"], b["optimizer"]["state"])
+    assert a["scheduler"] == b["scheduler"] and a["best_epoch"] == b["best_epoch"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    sa = load_model(tmp_path / "A").state_dict()
+    sb = load_model(tmp_path / "B").state_dict()
+    assert _states_equal(sa, sb)
+    # resuming a finished run is a no-op
+    code, out, _ = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert code == 0 and "nothing to do" in out
+
+    # evaluate the selected model on all of CK+ (the run dir works as --checkpoint)
+    code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "A", "--dataset", "ckplus", "--root", CKPLUS,
+                              "--out", tmp_path / "eval"], capsys)
+    assert code == 0, err
+    assert "accuracy" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(metrics) == ["dataset", "split", "subset", "num_samples", "classes", "accuracy",
+                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint"]
+    assert metrics["dataset"] == "ckplus" and metrics["split"] == "all" and metrics["subset"] is None
+    assert metrics["num_samples"] == 981
+    assert metrics["classes"] == ["anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == 981
+    assert cm.sum(1).tolist() == [135, 54, 177, 75, 207, 84, 249]  # rows = true class (CK+48 class counts)
+    assert metrics["accuracy"] == pytest.approx(100 * np.trace(cm) / cm.sum())
+    per_class = [metrics["per_class_accuracy"][c] for c in metrics["classes"]]
+    assert per_class == pytest.approx((100 * np.diag(cm) / cm.sum(1)).tolist())
+    assert metrics["mean_class_accuracy"] == pytest.approx(np.mean(per_class))
+    assert metrics["checkpoint"] == str(tmp_path / "A")
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+@needs_ckplus
+def test_ckplus_cv_two_folds(tmp_path, capsys):
+    code, out, err = run_cli(["cv", "--dataset", "ckplus", "--root", CKPLUS, "--folds", "10", "--only-folds", "0",
+                              "3", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"], capsys)
+    assert code == 0, err
+    cv = json.loads((tmp_path / "cv.json").read_text())
+    assert cv["folds"] == 10 and cv["complete"] is False and [f["fold"] for f in cv["per_fold"]] == [0, 3]
+    accs = [f["accuracy"] for f in cv["per_fold"]]
+    assert cv["accuracy_mean"] == pytest.approx(np.mean(accs)) and cv["accuracy_std"] == pytest.approx(np.std(accs))
+    subjects = [set(f["test_subjects"]) for f in cv["per_fold"]]
+    assert not subjects[0] & subjects[1]
+    fold0 = json.loads((tmp_path / "fold00" / "metrics.json").read_text())
+    train_subjects = {p.name.split("_")[0] for p in (CKPLUS / "CK+48").rglob("*.png")} - set(fold0["test_subjects"])
+    assert train_subjects and not set(fold0["test_subjects"]) & train_subjects
+    # re-running reuses finished folds
+    code, out, _ = run_cli(["cv", "--dataset", "ckplus", "--root", CKPLUS, "--folds", "10", "--only-folds", "0",
+                            "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"], capsys)
+    assert code == 0 and "reusing" in out

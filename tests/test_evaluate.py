@@ -1,0 +1,214 @@
+"""``pcnn evaluate``: metrics.json keys and values, cross-dataset class mapping, official checkpoints, TTA, subsets
+and bad input (missing/corrupt/wrong-class-count checkpoints, empty splits), all on small synthetic image folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from official_reference import OfficialLayoutPCNN
+from PIL import Image
+
+from pcnn_fer import create_model, save_model
+from pcnn_fer.cli import main
+from pcnn_fer.data.transforms import eval_transform
+from pcnn_fer.weights import DEFAULT_MODEL
+
+KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mean_class_accuracy",
+        "per_class_accuracy", "confusion_matrix", "checkpoint"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_folder(root: Path, classes: tuple[str, ...], per_class: int, split: str = "test") -> Path:
+    """``root/split/<class>/*.png`` with ``per_class`` random 48×48 grayscale images per class."""
+    rng = np.random.default_rng(len(classes) * 100 + per_class)
+    for c in classes:
+        d = root / split / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (48, 48)).astype(np.uint8), "L").save(d / f"{c}_{i:02d}.png")
+    return root
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained tiny PCNN over happiness / sadness / surprise, saved as a model file."""
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise"))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(model.eval(), path)
+    return path
+
+
+def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys):
+    root = make_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5)
+    code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
+                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(m) == KEYS
+    assert m["dataset"] == "folder" and m["split"] == "test" and m["subset"] is None
+    assert m["num_samples"] == 15 and m["classes"] == ["happiness", "surprise", "sadness"]
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum(1).tolist() == [5, 5, 5]
+    assert m["accuracy"] == pytest.approx(100 * np.trace(cm) / 15)
+    assert m["mean_class_accuracy"] == pytest.approx(np.mean(list(m["per_class_accuracy"].values())))
+    assert m["checkpoint"] == str(tiny_model)
+    assert f"accuracy {m['accuracy']:.2f}%" in out
+    assert (tmp_path / "ev" / "confusion.png").is_file()
+    # flip TTA runs and keeps the format; a subset list restricts the split and is named in the results
+    lst = tmp_path / "subset.txt"
+    lst.write_text("happy_00.png\nsad_01.png\n0/surprise_02.jpg\n")
+    code, _, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
+                            "--split", "test", "--tta", "flip", "--subset-list", lst, "--out", tmp_path / "ev2"],
+                           capsys)
+    assert code == 0, err
+    m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert list(m2) == KEYS and m2["subset"] == "subset.txt" and m2["num_samples"] == 3
+
+
+def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsys):
+    # dataset has anger (model lacks it: dropped) and lacks surprise (model's surprise output is never predicted)
+    root = make_folder(tmp_path / "data", ("angry", "happy", "sad"), per_class=4)
+    code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
+                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "class mapping" in out and "happiness -> happiness" in out and "dropped (not in target): anger" in out
+    assert "dropped 4 of 12 samples" in out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["classes"] == ["happiness", "sadness"] and m["num_samples"] == 8
+    assert np.array(m["confusion_matrix"]).shape == (2, 2)
+
+
+def test_official_checkpoint_evaluates(tmp_path, capsys):
+    """An official PCNN .pth (converted on load: 224 px, ImageNet mean/std, official class order)."""
+    torch.manual_seed(0)
+    official = OfficialLayoutPCNN(num_classes=7).eval()
+    keep = ("features", "fc")
+    state = {k: v.half() for k, v in official.state_dict().items() if k.startswith(keep)}
+    torch.save({"state_dict": state}, tmp_path / "pcnn_official.pth")
+    official.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    root = make_folder(tmp_path / "data", ("contempt", "happy", "sad"), per_class=2)
+    code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "pcnn_official.pth", "--dataset", "folder",
+                              "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4"],
+                             capsys)
+    assert code == 0, err
+    assert "224px" in out and "dropped 2 of 6 samples" in out  # official models have no contempt class
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["classes"] == ["happiness", "sadness"] and m["num_samples"] == 4
+    # same predictions as the official forward pass restricted to the shared classes
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p)))[None] for c in ("happy", "sad")
+                          for p in sorted((root / "test" / c).glob("*.png"))])
+    x = eval_transform(images, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with torch.no_grad():
+        logits = official(x)[0]
+    official_classes = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+    shared = [official_classes.index("happiness"), official_classes.index("sadness")]
+    pred = logits[:, shared].argmax(1)
+    expected = np.zeros((2, 2), dtype=int)
+    for t, p in zip([0, 0, 1, 1], pred.tolist()):
+        expected[t, p] += 1
+    assert m["confusion_matrix"] == expected.tolist()
+
+
+def test_evaluate_training_checkpoint_and_run_dir(tmp_path, capsys):
+    root = make_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=6, split="train")
+    make_folder(root, ("happy", "sad", "surprise"), per_class=3, split="val")
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--epochs", "1",
+                            "--out", run, "--no-progress"], capsys)
+    assert code == 0, err
+    for ckpt in (run, run / "last.pt", run / "model.safetensors"):
+        code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root, "--split",
+                                "val", "--out", tmp_path / "ev"], capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["num_samples"] == 9
+
+
+def test_default_checkpoint(tmp_path, capsys):
+    root = make_folder(tmp_path / "data", ("happy", "sad"), per_class=2)
+    code, out, err = run_cli(["evaluate", "--checkpoint", "default", "--dataset", "folder", "--root", root,
+                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+    if DEFAULT_MODEL.exists():
+        assert code == 0, err
+        assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoint"] == "default"
+    else:
+        assert code == 1 and "bundled model is missing" in err and len(err.strip().splitlines()) == 1
+
+
+def _wrong_class_count(tmp_path: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise"))
+    path = save_model(model, tmp_path / "wrong.safetensors")
+    state = load_file(path)
+    state["global_head.weight"] = torch.zeros(7, state["global_head.weight"].shape[1])
+    save_file(state, path, metadata={"pcnn_config": json.dumps(model.config.to_dict())})
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_root", "does not exist"),
+    ("missing_checkpoint", "no such checkpoint"),
+    ("corrupt_checkpoint", "not a readable safetensors file"),
+    ("corrupt_pth", "cannot be loaded safely"),
+    ("wrong_class_count", "wrong class count"),
+    ("no_shared_classes", "no shared classes"),
+    ("empty_split", "empty"),
+    ("unmatched_subset", "none of its"),
+    ("unknown_split", "no split"),
+    ("amp_on_cpu", "needs a CUDA device"),
+])
+def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message):
+    root = make_folder(tmp_path / "data", ("happy", "sad"), per_class=2)
+    ckpt: Path | str = tiny_model
+    extra: list = []
+    if case == "missing_root":
+        root = tmp_path / "nowhere"
+    elif case == "missing_checkpoint":
+        ckpt = tmp_path / "nope.safetensors"
+    elif case == "corrupt_checkpoint":
+        ckpt = tmp_path / "bad.safetensors"
+        ckpt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage}")
+    elif case == "corrupt_pth":
+        ckpt = tmp_path / "bad.pth"
+        ckpt.write_bytes(b"PK\x03\x04 truncated zip")
+    elif case == "wrong_class_count":
+        ckpt = _wrong_class_count(tmp_path)
+    elif case == "no_shared_classes":
+        root = make_folder(tmp_path / "other", ("angry", "fear"), per_class=2)
+    elif case == "empty_split":
+        for c in ("happy", "sad"):
+            (root / "empty" / c).mkdir(parents=True)
+        extra = ["--split", "empty"]
+    elif case == "unmatched_subset":
+        (tmp_path / "list.txt").write_text("nothing_like_it.png\n")
+        extra = ["--subset-list", tmp_path / "list.txt"]
+    elif case == "unknown_split":
+        extra = ["--split", "valid"]
+    elif case == "amp_on_cpu":
+        extra = ["--amp", "bf16", "--device", "cpu"]
+    if "--split" not in extra:
+        extra += ["--split", "test"]
+    code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root,
+                            "--out", tmp_path / "ev", *extra], capsys)
+    assert code == 1, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ev" / "metrics.json").exists()
