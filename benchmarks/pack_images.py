@@ -50,18 +50,26 @@ def pack(src: Path, dst: Path) -> None:
     print(f"packed {len(files)} images into {dst}")
 
 
+def _unpack_sheet(job: tuple[Path, Path, int, list[str], int, int]) -> None:
+    src, dst, number, names, h, w = job
+    sheet = np.array(Image.open(src / f"sheet_{number:03d}.png"))
+    for i, name in enumerate(names):
+        r, c = divmod(i, COLUMNS)
+        out = dst / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet[r * h : (r + 1) * h, c * w : (c + 1) * w]).save(out)
+
+
 def unpack(src: Path, dst: Path) -> None:
-    """Recreate the original tree from ``pack`` output."""
+    """Recreate the original tree from ``pack`` output (one process per sheet)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     index = json.loads((src / "index.json").read_text())
     h, w = index["size"]
     names = index["names"]
-    for s in range(0, len(names), PER_SHEET):
-        sheet = np.array(Image.open(src / f"sheet_{s // PER_SHEET:03d}.png"))
-        for i, name in enumerate(names[s : s + PER_SHEET]):
-            r, c = divmod(i, COLUMNS)
-            out = dst / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(sheet[r * h : (r + 1) * h, c * w : (c + 1) * w]).save(out)
+    jobs = [(src, dst, s // PER_SHEET, names[s : s + PER_SHEET], h, w) for s in range(0, len(names), PER_SHEET)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_unpack_sheet, jobs))
     if (src / "files").exists():
         shutil.copytree(src / "files", dst, dirs_exist_ok=True)
     print(f"unpacked {len(names)} images into {dst}")
