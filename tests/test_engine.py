@@ -340,3 +340,45 @@ def test_ckplus_cv_two_folds(tmp_path, capsys):
     code, out, _ = run_cli(["cv", "--dataset", "ckplus", "--root", CKPLUS, "--folds", "10", "--only-folds", "0",
                             "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"], capsys)
     assert code == 0 and "reusing" in out
+
+
+# --- GPU-oriented pieces that also run on the CPU ------------------------------------------------------------------
+
+
+def test_device_augment_matches_batch_augment():
+    from pcnn_fer.data.transforms import AUGMENT_PRESETS, BatchAugment
+    from pcnn_fer.engine.loop import DeviceBatchAugment
+
+    images = torch.randint(0, 256, (6, 1, 48, 48), dtype=torch.uint8)
+    for preset in ("paper", "strong"):
+        for size in (48, 64):
+            args = (size, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), AUGMENT_PRESETS[preset])
+            a = BatchAugment(*args)(images, generator=torch.Generator().manual_seed(3))
+            b = DeviceBatchAugment(*args)(images, generator=torch.Generator().manual_seed(3))
+            assert torch.equal(a, b)
+
+
+def test_time_budget_lowers_epochs(folder, tmp_path, capsys):
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "50",
+                              "--time-budget", "0.001", "--out", tmp_path, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "time budget" in out and "training 1 epochs instead of 50" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["finished"] and results["epochs"] == 1 and results["recipe"]["epochs"] == 1
+    assert load_checkpoint(tmp_path)["recipe"]["epochs"] == 1  # a resume keeps the shortened schedule
+
+
+def test_balanced_sampling_and_resnet_init(folder, tmp_path, capsys):
+    from pcnn_fer.models.resnet import Trunk, make_stage, stage_channels
+
+    trunk = Trunk(0.125, "lowres")
+    _, _, c3, c4 = stage_channels(0.125)
+    state = {**trunk.state_dict(), **{f"layer4.{k}": v for k, v in make_stage(c3, c4, 2).state_dict().items()},
+             "fc.weight": torch.zeros(10, c4), "fc.bias": torch.zeros(10)}
+    torch.save(state, tmp_path / "resnet_tiny.pth")
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
+                              "--balanced", "--init-resnet", tmp_path / "resnet_tiny.pth", "--out", tmp_path / "run",
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    assert "initialised the trunks" in out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["options"]["balanced"] is True

@@ -27,12 +27,15 @@ class CheckpointError(ValueError):
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """RNG states of torch (CPU and every CUDA device), NumPy and Python ``random`` as tensors / plain values."""
+    """RNG states of torch (CPU and the current CUDA device), NumPy and Python ``random`` as tensors / plain
+    values."""
     np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        # only the current device's generator: touching every GPU would create a context on each of them
+        "cuda": ({"device": torch.cuda.current_device(), "state": torch.cuda.get_rng_state()}
+                 if torch.cuda.is_available() and torch.cuda.is_initialized() else {}),
         "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
                   "pos": int(np_pos), "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_cached)},
         "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
@@ -42,13 +45,11 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (CUDA states are restored for as many devices as both sides have)."""
+    """Inverse of :func:`capture_rng_state` (the CUDA state goes to the current device)."""
     torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda") or []
+    cuda = state.get("cuda") or {}
     if cuda and torch.cuda.is_available():
-        n = min(len(cuda), torch.cuda.device_count())
-        for i in range(n):
-            torch.cuda.set_rng_state(cuda[i].cpu(), i)
+        torch.cuda.set_rng_state(cuda["state"].cpu())  # onto this process's current device
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))

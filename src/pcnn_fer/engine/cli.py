@@ -81,6 +81,9 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     t.add_argument("--stop-after", type=_positive_int, metavar="N",
                    help="stop after N epochs of this invocation (resumable with --resume)")
+    t.add_argument("--time-budget", type=float, metavar="MIN",
+                   help="wall-clock minutes for the whole run: after the first (and each warm-up) epoch the epoch "
+                        "count is lowered so that training ends in time (never raised above --epochs)")
     t.add_argument("--select-on", metavar="SPLIT", help="select the model on this split instead of validation")
     t.add_argument("--allow-test-selection", action="store_true",
                    help="permit --select-on a test split (recorded in the results)")
@@ -148,7 +151,8 @@ def train_options(args: argparse.Namespace, out: str) -> Any:
                         select_on=getattr(args, "select_on", None),
                         allow_test_selection=getattr(args, "allow_test_selection", False),
                         max_train_samples=args.max_train_samples, eval_batch_size=args.eval_batch_size,
-                        progress=not args.no_progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+                        progress=not args.no_progress, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                        time_budget=getattr(args, "time_budget", None))
 
 
 def run_train(args: argparse.Namespace) -> int:

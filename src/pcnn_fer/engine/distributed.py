@@ -15,7 +15,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup", "env_world_size", "init_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_world_size", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every rank."""
+def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (unchanged for a single process)."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
+        return int(value)
+    t = torch.tensor([int(value)], device=device, dtype=torch.int64)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return int(t.item())

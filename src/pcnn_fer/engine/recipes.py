@@ -99,9 +99,9 @@ class Recipe:
                             input_size=self.input_size, **self.model_overrides)
 
 
-#: The named recipes. ``ferplus-cpu`` epochs were sized from a measured ~35 train img/s on 2 CPU cores (see
-#: docs/training.md): 4 epochs of FERPlus probability-mode train (~28k faces) fit in about 2 hours including
-#: validation.
+#: The named recipes. ``ferplus-cpu`` epochs were sized from measured training speeds of 38-65 img/s on 2 busy CPU
+#: cores (see docs/training.md): an epoch of FERPlus probability-mode train (27,947 faces) plus validation (3,191)
+#: takes 7.5-12.5 minutes, so 10 epochs take 1.25-2.1 hours.
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -127,7 +127,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="ferplus-cpu",
             description="FERPlus on 2 CPU cores in ~2 h: small PCNN at 48, soft labels, cosine",
-            model="small", input_size=48, epochs=4, batch_size=64, lr=0.02, optimizer="sgd", momentum=0.9,
+            model="small", input_size=48, epochs=10, batch_size=64, lr=0.02, optimizer="sgd", momentum=0.9,
             nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
             augment="strong", label_mode="probability", val_mode="majority",
         ),

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,14 @@ from ..data.loader import (
     tag_rows,
 )
 from ..data.protocols import train_val_split
-from ..data.transforms import AUGMENT_PRESETS, BatchAugment
+from ..data.transforms import AUGMENT_PRESETS
 from ..loss import TwoPhaseLoss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import DistInfo, barrier, broadcast_int, cleanup, init_distributed
 from .logs import plot_history, write_history, write_json
-from .loop import AMP_DTYPES, evaluate_data, train_epoch
+from .loop import AMP_DTYPES, DeviceBatchAugment, evaluate_data, train_epoch
 from .recipes import Recipe
 
 __all__ = ["TrainOptions", "build_optimizer", "build_scheduler", "fit", "load_train_val", "lr_factor",
@@ -76,6 +77,7 @@ class TrainOptions:
     progress: bool = True
     cache_dir: str | None = None
     use_cache: bool = True
+    time_budget: float | None = None  # minutes; fewer epochs (decided during warm-up) so that the run fits
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_DTYPES:
@@ -86,6 +88,8 @@ class TrainOptions:
             raise ValueError("--max-train-samples must be at least 2")
         if self.eval_batch_size < 1:
             raise ValueError("--eval-batch-size must be positive")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError("--time-budget must be a positive number of minutes")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (stored in checkpoints and results)."""
@@ -151,10 +155,15 @@ def lr_factor(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
     return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe | Callable[[], Recipe],
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR following :func:`lr_factor` (its state is the step count: checkpoint-friendly)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, recipe, steps_per_epoch))
+    """A per-step LambdaLR following :func:`lr_factor` (its state is the step count: checkpoint-friendly).
+
+    ``recipe`` may be a zero-argument callable returning the current recipe (the epoch count can change during
+    warm-up under a time budget).
+    """
+    current = recipe if callable(recipe) else (lambda: recipe)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, current(), steps_per_epoch))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -277,13 +286,18 @@ def fit(
     stop_after: int | None = None,
     info: dict[str, Any] | None = None,
     log: Any = print,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """Train ``recipe`` on ``train_data`` (already on the training device), select on ``val_data`` every epoch.
 
     Writes the run directory (see module docstring) from rank 0; returns the results dict. With ``val_data`` None
     the last epoch is selected. ``resume_state`` (a loaded ``last.pt``) continues exactly where it stopped;
     ``stop_after`` ends this call after that many epochs (resumable, like a kill at an epoch boundary).
+    With ``opts.time_budget`` (minutes, counted from ``started_at``, default now) the epoch count is lowered after
+    the first epoch and after each warm-up epoch so that the run ends within the budget; the cosine / step schedule
+    follows the new count (it has not started yet during warm-up).
     """
+    started_at = time.perf_counter() if started_at is None else started_at
     dist_info = dist_info or DistInfo()
     info = dict(info or {})
     out = Path(out)
@@ -312,10 +326,12 @@ def fit(
         return b[: recipe.max_steps] if recipe.max_steps else b
 
     steps_per_epoch = len(batches_for(0))
-    scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
+    current = {"recipe": recipe}
+    scheduler = build_scheduler(optimizer, lambda: current["recipe"], steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=opts.amp == "fp16" and device.type == "cuda")
     loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
-    augment = BatchAugment(recipe.input_size, model.config.mean, model.config.std, AUGMENT_PRESETS[recipe.augment])
+    augment = DeviceBatchAugment(recipe.input_size, model.config.mean, model.config.std,
+                                 AUGMENT_PRESETS[recipe.augment])
 
     start_epoch, best_metric, best_epoch, best_val = 0, -math.inf, 0, None
     history: list[dict[str, Any]] = []
@@ -351,7 +367,10 @@ def fit(
         + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
 
     epochs_run = 0
-    for epoch in range(start_epoch, recipe.epochs):
+    requested_epochs = recipe.epochs
+    epoch = start_epoch - 1
+    while epoch + 1 < recipe.epochs:
+        epoch += 1
         epoch_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         generator = torch.Generator(device=device).manual_seed(seed_for(opts.seed, epoch, dist_info.rank, 1))
@@ -380,6 +399,16 @@ def fit(
                                            f"{val['mean_class_accuracy']:.2f}%)")
         say(f"epoch {epoch + 1}/{recipe.epochs} lr {lr:.3g} loss {stats['loss']:.4f} train {stats['accuracy']:.2f}%"
             f"{val_text} {row['time']:.1f}s {stats['images_per_second']:.0f} img/s" + (" *" if is_best else ""))
+        if opts.time_budget and resume_state is None and (epoch == 0 or epoch + 1 <= recipe.warmup_epochs):
+            elapsed = time.perf_counter() - started_at
+            more = int((opts.time_budget * 60 - elapsed) // (row["time"] * 1.03))
+            epochs = broadcast_int(max(epoch + 1, min(requested_epochs, epoch + 1 + more)), dist_info, device)
+            if epochs != recipe.epochs:
+                say(f"time budget {opts.time_budget:g} min: {row['time']:.1f}s per epoch, {elapsed / 60:.1f} min "
+                    f"used -> training {epochs} epochs instead of {recipe.epochs}")
+                recipe = recipe.with_overrides(epochs=epochs)
+                current["recipe"] = recipe
+                info["time_budget_epochs"] = epochs
         if main:
             if is_best:
                 save_model(model, out / "model.safetensors", extra=_model_extra(recipe, opts, info, best_epoch,
@@ -464,6 +493,7 @@ def train(opts: TrainOptions | None, recipe: Recipe | None, resume: str | Path |
             recipe = recipe.with_overrides(epochs=overrides["epochs"])
     if opts is None or recipe is None:
         raise ValueError("train needs options and a recipe (or --resume RUN_DIR)")
+    started_at = time.perf_counter()
     out = Path(opts.out)
     if resume_state is None and (out / "last.pt").exists():
         raise ValueError(f"{out} already holds a training run; continue it with --resume {out} or choose another --out")
@@ -485,7 +515,7 @@ def train(opts: TrainOptions | None, recipe: Recipe | None, resume: str | Path |
             raise ValueError(f"{out}: the checkpoint's classes {resume_state.get('classes')} differ from the data's "
                              f"{list(train_data.classes)}")
         return fit(recipe, opts, train_data, val_data, out, dist_info=dist_info, resume_state=resume_state,
-                   stop_after=stop_after, info=info, log=log)
+                   stop_after=stop_after, info=info, log=log, started_at=started_at)
     finally:
         cleanup(dist_info)
 
