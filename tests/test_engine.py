@@ -382,3 +382,57 @@ def test_balanced_sampling_and_resnet_init(folder, tmp_path, capsys):
     assert code == 0, err
     assert "initialised the trunks" in out
     assert json.loads((tmp_path / "run" / "results.json").read_text())["options"]["balanced"] is True
+
+
+def test_autocast_and_grad_scaler_branches_on_cpu():
+    """The bf16 / fp16 (GradScaler) branches of the loop, exercised with CPU autocast (the CLI allows AMP on CUDA
+    only)."""
+    from pcnn_fer.data.transforms import AUGMENT_PRESETS
+    from pcnn_fer.engine.loop import DeviceBatchAugment, evaluate_data, train_epoch
+    from pcnn_fer.loss import TwoPhaseLoss
+    from pcnn_fer.models.pcnn import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise"))
+    model = model.to(memory_format=torch.channels_last)
+    data = TensorData(torch.randint(0, 256, (16, 1, 48, 48), dtype=torch.uint8), torch.randint(0, 3, (16,)), None,
+                      model.classes)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    augment = DeviceBatchAugment(48, model.config.mean, model.config.std, AUGMENT_PRESETS["strong"])
+    for amp, scaler in (("bf16", None), ("fp16", torch.amp.GradScaler("cpu"))):
+        stats = train_epoch(model, data, epoch_batches(16, 8, 0), TwoPhaseLoss(), opt, None, augment,
+                            torch.Generator().manual_seed(0), amp=amp, scaler=scaler, channels_last=True,
+                            progress=False)
+        assert stats["samples"] == 16 and math.isfinite(stats["loss"])
+        metrics = evaluate_data(model, data, 48, model.config.mean, model.config.std, amp=amp, channels_last=True)
+        assert metrics["num_samples"] == 16
+
+
+def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, capsys):
+    """A real crash: SIGKILL the training process as soon as its first checkpoint exists, resume, compare."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = ["train", "--dataset", "folder", "--root", str(folder), "--recipe", "tiny", "--epochs", "6",
+              "--no-progress"]
+    code, _, err = run_cli([*common, "--out", tmp_path / "A"], capsys)
+    assert code == 0, err
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "pcnn_fer.cli", *common, "--out", str(tmp_path / "B")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (tmp_path / "B" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = load_checkpoint(tmp_path / "B")["epoch"]
+    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert code == 0, err
+    a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
+    assert b["epoch"] == 6 and (killed_at == 6 or "resuming" in out)
+    assert _states_equal(a["model"], b["model"]) and _states_equal(a["optimizer"]["state"], b["optimizer"]["state"])
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]

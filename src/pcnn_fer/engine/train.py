@@ -321,6 +321,7 @@ def fit(
     weights = sample_weights_balanced(train_data.labels, train_data.num_classes) if opts.balanced else None
 
     def batches_for(epoch: int) -> list[torch.Tensor]:
+        """This rank's index batches of ``epoch`` (capped at the recipe's ``max_steps``)."""
         b = epoch_batches(len(train_data), recipe.batch_size, epoch, seed=opts.seed, rank=dist_info.rank,
                           world_size=dist_info.world_size, sample_weights=weights, device=device)
         return b[: recipe.max_steps] if recipe.max_steps else b
