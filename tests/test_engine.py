@@ -436,3 +436,10 @@ def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, capsys):
     assert b["epoch"] == 6 and (killed_at == 6 or "resuming" in out)
     assert _states_equal(a["model"], b["model"]) and _states_equal(a["optimizer"]["state"], b["optimizer"]["state"])
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+
+
+@pytest.mark.skipif(not (_shared_data() / "rafdb" / "EmoLabel").is_dir(), reason="RAF-DB labels not found")
+def test_labels_without_images_is_one_clear_line(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", _shared_data() / "rafdb", "--recipe", "tiny",
+                            "--out", tmp_path, "--no-progress"], capsys)
+    assert code == 1 and "none of the" in err and "images exist" in err and len(err.strip().splitlines()) == 1

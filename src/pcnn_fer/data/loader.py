@@ -132,6 +132,8 @@ def load_tensor_data(split: Split, input_size: int, device: torch.device | str =
     """
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to train or evaluate on")
+    if split.paths is not None and len(split.missing_images()) == len(split):
+        split.with_images()  # raises a clear DatasetError (e.g. RAF-DB labels without its images)
     size = decode_size(split, input_size)
     try:
         decoded = decode_split(split, size=size, cache=cache, use_cache=use_cache)
