@@ -38,16 +38,31 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
 }
 
 
+class Normalize:
+    """uint8 or [0, 1] float batch → normalised float batch with 3 channels. The mean/std tensors are made once per
+    device (building them from Python lists on every call would be a blocking host-to-device copy on a GPU)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise a batch ``(B, 1|3, H, W)``."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}")
+        if x.device not in self._tensors:
+            self._tensors[x.device] = (torch.tensor(self.mean).view(1, 3, 1, 1).to(x.device),
+                                       torch.tensor(self.std).view(1, 3, 1, 1).to(x.device))
+        m, s = self._tensors[x.device]
+        return (x - m) / s
+
+
 def to_float(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 or [0, 1] float batch → normalised float batch with 3 channels."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] != 3:
-        raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}")
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
+    """uint8 or [0, 1] float batch → normalised float batch with 3 channels (one-off; see :class:`Normalize`)."""
+    return Normalize(mean, std)(images)
 
 
 def eval_transform(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -69,6 +84,7 @@ class BatchAugment:
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...],
                  config: AugmentConfig | None = None) -> None:
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+        self.normalize = Normalize(mean, std)
         self.config = config or AugmentConfig()
 
     def affine(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
@@ -118,7 +134,7 @@ class BatchAugment:
         if x.shape[-1] > 2 * self.size:  # large downscale: antialias first so the warp does not alias
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        x = to_float(x, self.mean, self.std)
+        x = self.normalize(x)
         if self.config.erasing_p > 0:
             x = self.erase(x, generator)
         return x

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -21,7 +20,7 @@ from ..data.loader import TensorData
 from ..data.transforms import BatchAugment, eval_transform, flip_batch
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["AMP_DTYPES", "DeviceBatchAugment", "autocast", "confusion_matrix", "evaluate_data",
+__all__ = ["AMP_DTYPES", "autocast", "confusion_matrix", "evaluate_data",
            "metrics_from_confusion", "predict_logits", "train_epoch", "unwrap"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,46 +43,6 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class DeviceBatchAugment(BatchAugment):
-    """:class:`BatchAugment` without host synchronisation on a GPU.
-
-    ``transforms.to_float`` builds its mean/std tensors from Python lists on every call, a blocking host-to-device
-    copy (two stream synchronisations per step); here they are made once per device. The output is identical to
-    :class:`BatchAugment`'s (checked by the tests).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._norm: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] float batch with 1 or 3 channels → normalised 3-channel batch."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] != 3:
-            raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}")
-        key = (x.device, x.dtype)
-        if key not in self._norm:
-            self._norm[key] = (torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1).to(x.device),
-                               torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1).to(x.device))
-        m, s = self._norm[key]
-        return (x - m) / s
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a uint8/float batch ``(B, 1|3, H, W)`` into a normalised ``(B, 3, size, size)`` float batch."""
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        b = x.shape[0]
-        theta = self.affine(b, x.device, generator)
-        grid = F.affine_grid(theta, [b, x.shape[1], self.size, self.size], align_corners=False)
-        if x.shape[-1] > 2 * self.size:  # large downscale: antialias first so the warp does not alias
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        x = self.normalise(x)
-        if self.config.erasing_p > 0:
-            x = self.erase(x, generator)
-        return x
 
 
 def train_epoch(

@@ -36,14 +36,14 @@ from ..data.loader import (
     tag_rows,
 )
 from ..data.protocols import train_val_split
-from ..data.transforms import AUGMENT_PRESETS
+from ..data.transforms import AUGMENT_PRESETS, BatchAugment
 from ..loss import TwoPhaseLoss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .distributed import DistInfo, barrier, broadcast_int, cleanup, init_distributed
 from .logs import plot_history, write_history, write_json
-from .loop import AMP_DTYPES, DeviceBatchAugment, evaluate_data, train_epoch
+from .loop import AMP_DTYPES, evaluate_data, train_epoch
 from .recipes import Recipe
 
 __all__ = ["TrainOptions", "build_optimizer", "build_scheduler", "fit", "load_train_val", "lr_factor",
@@ -331,7 +331,7 @@ def fit(
     scheduler = build_scheduler(optimizer, lambda: current["recipe"], steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=opts.amp == "fp16" and device.type == "cuda")
     loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
-    augment = DeviceBatchAugment(recipe.input_size, model.config.mean, model.config.std,
+    augment = BatchAugment(recipe.input_size, model.config.mean, model.config.std,
                                  AUGMENT_PRESETS[recipe.augment])
 
     start_epoch, best_metric, best_epoch, best_val = 0, -math.inf, 0, None
