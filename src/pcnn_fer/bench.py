@@ -132,8 +132,17 @@ def format_table(results: list[BenchResult]) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     """CLI handler of ``pcnn bench``."""
     torch.set_num_threads(args.threads) if args.threads else None
+    models = None
+    if getattr(args, "backend", "torch") == "onnx":  # adds pcnn-<preset>-onnx (onnxruntime) to the same run
+        from .deploy.onnx_backend import bench_models
+
+        models = bench_models(args.preset, args.input_size, device=args.device,
+                              channels_last=not args.no_channels_last)
     results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
-                        channels_last=not args.no_channels_last)
+                        channels_last=not args.no_channels_last, models=models)
+    for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form
+        if r.model.endswith("-onnx"):
+            r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.preset}"), r.gflops)
     if args.json:
         print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "results": [asdict(r) for r in results]}, indent=2))
@@ -153,4 +162,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="onnx: also time the PCNN exported to ONNX and run by onnxruntime, in the same run")
     p.set_defaults(func=run_bench)

@@ -14,6 +14,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.data.stats", "add_data_parser"),
     ("pcnn_fer.faces.cli", "add_parser"),
     ("pcnn_fer.engine.cli", "add_parser"),
+    ("pcnn_fer.deploy.cli", "add_parser"),
 ]
 
 

@@ -1,0 +1,393 @@
+"""``pcnn serve``: a FastAPI REST API and a one-page web app for facial expression recognition.
+
+* ``POST /predict`` – multipart upload (field ``file``) → the ``pcnn predict`` JSON record of the image
+  (``source``, ``frame``, ``skipped``, ``faces`` [box, landmarks, label, score, probabilities, regions, …]).
+* ``GET /health`` – status, backend, model classes, input size, regions, class colours, limits.
+* ``GET /`` – the web page (upload or webcam snapshot, faces boxed with their expression and per-region bars);
+  ``/static/*`` its script and style; ``/docs`` the OpenAPI (Swagger) page.
+
+The model is loaded once. Requests are decoded and recognised in Starlette's thread pool, so the event loop never
+blocks; a small pool of recognizers (one face detector each) shares the one classifier backend, whose calls are
+serialised by a lock unless the backend declares itself thread-safe (onnxruntime sessions are).
+
+Bad uploads never crash the server: bodies over the limit get 413 (checked on ``Content-Length`` and while
+streaming), a request that is not ``multipart/form-data`` or a file part whose type is not an image gets 415, and an
+empty, truncated or undecodable image gets 422 – each with a one-line ``detail`` message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..faces.detect import FaceDetector
+from ..faces.imageio import MAX_PIXELS, ImageLoadError, load_image
+from ..faces.recognizer import ClassifierBackend, Recognizer, create_backend
+from . import DEFAULT_MAX_UPLOAD_MB
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Part content types accepted besides ``image/*`` (the bytes are decoded and checked anyway).
+GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+#: Oversized bodies up to this many times the limit are read and discarded before the 413 is sent, so that clients
+#: that write the whole body before reading (curl, httpx, most libraries) see the 413 instead of a reset.
+DRAIN_FACTOR = 4
+
+log = logging.getLogger("pcnn_fer.serve")
+
+
+class LockedBackend:
+    """A classifier backend whose calls are serialised by a lock (PyTorch modules are shared between threads)."""
+
+    def __init__(self, backend: ClassifierBackend) -> None:
+        self.backend = backend
+        self.config = backend.config
+        self.name = getattr(backend, "name", type(backend).__name__)
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: Any) -> Any:
+        """Run the wrapped backend under the lock."""
+        with self._lock:
+            return self.backend(batch)
+
+
+class InferenceService:
+    """The model, loaded once, behind a pool of ``workers`` recognizers (each with its own face detector) that share
+    one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread."""
+
+    def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "torch", device: str = "cpu",
+                 detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        if backend == "onnx":
+            from .onnx_backend import OnnxClassifier
+
+            model: ClassifierBackend = OnnxClassifier(checkpoint, device, threads=threads, spinning=False)
+        else:
+            model = create_backend(backend, checkpoint, device)
+        self.backend_name = backend if isinstance(backend, str) else getattr(model, "name", type(model).__name__)
+        shared = model if getattr(model, "thread_safe", False) else LockedBackend(model)
+        self.recognizers: queue.Queue[Recognizer] = queue.Queue()
+        first = None
+        for _ in range(workers):
+            rec = Recognizer(backend=shared, detector=detector, device=device, max_pixels=max_pixels)
+            first = first or rec
+            self.recognizers.put(rec)
+        assert first is not None
+        self.config = first.config
+        self.classes: tuple[str, ...] = first.classes
+        self.detector_name = type(first.detector).__name__
+        self.workers, self.max_pixels = workers, max_pixels
+        self.checkpoint = checkpoint if isinstance(checkpoint, (str, Path)) else type(checkpoint).__name__
+        self.served = 0
+        self._count_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Recognizer]:
+        """One recognizer of the pool for the duration of the block (waits while all are busy)."""
+        rec = self.recognizers.get()
+        try:
+            yield rec
+        finally:
+            self.recognizers.put(rec)
+
+    def predict(self, data: bytes, source: str | None = None) -> dict[str, Any]:
+        """Decode ``data`` and recognise its faces → the ``pcnn predict`` JSON record. Raises
+        :class:`~pcnn_fer.faces.imageio.ImageLoadError` for inputs that cannot be decoded."""
+        rgb = load_image(data, max_pixels=self.max_pixels)  # decoded outside the pool: decoding runs in parallel
+        with self.borrow() as rec:
+            result = rec.predict_array(rgb, source=source)
+        with self._count_lock:
+            self.served += 1
+        return result.to_dict()
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware answering 413 to request bodies larger than ``limit`` bytes, judged on the declared
+    ``Content-Length`` and on the bytes actually received (chunked uploads)."""
+
+    def __init__(self, app: Any, limit: int, message: str) -> None:
+        self.app, self.limit, self.message = app, int(limit), message
+
+    async def _reply(self, send: Any) -> None:
+        body = json.dumps({"detail": self.message}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _drain(self, receive: Any, already: int) -> None:
+        """Read and discard the rest of the body, up to DRAIN_FACTOR × the limit."""
+        seen = already
+        while seen <= DRAIN_FACTOR * self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Pass the request on, or answer 413 when its body is too large."""
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            if int(declared) <= DRAIN_FACTOR * self.limit:
+                await self._drain(receive, 0)
+            await self._reply(send)
+            return
+        state = {"received": 0, "exceeded": False, "replied": False, "started": False}
+
+        async def limited_receive() -> dict:
+            """The app's receive: counts body bytes, drains and disconnects past the limit."""
+            if state["exceeded"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.limit:
+                    state["exceeded"] = True
+                    if message.get("more_body", False):
+                        await self._drain(receive, state["received"])
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            """The app's send, replaced by the 413 once the limit was exceeded."""
+            if state["exceeded"]:
+                if not state["replied"] and not state["started"]:
+                    state["replied"] = True
+                    await self._reply(send)
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["exceeded"]:
+                raise
+        if state["exceeded"] and not state["replied"] and not state["started"]:
+            state["replied"] = True
+            await self._reply(send)
+
+
+class FaceRecord(BaseModel):
+    """One face of a prediction record."""
+
+    box: list[float] = Field(description="[x1, y1, x2, y2] in image pixels (after EXIF rotation)")
+    landmarks: list[list[float]] | None = Field(description="5 points (eyes' corners, nose base) or null")
+    label: str = Field(description="most probable expression")
+    score: float = Field(description="its probability")
+    probabilities: dict[str, float] = Field(description="softmax of the global (fused) logits, per class")
+    regions: dict[str, dict[str, float]] = Field(description="per PCNN region: softmax of its head's logits")
+    detection_score: float = Field(description="the face detector's score (detector-specific scale)")
+
+
+class PredictionRecord(BaseModel):
+    """The ``pcnn predict`` JSON record of one image."""
+
+    source: str | None = Field(description="the uploaded file's name")
+    frame: int | None = Field(description="always null for still images")
+    skipped: str | None = Field(description="null, or why the image could not be used")
+    faces: list[FaceRecord]
+
+
+class Health(BaseModel):
+    """``GET /health``."""
+
+    status: str
+    backend: str
+    classes: list[str]
+    input_size: int
+    regions: list[str]
+    colors: dict[str, str]
+    detector: str
+    workers: int
+    max_upload_mb: float
+    version: str
+    served: int
+
+
+class Error(BaseModel):
+    """An error response."""
+
+    detail: str
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def create_app(service: InferenceService | None = None, *, checkpoint: Any = "default", backend: str = "torch",
+               device: str = "cpu", detector: str | FaceDetector = "auto",
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2, threads: int | None = None,
+               ) -> FastAPI:
+    """The FastAPI application. Pass a ready :class:`InferenceService` or the options to build one (the model is
+    loaded here, once)."""
+    from .. import __version__
+    from ..faces.draw import class_color
+    from ..models.pcnn import REGIONS
+
+    if max_upload_mb <= 0:
+        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
+    service = service or InferenceService(checkpoint, backend, device, detector, workers, threads)
+    limit = int(max_upload_mb * 2**20)
+    limit_text = f"{max_upload_mb:g} MB"
+
+    app = FastAPI(
+        title="pcnn-fer",
+        version=__version__,
+        description="Facial expression recognition with PCNN. Upload a photo to `POST /predict` (multipart field "
+                    "`file`); every face found is returned with its box, landmarks, expression, class probabilities "
+                    f"and the probabilities of each of PCNN's five regions. Uploads are limited to {limit_text}.")
+    app.state.service = service
+    app.add_middleware(BodyLimitMiddleware, limit=limit + 64 * 1024,
+                       message=f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)")
+
+    def error(status: int, detail: str) -> HTTPException:
+        """An HTTP error with a one-line JSON detail."""
+        return HTTPException(status_code=status, detail=detail)
+
+    def not_multipart(request: Request) -> str | None:
+        """The 415 message for a /predict request that is not multipart/form-data, else None."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            return None
+        return (f"send the image as multipart/form-data in a field named 'file' (got content type "
+                f"{content_type or 'none'!r})")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """415 for /predict requests that are not multipart, FastAPI's 422 otherwise."""
+        # form fields of the wrong kind (e.g. url-encoded 'file=text') fail validation before the endpoint runs
+        message = not_multipart(request) if request.url.path == "/predict" else None
+        if message:
+            return JSONResponse({"detail": message}, status_code=415)
+        return await request_validation_exception_handler(request, exc)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The web page."""
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/health", response_model=Health, summary="Service status and model description")
+    async def health() -> dict[str, Any]:
+        """Status, backend, classes (in output order), input size, regions, class colours and limits."""
+        return {"status": "ok", "backend": service.backend_name, "classes": list(service.classes),
+                "input_size": int(service.config.input_size), "regions": list(REGIONS),
+                "colors": {c: _hex(class_color(c)) for c in service.classes}, "detector": service.detector_name,
+                "workers": service.workers, "max_upload_mb": max_upload_mb, "version": __version__,
+                "served": service.served}
+
+    @app.post("/predict", response_model=PredictionRecord, summary="Recognise the expressions of all faces in a photo",
+              responses={413: {"model": Error, "description": "upload larger than the limit"},
+                         415: {"model": Error, "description": "not multipart/form-data, or the file is not an image"},
+                         422: {"model": Error, "description": "empty, truncated or undecodable image"}})
+    async def predict(request: Request,
+                      file: UploadFile | None = File(None, description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
+                      ) -> JSONResponse:
+        """Detect every face, align it and classify its expression. Returns the ``pcnn predict`` JSON record."""
+        message = not_multipart(request)
+        if message:
+            raise error(415, message)
+        if file is None:
+            raise error(422, "no file in the upload: send the image in a multipart field named 'file'")
+        part_type = (file.content_type or "").split(";")[0].strip().lower()
+        name = file.filename or "upload"
+        if not (part_type.startswith("image/") or part_type in GENERIC_TYPES):
+            raise error(415, f"unsupported file type {part_type!r} for {name!r}: upload an image "
+                             "(JPEG, PNG, WebP, BMP, TIFF or GIF)")
+        data = await file.read(limit + 1)
+        await file.close()
+        if len(data) > limit:
+            raise error(413, f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)")
+        if not data:
+            raise error(422, f"{name!r} is empty")
+        started = time.perf_counter()
+        try:
+            record = await run_in_threadpool(service.predict, data, name)
+        except ImageLoadError as e:
+            raise error(422, f"cannot use {name!r}: {e.reason}") from None
+        except Exception as e:  # noqa: BLE001 - report, never crash the server
+            log.exception("inference failed for %s", name)
+            raise error(500, f"inference failed: {type(e).__name__}: {e}") from None
+        elapsed = (time.perf_counter() - started) * 1e3
+        return JSONResponse(record, headers={"X-Inference-Ms": f"{elapsed:.1f}"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def serve_in_background(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                        timeout: float = 60.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a daemon thread (``port=0``: a free port) and yield its base URL; the server
+    is stopped when the block exits."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="pcnn-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server did not start within {timeout:g} s")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    try:
+        yield f"http://{shown}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any) -> None:
+    """Load the model, build the app (:func:`create_app` ``options``) and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(**options)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+__all__ = ["create_app", "InferenceService", "BodyLimitMiddleware", "LockedBackend", "serve", "serve_in_background",
+           "is_loopback", "STATIC_DIR", "DEFAULT_MAX_UPLOAD_MB"]

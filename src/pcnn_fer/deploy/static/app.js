@@ -1,0 +1,231 @@
+// pcnn-fer web page: upload a photo or take a webcam snapshot, POST it to /predict, draw the faces.
+"use strict";
+
+const REGION_SHORT = { left_eye: "LE", right_eye: "RE", left_cheek: "LC", right_cheek: "RC", mouth: "M" };
+const REGION_NAMES = {
+  left_eye: "left eye", right_eye: "right eye", left_cheek: "left cheek", right_cheek: "right cheek", mouth: "mouth",
+};
+const model = { colors: {}, classes: [], maxUploadMb: 10 };
+let stream = null;
+let photoUrl = null;
+
+const $ = (id) => document.getElementById(id);
+const colorOf = (name) => model.colors[name] || "#a0a0a0";
+const pct = (p) => `${Math.round(p * 100)}%`;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "style") Object.assign(node.style, value);
+    else if (key === "vars") for (const [k, v] of Object.entries(value)) node.style.setProperty(k, v);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function setStatus(text, kind = "") {
+  const status = $("status");
+  status.textContent = text;
+  status.className = kind;
+}
+
+async function loadHealth() {
+  try {
+    const response = await fetch("/health");
+    const health = await response.json();
+    model.colors = health.colors || {};
+    model.classes = health.classes || [];
+    model.maxUploadMb = health.max_upload_mb || 10;
+    $("model").textContent = `${health.backend} backend · ${health.classes.length} classes: ` +
+      `${health.classes.join(", ")} · ${health.input_size}×${health.input_size} faces · uploads up to ` +
+      `${model.maxUploadMb} MB`;
+  } catch (err) {
+    $("model").textContent = `cannot reach the server (${err})`;
+  }
+}
+
+function topClass(probabilities) {
+  let best = null;
+  for (const [name, p] of Object.entries(probabilities)) if (best === null || p > best[1]) best = [name, p];
+  return best || ["?", 0];
+}
+
+function bar(label, value, color, note) {
+  const row = el("div", { class: "bar" },
+    el("span", { class: "name" }, label),
+    el("div", { class: "track" }, el("div", { class: "fill", style: { width: pct(value) }, vars: { "--c": color } })),
+    el("span", { class: "value" }, pct(value)));
+  if (note) row.append(el("span", { class: "note" }, note));
+  return row;
+}
+
+function drawFaces(record) {
+  const overlay = $("overlay");
+  const list = $("faces");
+  overlay.replaceChildren();
+  list.replaceChildren();
+  const img = $("photo");
+  const width = img.naturalWidth;
+  const height = img.naturalHeight;
+  record.faces.forEach((face, i) => {
+    const [x1, y1, x2, y2] = face.box;
+    const color = colorOf(face.label);
+    const strip = el("div", { class: "region-strip" });
+    for (const [region, probs] of Object.entries(face.regions)) {
+      const [top] = topClass(probs);
+      strip.append(el("div", { class: "row", title: `${REGION_NAMES[region] || region}: ${top}` },
+        el("span", {}, REGION_SHORT[region] || region),
+        el("div", { class: "track" },
+          el("div", { class: "fill", style: { width: pct(probs[face.label] || 0) }, vars: { "--c": colorOf(top) } }))));
+    }
+    const box = el("div", {
+      class: "face-box", "data-label": face.label, vars: { "--c": color },
+      style: {
+        left: `${(100 * x1) / width}%`, top: `${(100 * y1) / height}%`,
+        width: `${(100 * (x2 - x1)) / width}%`, height: `${(100 * (y2 - y1)) / height}%`,
+      },
+    },
+    el("div", { class: "face-label" },
+      el("span", { class: "face-index" }, `#${i + 1}`), `${face.label} ${pct(face.score)}`),
+    strip);
+    overlay.append(box);
+
+    const card = el("section", { class: "card face-card", vars: { "--c": color } },
+      el("h2", {}, `Face ${i + 1}: ${face.label} ${pct(face.score)}`));
+    const classes = el("div", { class: "bars" });
+    const sorted = Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]);
+    for (const [name, p] of sorted) classes.append(bar(name, p, colorOf(name)));
+    card.append(el("h3", {}, "expression"), classes);
+    const regions = el("div", { class: "bars" });
+    for (const [region, probs] of Object.entries(face.regions)) {
+      const [top, topP] = topClass(probs);
+      regions.append(bar(REGION_NAMES[region] || region, probs[face.label] || 0, colorOf(top),
+        `P(${face.label}) · own top: ${top} ${pct(topP)}`));
+    }
+    card.append(el("h3", {}, `regions: P(${face.label})`), regions);
+    list.append(card);
+  });
+}
+
+function showPhoto(blob) {
+  return new Promise((resolve, reject) => {
+    if (photoUrl) URL.revokeObjectURL(photoUrl);
+    photoUrl = URL.createObjectURL(blob);
+    const img = $("photo");
+    img.onload = () => resolve();
+    img.onerror = () => reject(new Error("the browser cannot display this image"));
+    img.src = photoUrl;
+    $("stage").hidden = false;
+  });
+}
+
+async function analyse(blob, name) {
+  $("overlay").replaceChildren();
+  $("faces").replaceChildren();
+  if (blob.size > model.maxUploadMb * 1048576) {
+    setStatus(`${name} is ${(blob.size / 1048576).toFixed(1)} MB: the limit is ${model.maxUploadMb} MB`, "error");
+    return;
+  }
+  setStatus(`analysing ${name}`, "busy");
+  const shown = showPhoto(blob).catch(() => null);
+  const form = new FormData();
+  form.append("file", blob, name);
+  const started = performance.now();
+  let response;
+  let body;
+  try {
+    response = await fetch("/predict", { method: "POST", body: form });
+    body = await response.json();
+  } catch (err) {
+    setStatus(`request failed: ${err}`, "error");
+    return;
+  }
+  await shown;
+  const ms = Math.round(performance.now() - started);
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    setStatus(`error ${response.status}: ${detail}`, "error");
+    return;
+  }
+  if (body.skipped) {
+    setStatus(`${name}: skipped (${body.skipped})`, "error");
+    return;
+  }
+  drawFaces(body);
+  const n = body.faces.length;
+  const labels = body.faces.map((f) => `${f.label} ${pct(f.score)}`).join(", ");
+  setStatus(n ? `${name}: ${n} face${n === 1 ? "" : "s"} (${labels}) · ${ms} ms` : `${name}: no face found · ${ms} ms`);
+  document.body.dataset.state = "done";
+}
+
+async function startWebcam() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("this browser offers no webcam access here (it needs https or localhost)", "error");
+    return;
+  }
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 } }, audio: false });
+  } catch (err) {
+    setStatus(`webcam unavailable: ${err.message || err}`, "error");
+    return;
+  }
+  const video = $("video");
+  video.srcObject = stream;
+  video.hidden = false;
+  $("stage").hidden = true;
+  $("webcam-start").hidden = true;
+  $("webcam-snap").hidden = false;
+  $("webcam-stop").hidden = false;
+  setStatus("webcam on: take a snapshot");
+}
+
+function stopWebcam() {
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  stream = null;
+  $("video").hidden = true;
+  $("webcam-start").hidden = false;
+  $("webcam-snap").hidden = true;
+  $("webcam-stop").hidden = true;
+}
+
+function snapshot() {
+  const video = $("video");
+  if (!video.videoWidth) return;
+  const canvas = el("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => {
+    stopWebcam();
+    if (blob) analyse(blob, "webcam.jpg");
+  }, "image/jpeg", 0.92);
+}
+
+function init() {
+  loadHealth();
+  $("file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (file) {
+      stopWebcam();
+      analyse(file, file.name);
+    }
+    event.target.value = "";
+  });
+  $("webcam-start").addEventListener("click", startWebcam);
+  $("webcam-snap").addEventListener("click", snapshot);
+  $("webcam-stop").addEventListener("click", () => { stopWebcam(); setStatus("webcam off"); });
+  document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+  document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    document.body.classList.remove("dragging");
+    const file = e.dataTransfer.files[0];
+    if (file) {
+      stopWebcam();
+      analyse(file, file.name);
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", init);

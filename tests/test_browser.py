@@ -1,0 +1,111 @@
+"""End to end in headless Chromium (Playwright, sync API): open the ``pcnn serve`` page, upload a photo through the
+file input and check the rendered faces. Skipped when Debian's chromium (/usr/bin/chromium) is not installed.
+
+Set ``PCNN_FER_SCREENSHOT=1`` to also write the page with its result to ``docs/img/serve.png``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("PCNN_FER_CHROMIUM", "/usr/bin/chromium"))
+if not CHROMIUM.is_file():
+    pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+pytest.importorskip("fastapi")
+torch = pytest.importorskip("torch")
+
+from pcnn_fer import create_model, save_model  # noqa: E402
+from pcnn_fer.deploy.server import create_app, serve_in_background  # noqa: E402
+from pcnn_fer.weights import ASSETS, DEFAULT_MODEL  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
+SAMPLE = SHARED / "samples" / "astronaut.png"
+PHOTO = SAMPLE if SAMPLE.is_file() else ASSETS / "astronaut.png"
+#: The astronaut's face in the 512×512 sample (hairline to chin, ear to ear), in image pixels.
+FACE = (172, 70, 272, 180)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> str:
+    """A live server with the bundled model when it exists, else a random tiny 8-class PCNN."""
+    if DEFAULT_MODEL.exists():
+        checkpoint = "default"
+    else:
+        torch.manual_seed(0)
+        checkpoint = str(save_model(create_model("tiny", num_classes=8),
+                                    tmp_path_factory.mktemp("model") / "m.safetensors"))
+    app = create_app(checkpoint=checkpoint, workers=1, threads=1)
+    with serve_in_background(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium driven by Playwright."""
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def test_upload_shows_boxed_face_with_expression_and_region_bars(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1200, "height": 820})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelector('#model').textContent.includes('classes')")
+    classes = page.evaluate("fetch('/health').then(r => r.json()).then(h => h.classes)")
+    page.set_input_files("#file", str(PHOTO))
+    page.wait_for_selector(".face-box", timeout=60_000)
+    assert page.locator(".face-box").count() == 1
+    label = page.inner_text(".face-box .face-label")
+    assert any(c in label for c in classes) and "%" in label
+    assert page.get_attribute(".face-box", "data-label") in classes
+    assert "1 face" in page.inner_text("#status")
+    # the box sits on the face: map its on-screen rectangle back to image pixels
+    img = page.locator("#photo").bounding_box()
+    box = page.locator(".face-box").bounding_box()
+    natural = page.evaluate("[document.querySelector('#photo').naturalWidth, "
+                            "document.querySelector('#photo').naturalHeight]")
+    sx, sy = natural[0] / img["width"], natural[1] / img["height"]
+    cx = (box["x"] - img["x"] + box["width"] / 2) * sx
+    cy = (box["y"] - img["y"] + box["height"] / 2) * sy
+    assert FACE[0] < cx < FACE[2] and FACE[1] < cy < FACE[3]
+    # five region bars under the box and in the face card, plus one bar per class
+    assert page.locator(".face-box .region-strip .row").count() == 5
+    card = page.locator(".face-card")
+    assert card.count() == 1 and card.locator(".bars").nth(0).locator(".bar").count() == len(classes)
+    assert card.locator(".bars").nth(1).locator(".bar").count() == 5
+    shot = tmp_path / "serve.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("PCNN_FER_SCREENSHOT"):
+        target = ROOT / "docs" / "img" / "serve.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, target)
+    assert not errors, errors
+    page.close()
+
+
+def test_page_reports_errors_and_images_without_faces(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(server + "/")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    page.set_input_files("#file", str(text))
+    page.wait_for_selector("#status.error", timeout=30_000)
+    assert "415" in page.inner_text("#status")
+    cat = SHARED / "samples" / "chelsea.png"
+    if cat.is_file():
+        page.set_input_files("#file", str(cat))
+        page.wait_for_function("document.querySelector('#status').textContent.includes('no face found')",
+                               timeout=60_000)
+        assert page.locator(".face-box").count() == 0
+    page.close()
