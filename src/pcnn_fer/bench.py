@@ -57,9 +57,18 @@ def _median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """``torch.compile`` with inductor weight freezing (on CPU this fuses conv + ReLU/add into oneDNN kernels)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(model)
+
+
 def build_models(preset: str, input_size: int, num_classes: int, device: torch.device,
-                 channels_last: bool) -> dict[str, nn.Module]:
-    """The models of a benchmark run: the plain PCNN, its optimised inference form, and the ResNet-18 baseline."""
+                 channels_last: bool, compile: bool = False) -> dict[str, nn.Module]:
+    """The models of a benchmark run: the ResNet-18 baseline, the plain PCNN, its optimised inference form and,
+    with ``compile``, the optimised form under ``torch.compile``."""
     pcnn = create_model(preset, num_classes=num_classes, input_size=input_size).eval()
     models: dict[str, nn.Module] = {"resnet18": torchvision.models.resnet18(num_classes=num_classes).eval()}
     if channels_last:
@@ -71,11 +80,13 @@ def build_models(preset: str, input_size: int, num_classes: int, device: torch.d
         m.to(device)
         if name == "resnet18-channels-last":
             m.to(memory_format=torch.channels_last)
+    if compile and input_size % 2 == 0:
+        models[f"pcnn-{preset}-compiled"] = compile_for_inference(models[f"pcnn-{preset}-optimized"])
     return models
 
 
 def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: int = 32, device: str = "cpu",
-              num_classes: int = 7, rounds: int = 7, channels_last: bool = True,
+              num_classes: int = 7, rounds: int = 7, channels_last: bool = True, compile: bool = False,
               models: dict[str, nn.Module] | None = None) -> list[BenchResult]:
     """Measure every model (default: :func:`build_models`) and return results relative to ``resnet18``."""
     if preset not in MODEL_PRESETS:
@@ -84,7 +95,7 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
     if size < 32:
         raise ValueError(f"input size must be at least 32, got {size}")
     dev = torch.device(device)
-    models = models or build_models(preset, size, num_classes, dev, channels_last)
+    models = models or build_models(preset, size, num_classes, dev, channels_last, compile)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x1 = torch.randn(1, 3, size, size, device=dev)
     xn = torch.randn(batch_size, 3, size, size, device=dev)
@@ -109,8 +120,9 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
     for name, model in models.items():
         # The optimised PCNN holds the same weights re-laid out; report the parameters of the PCNN it came from.
         params = pcnn_params if name.startswith("pcnn") else count_parameters(model)
+        flops_model = models[f"pcnn-{preset}"] if name.endswith("compiled") else model
         results.append(BenchResult(
-            model=name, input_size=size, params=params, gflops=count_flops(model, x1) / 1e9,
+            model=name, input_size=size, params=params, gflops=count_flops(flops_model, x1) / 1e9,
             latency_ms_b1=lat[name] * 1e3, throughput_img_s=batch_size / thr[name], batch_size=batch_size,
             relative_latency_b1=lat[name] / lat["resnet18"], relative_time_bn=thr[name] / thr["resnet18"]))
     return results
@@ -137,9 +149,9 @@ def run_bench(args: argparse.Namespace) -> int:
         from .deploy.onnx_backend import bench_models
 
         models = bench_models(args.preset, args.input_size, device=args.device,
-                              channels_last=not args.no_channels_last)
+                              channels_last=not args.no_channels_last, compile=args.compile)
     results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
-                        channels_last=not args.no_channels_last, models=models)
+                        channels_last=not args.no_channels_last, compile=args.compile, models=models)
     for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form
         if r.model.endswith("-onnx"):
             r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.preset}"), r.gflops)
@@ -161,6 +173,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the optimised PCNN under torch.compile (inductor, frozen weights; slow to build)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                    help="onnx: also time the PCNN exported to ONNX and run by onnxruntime, in the same run")

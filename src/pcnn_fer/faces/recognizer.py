@@ -95,6 +95,8 @@ def create_backend(backend: str | ClassifierBackend = "torch", checkpoint: Any =
         if not callable(backend) or not hasattr(backend, "config"):
             raise TypeError("a backend object needs a config attribute and __call__(batch)")
         return backend
+    if backend == "onnx" and backend not in BACKENDS:
+        import pcnn_fer.deploy  # noqa: F401 - registers the onnxruntime backend (needs the deploy extra)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[backend](checkpoint, device)
