@@ -11,8 +11,7 @@ ROOT=${1:-../shared/data/ferplus}
 RUN=${2:-runs/ferplus-cpu}
 EPOCHS=${EPOCHS:-10}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-pcnn train --dataset ferplus --root "$ROOT" --recipe ferplus-cpu --epochs "$EPOCHS" --lr 0.01 --weight-decay 5e-3 \
-  --out "$RUN"
+pcnn train --dataset ferplus --root "$ROOT" --recipe ferplus-cpu --epochs "$EPOCHS" --out "$RUN"
 python - "$RUN" <<'PY'
 import json, sys
 from pcnn_fer.weights import DEFAULT_MODEL, load_model, save_model

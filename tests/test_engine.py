@@ -90,7 +90,7 @@ def test_recipes_are_typed_and_match_the_spec():
     fc = get_recipe("ferplus-compact")
     assert (fc.model, fc.input_size, fc.nesterov, fc.lr, fc.weight_decay, fc.schedule, fc.warmup_epochs,
             fc.epochs, fc.batch_size, fc.augment, fc.label_mode, fc.val_mode) == (
-        "compact", 48, True, 0.02, 5e-4, "cosine", 2, 60, 128, "strong", "probability", "majority")
+        "compact", 48, True, 0.01, 5e-3, "cosine", 2, 60, 128, "strong", "probability", "majority")
     assert get_recipe("tiny").model == "tiny" and get_recipe("ferplus-cpu").model == "small"
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
