@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_dataset
 from PIL import Image
 
 from pcnn_fer.classes import CANONICAL_CLASSES
@@ -30,22 +31,7 @@ from pcnn_fer.data import (
 )
 from pcnn_fer.data.stats import run_stats
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("PCNN_FER_SHARED")
-    base = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
-    return base / "data" if (base / "data").is_dir() else base
-
-
-SHARED = _shared_data()
-
-
-def real(sub: str) -> Path:
-    """Path of a real dataset folder, or skip the test with the reason."""
-    p = SHARED / sub
-    if not p.exists():
-        pytest.skip(f"real dataset not available: {p} (set PCNN_FER_SHARED to the shared folder)")
-    return p
+real = real_dataset
 
 
 # ----------------------------------------------------------------------------------------------------------------------

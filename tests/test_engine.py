@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
 from pcnn_fer import load_model
@@ -30,25 +31,8 @@ from pcnn_fer.engine.loop import confusion_matrix, metrics_from_confusion
 from pcnn_fer.engine.recipes import RECIPES, format_recipes, get_recipe, recipe_cost
 from pcnn_fer.engine.train import lr_factor
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("PCNN_FER_SHARED")
-    base = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
-    return base / "data" if (base / "data").is_dir() else base
-
-
-CKPLUS = _shared_data() / "ckplus48"
+CKPLUS = SHARED_DATA / "ckplus48"
 needs_ckplus = pytest.mark.skipif(not (CKPLUS / "CK+48").is_dir(), reason=f"CK+48 not found under {CKPLUS}")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path_factory):
-    """One torch thread (2 shared cores: oversubscription is much slower) and a private decode cache."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_folder_dataset(root: Path, per_class: int = 12, splits: tuple[str, ...] = ("train", "val", "test"),
@@ -437,8 +421,8 @@ def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, capsys):
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
 
 
-@pytest.mark.skipif(not (_shared_data() / "rafdb" / "EmoLabel").is_dir(), reason="RAF-DB labels not found")
+@pytest.mark.skipif(not (SHARED_DATA / "rafdb" / "EmoLabel").is_dir(), reason="RAF-DB labels not found")
 def test_labels_without_images_is_one_clear_line(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", _shared_data() / "rafdb", "--recipe", "tiny",
+    code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", SHARED_DATA / "rafdb", "--recipe", "tiny",
                             "--out", tmp_path, "--no-progress"], capsys)
     assert code == 1 and "none of the" in err and "images exist" in err and len(err.strip().splitlines()) == 1

@@ -21,15 +21,6 @@ KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mea
         "per_class_accuracy", "confusion_matrix", "checkpoint"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_folder(root: Path, classes: tuple[str, ...], per_class: int, split: str = "test") -> Path:
     """``root/split/<class>/*.png`` with ``per_class`` random 48×48 grayscale images per class."""
     rng = np.random.default_rng(len(classes) * 100 + per_class)

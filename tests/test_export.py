@@ -28,22 +28,6 @@ from pcnn_fer.weights import ASSETS, load_model  # noqa: E402
 ASTRONAUT = ASSETS / "astronaut.png"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: small batches are fastest that way on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A random tiny 8-class PCNN with the bundled model's geometry (48×48, lowres stem)."""
-    torch.manual_seed(0)
-    return save_model(create_model("tiny", num_classes=8), tmp_path_factory.mktemp("model") / "m.safetensors")
-
-
 @pytest.fixture(scope="module")
 def exported(checkpoint, tmp_path_factory) -> tuple[Path, str]:
     """``pcnn export --dynamic-batch`` of the checkpoint: the .onnx path and the command's output."""

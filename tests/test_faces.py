@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ASTRONAUT_FACE, SAMPLES, needs_samples
 from PIL import Image
 
 from pcnn_fer.faces.align import (
@@ -26,13 +26,6 @@ from pcnn_fer.faces.imageio import ImageLoadError, load_image
 from pcnn_fer.models.pcnn import FaceRegions, preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
-SAMPLES = SHARED / "samples"
-#: The astronaut's face in samples/astronaut.png (512×512), read off the image: hairline to chin, ear to ear.
-ASTRONAUT_FACE = (172, 70, 272, 180)
-
-needs_samples = pytest.mark.skipif(not (SAMPLES / "astronaut.png").is_file(),
-                                   reason=f"sample photos not found in {SAMPLES} (set PCNN_FER_SHARED)")
 
 
 def iou(a, b) -> float:

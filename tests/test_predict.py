@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ASTRONAUT_FACE, SAMPLES, needs_samples
 from PIL import Image
 
-from pcnn_fer import create_model, save_model
 from pcnn_fer.faces import Recognizer
 from pcnn_fer.faces.cli import add_parser
 from pcnn_fer.faces.draw import class_color
@@ -21,13 +20,6 @@ from pcnn_fer.models.pcnn import REGIONS, preset_config
 from pcnn_fer.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
-SAMPLES = SHARED / "samples"
-#: The astronaut's face in samples/astronaut.png (512×512), read off the image: hairline to chin, ear to ear.
-ASTRONAUT_FACE = (172, 70, 272, 180)
-
-needs_samples = pytest.mark.skipif(not (SAMPLES / "astronaut.png").is_file(),
-                                   reason=f"sample photos not found in {SAMPLES} (set PCNN_FER_SHARED)")
 
 
 def on_face(box) -> bool:
@@ -35,24 +27,6 @@ def on_face(box) -> bool:
     x1, y1, x2, y2 = box
     fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
     return fx1 < (x1 + x2) / 2 < fx2 and fy1 < (y1 + y2) / 2 < fy2 and 60 < x2 - x1 < 130 and 60 < y2 - y1 < 130
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run the model on one thread: tiny batches are fastest that way, and stay fast on a busy shared machine."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small random 8-class PCNN with the default model's geometry (48×48, lowres stem)."""
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    return save_model(create_model("tiny", num_classes=8), tmp_path_factory.mktemp("model") / "m.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 torch = pytest.importorskip("torch")
 
-from pcnn_fer import create_model, save_model  # noqa: E402
 from pcnn_fer.cli import build_parser  # noqa: E402
 from pcnn_fer.deploy.server import create_app, is_loopback, serve_in_background  # noqa: E402
 from pcnn_fer.faces import Recognizer  # noqa: E402
@@ -25,13 +24,6 @@ SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
 ASTRONAUT = ASSETS / "astronaut.png"
 CAT = SHARED / "samples" / "chelsea.png"
 LIMIT_MB = 1.0  # a small upload limit keeps the 413 tests cheap (the astronaut PNG is 0.75 MB)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A random tiny 8-class PCNN with the bundled model's geometry."""
-    torch.manual_seed(0)
-    return save_model(create_model("tiny", num_classes=8), tmp_path_factory.mktemp("model") / "m.safetensors")
 
 
 @pytest.fixture(scope="module")

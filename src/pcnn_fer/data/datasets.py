@@ -323,6 +323,41 @@ class DatasetReader:
             )
 
 
+class UnsplitDatasetReader(DatasetReader):
+    """A dataset without an official split (CK+, JAFFE): one split ``all``, evaluated by subject k-fold / LOSO.
+
+    Subclasses set ``class_order`` and implement ``_locate(root) -> Path`` and ``_read_all(folder) -> Split``.
+    """
+
+    train_split = "all"
+    test_split = None
+    class_order: tuple[str, ...] = ()
+
+    def classes(self, mode: str | None = None) -> tuple[str, ...]:
+        """The dataset's classes in its own label order."""
+        self.check_mode(mode)
+        return self.class_order
+
+    def _locate(self, root: Path | str) -> Path:
+        raise NotImplementedError
+
+    def _read_all(self, folder: Path) -> Split:
+        raise NotImplementedError
+
+    def splits(self, root: Path | str) -> list[str]:
+        """Always ``["all"]`` (no official split: use subject k-fold or leave-one-subject-out)."""
+        self._locate(root)
+        return ["all"]
+
+    def load(self, root: Path | str, split: str = "all", mode: str | None = None) -> Split:
+        """Read the whole dataset (split ``all``) with subjects from the file names."""
+        self.check_mode(mode)
+        folder = self._locate(root)
+        if split != "all":
+            raise DatasetError(f"{self.name}: only split 'all' exists (got {split!r}); use protocols.subject_kfold")
+        return self._read_all(folder)
+
+
 DATASETS: dict[str, DatasetReader] = {}
 
 
@@ -791,7 +826,7 @@ CKPLUS_CLASSES: tuple[str, ...] = CKPLUS_CODE_ORDER[1:]
 _CK_SUBJECT = re.compile(r"^(S\d+)_", re.IGNORECASE)
 
 
-class CKPlusReader(DatasetReader):
+class CKPlusReader(UnsplitDatasetReader):
     """CK+48: ``<class>/S###_###_########.png`` (subject ``S###``); one split ``all``.
 
     Classes in CK+ emotion-code order: anger, contempt, disgust, fear, happiness, sadness, surprise; a ``neutral``
@@ -799,14 +834,8 @@ class CKPlusReader(DatasetReader):
     """
 
     name = "ckplus"
-    train_split = "all"
-    test_split = None
+    class_order = CKPLUS_CLASSES
     description = "CK+48 (class folders, subject in file name), 7 classes, subject k-fold"
-
-    def classes(self, mode: str | None = None) -> tuple[str, ...]:
-        """CK+48 classes (no neutral) in CK+ emotion-code order."""
-        self.check_mode(mode)
-        return CKPLUS_CLASSES
 
     def _locate(self, root: Path | str) -> Path:
         r = _root(root, self.name)
@@ -823,17 +852,7 @@ class CKPlusReader(DatasetReader):
 
         return _find_root(r, ok, self.name, "<class>/S###_###_########.png class folders (CK+48)")
 
-    def splits(self, root: Path | str) -> list[str]:
-        """Always ``["all"]`` (CK+ has no official split; use subject k-fold)."""
-        self._locate(root)
-        return ["all"]
-
-    def load(self, root: Path | str, split: str = "all", mode: str | None = None) -> Split:
-        """Read CK+48 (split ``all``) with subjects from the file names."""
-        self.check_mode(mode)
-        r = self._locate(root)
-        if split != "all":
-            raise DatasetError(f"ckplus: only split 'all' exists (got {split!r}); use protocols.subject_kfold")
+    def _read_all(self, r: Path) -> Split:
         dirs = {canonical_name(d.name): d for d in _list_dirs(r)}
         unknown = [c for c in dirs if c not in CKPLUS_CODE_ORDER]
         if unknown:
@@ -868,7 +887,7 @@ JAFFE_CLASSES: tuple[str, ...] = tuple(JAFFE_CODES.values())
 _JAFFE_NAME = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})(\d*)\.(\d+)\.tiff?$")
 
 
-class JAFFEReader(DatasetReader):
+class JAFFEReader(UnsplitDatasetReader):
     """JAFFE: a flat folder of ``XX.EEn.NNN.tiff`` (subject XX, expression EE in AN DI FE HA NE SA SU).
 
     Split ``all``; classes in code order anger, disgust, fear, happiness, neutral, sadness, surprise. Some files are
@@ -877,14 +896,8 @@ class JAFFEReader(DatasetReader):
     """
 
     name = "jaffe"
-    train_split = "all"
-    test_split = None
+    class_order = JAFFE_CLASSES
     description = "JAFFE (flat XX.EEn.NNN.tiff folder), 7 classes, subject k-fold / LOSO"
-
-    def classes(self, mode: str | None = None) -> tuple[str, ...]:
-        """JAFFE classes in expression-code order (AN DI FE HA NE SA SU)."""
-        self.check_mode(mode)
-        return JAFFE_CLASSES
 
     def _locate(self, root: Path | str) -> Path:
         r = _root(root, self.name)
@@ -897,17 +910,7 @@ class JAFFEReader(DatasetReader):
 
         return _find_root(r, ok, self.name, "a folder of XX.EEn.NNN.tiff files")
 
-    def splits(self, root: Path | str) -> list[str]:
-        """Always ``["all"]`` (use subject k-fold or leave-one-subject-out)."""
-        self._locate(root)
-        return ["all"]
-
-    def load(self, root: Path | str, split: str = "all", mode: str | None = None) -> Split:
-        """Read the JAFFE folder (split ``all``) with subjects and expressions from the file names."""
-        self.check_mode(mode)
-        r = self._locate(root)
-        if split != "all":
-            raise DatasetError(f"jaffe: only split 'all' exists (got {split!r}); use protocols.subject_kfold")
+    def _read_all(self, r: Path) -> Split:
         paths, labels, subjects, skipped = [], [], [], []
         for p in _list_images(r):
             m = _JAFFE_NAME.match(p.name)

