@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,24 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pcnn_fer.bench import median_times
 from pcnn_fer.deploy.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session
 from pcnn_fer.models.fuse import optimize_for_inference
 from pcnn_fer.models.pcnn import create_model
-
-
-def timed(runners: dict, rounds: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each runner, interleaved round by round (machine noise hits all alike)."""
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for run in runners.values():
-        run()
-        run()
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            for _ in range(repeats):
-                run()
-            times[name].append((time.perf_counter() - start) / repeats)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def ort_runner(session: Any, batch: np.ndarray) -> Callable[[], object]:
@@ -76,7 +60,7 @@ def bench_one(preset: str, size: int, threads: list[int], batch: int, rounds: in
             xn = x.numpy()
 
             with torch.inference_mode():
-                medians = timed({
+                medians = median_times({
                     "torch": lambda x=x: model(x, return_regions=True),
                     "torch-opt": lambda x=x: fast(x.contiguous(memory_format=torch.channels_last), return_regions=True),
                     "ort": ort_runner(ort, xn),

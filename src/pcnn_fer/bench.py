@@ -41,7 +41,7 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def _median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, float]:
+def median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each runner, interleaving the runners round by round."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
@@ -113,8 +113,8 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
         return run
 
     name_of = {id(m): n for n, m in models.items()}
-    lat = _median_times({n: runner(m, x1) for n, m in models.items()}, rounds, repeats=3)
-    thr = _median_times({n: runner(m, xn) for n, m in models.items()}, max(3, rounds // 2), repeats=1)
+    lat = median_times({n: runner(m, x1) for n, m in models.items()}, rounds, repeats=3)
+    thr = median_times({n: runner(m, xn) for n, m in models.items()}, max(3, rounds // 2), repeats=1)
     pcnn_params = count_parameters(create_model(preset, num_classes=num_classes))
     results = []
     for name, model in models.items():
