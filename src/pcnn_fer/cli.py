@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:
+        if os.environ.get("PCNN_DEBUG"):  # full traceback for bug reports
+            raise
         print(f"pcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
 
