@@ -119,6 +119,7 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     randomize_bn(model)
     path = save_model(model, tmp_path / "run" / "model.safetensors", extra={"note": "x"})
     assert json.loads((tmp_path / "run" / "model.json").read_text())["config"]["width"] == 0.125
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, like any saved file (umask 022)
     loaded = load_model(tmp_path / "run")
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():

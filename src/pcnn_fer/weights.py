@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .classes import official_pcnn_classes
+from .fileio import atomic_write, publish, temporary_beside
 from .models.pcnn import PCNN, REGIONS, PCNNConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -30,14 +30,6 @@ class WeightsError(ValueError):
 
 def _config_path(weights_path: Path) -> Path:
     return weights_path.with_suffix(".json")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def save_model(model: PCNN, path: str | Path, half: bool = False, extra: Mapping | None = None) -> Path:
@@ -55,13 +47,12 @@ def save_model(model: PCNN, path: str | Path, half: bool = False, extra: Mapping
             value = value.half()
         state[key] = value
     config = model.config.to_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temporary_beside(path)
     os.close(fd)
     save_file(state, tmp, metadata={CONFIG_KEY: json.dumps(config)})
-    os.replace(tmp, path)
+    publish(tmp, path)
     info = {"format": "pcnn-fer", "weights": path.name, "config": config, **(dict(extra) if extra else {})}
-    _atomic_write_bytes(_config_path(path), json.dumps(info, indent=2).encode())
+    atomic_write(_config_path(path), json.dumps(info, indent=2))
     return path
 
 

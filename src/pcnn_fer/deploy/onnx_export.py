@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import publish
+
 INPUT_NAME = "input"
 OUTPUT_NAMES: tuple[str, str, str] = ("global_logits", "local_logits", "region_logits")
 MIN_OPSET = 18
@@ -290,10 +292,7 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
                    f"input '{INPUT_NAME}' float32 Nx3x{size}x{size} normalised with mean {list(config.mean)} and "
                    f"std {list(config.std)}; outputs {', '.join(OUTPUT_NAMES)}")
             _finalize(tmp, onnx_metadata(config, graph, dynamic_batch, opset), doc)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; give the model the usual permissions
-            os.replace(tmp, out)
+            publish(tmp, out)
             return ExportResult(path=out, graph=graph, opset=opset, dynamic_batch=dynamic_batch, input_size=size,
                                 max_abs_diff=worst, diffs=diffs, batch_sizes=batch_sizes,
                                 seconds=time.perf_counter() - started, size_bytes=out.stat().st_size, notes=notes)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .logs import publish
+from ..fileio import publish
 
 __all__ = ["CheckpointError", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
 

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write, publish
+
 __all__ = ["EPOCH_FIELDS", "plot_confusion", "plot_history", "publish", "write_history", "write_json"]
 
 
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _file_mode()
-
-
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Give a finished temporary file normal permissions (mkstemp makes them 0600) and move it into place."""
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
 
 #: Columns of ``history.csv`` (and keys of each ``history.json`` entry).
 EPOCH_FIELDS: tuple[str, ...] = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "time",
@@ -34,27 +22,19 @@ EPOCH_FIELDS: tuple[str, ...] = ("epoch", "lr", "train_loss", "train_acc", "val_
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=True)
-        f.write("\n")
-    publish(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
 def write_history(run_dir: str | Path, history: Sequence[dict[str, Any]]) -> None:
     """Write ``history.csv`` and ``history.json`` (one row per finished epoch) into ``run_dir``."""
     run_dir = Path(run_dir)
     write_json(run_dir / "history.json", list(history))
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".history.csv.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(EPOCH_FIELDS), extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: _fmt(row.get(k)) for k in EPOCH_FIELDS})
-    publish(tmp, run_dir / "history.csv")
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(EPOCH_FIELDS), extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _fmt(row.get(k)) for k in EPOCH_FIELDS})
+    atomic_write(run_dir / "history.csv", buffer.getvalue())
 
 
 def _fmt(v: Any) -> Any:

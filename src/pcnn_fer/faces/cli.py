@@ -6,14 +6,13 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .imageio import MAX_PIXELS
 from .sources import Frame, Source, expand_sources, iter_frames, video_frame_count
 
@@ -77,14 +76,6 @@ class _OutputNames:
             n += 1
         self.used.add(str(candidate))
         return self.out / candidate
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def csv_rows(records: list[dict], classes: tuple[str, ...]) -> tuple[list[str], list[list[Any]]]:
@@ -240,14 +231,14 @@ def run_predict(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
     if out is not None and args.save_json:
-        _write_atomic(out / "predictions.json", json.dumps(records, indent=1))
+        atomic_write(out / "predictions.json", json.dumps(records, indent=1))
     if out is not None and args.save_csv:
         header, rows = csv_rows(records, recognizer.classes)
         buffer = io.StringIO(newline="")
         writer_csv = csv.writer(buffer)
         writer_csv.writerow(header)
         writer_csv.writerows(rows)
-        _write_atomic(out / "predictions.csv", buffer.getvalue())
+        atomic_write(out / "predictions.csv", buffer.getvalue())
     if not quiet:
         where = f"; outputs in {out}" if out is not None else ""
         print(f"{counts['inputs']} input(s): {counts['faces']} face(s), {counts['no_face']} without a face, "
