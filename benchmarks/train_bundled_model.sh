@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the bundled model (src/pcnn_fer/assets/pcnn_ferplus_compact.safetensors) from scratch on a CPU.
+# Reproduce the bundled model (src/pcnn_fer/assets/pcnn_ferplus.safetensors) from scratch on a CPU.
 #
 #   bash benchmarks/train_bundled_model.sh [FERPLUS_ROOT] [RUN_DIR]
 #

@@ -20,7 +20,7 @@ from .fileio import atomic_write, publish, temporary_beside
 from .models.pcnn import PCNN, REGIONS, PCNNConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_MODEL = ASSETS / "pcnn_ferplus_compact.safetensors"
+DEFAULT_MODEL = ASSETS / "pcnn_ferplus.safetensors"
 CONFIG_KEY = "pcnn_config"
 
 
