@@ -143,7 +143,8 @@ def format_table(results: list[BenchResult]) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """CLI handler of ``pcnn bench``."""
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = None
     if getattr(args, "backend", "torch") == "onnx":  # adds pcnn-<preset>-onnx (onnxruntime) to the same run
         from .deploy.onnx_backend import bench_models

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .classes import official_pcnn_classes
@@ -59,8 +59,6 @@ def save_model(model: PCNN, path: str | Path, half: bool = False, extra: Mapping
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], PCNNConfig]:
     try:
         state = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
@@ -155,7 +153,7 @@ def convert_official_state_dict(
 ) -> tuple[PCNNConfig, dict[str, torch.Tensor]]:
     """Translate an official PCNN state dict into (config, our state dict). Unknown keys are an error."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    unknown = [k for k in state if not _OFFICIAL_PCNN_KEY(k)]
+    unknown = [k for k in state if not _OFFICIAL_PREFIX.match(k)]
     if unknown:
         raise WeightsError(f"unknown keys for an official PCNN checkpoint: {unknown[:5]}")
     if "fc.weight" not in state:
@@ -183,10 +181,6 @@ def convert_official_state_dict(
     config = PCNNConfig(num_classes=num_classes, width=channels / 512, stem="imagenet", crop_fractions=crop_fractions,
                         theta_init="official", stn_grid=grid, stn_hidden=hidden, input_size=224, classes=classes)
     return config, ours
-
-
-def _OFFICIAL_PCNN_KEY(key: str) -> bool:  # noqa: N802 - reads like a constant predicate
-    return bool(_OFFICIAL_PREFIX.match(key))
 
 
 def _subtree(state: Mapping[str, torch.Tensor], prefix: str, fallback: str | None) -> dict[str, torch.Tensor]:
