@@ -30,13 +30,13 @@ calibrate || { FLAGS=""; rm -rf /tmp/calib; calibrate; } || exit 1
 EPOCHS=$(python3 - "$BUDGET" <<'PY'
 import json, sys
 h = json.load(open("/tmp/calib/history.json"))
-h = h[-1] if isinstance(h, list) else h["epochs"][-1]
+h = h[-1]  # the second calibration epoch: cuDNN autotuning is done
 budget = float(sys.argv[1])
 epoch_seconds = 27947 / h["img_per_s"] + 2.0  # + validation and checkpoint per epoch
 print(max(3, min(100, int(budget / epoch_seconds))))
 PY
 )
-echo "calibration: flags '$FLAGS', $(python3 -c "import json;print(json.load(open('/tmp/calib/history.json')))" | head -c 400)"
+echo "calibration: flags '$FLAGS', $(python3 -c "import json;print(json.load(open('/tmp/calib/history.json'))[-1])")"
 echo "training $EPOCHS epochs"
 python3 -m pcnn_fer.cli train --dataset ferplus --root /tmp/ferplus --recipe "$RECIPE" --device "$DEVICE" $FLAGS \
   --epochs "$EPOCHS" $EXTRA --out /tmp/run --no-progress --cache-dir /tmp/cache
