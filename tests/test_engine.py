@@ -426,3 +426,65 @@ def test_labels_without_images_is_one_clear_line(tmp_path, capsys):
     code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", SHARED_DATA / "rafdb", "--recipe", "tiny",
                             "--out", tmp_path, "--no-progress"], capsys)
     assert code == 1 and "none of the" in err and "images exist" in err and len(err.strip().splitlines()) == 1
+
+
+# --- weight averaging (EMA) ------------------------------------------------------------------------------------------
+
+
+def test_weight_average_follows_the_ema_formula_and_round_trips():
+    from pcnn_fer import create_model
+    from pcnn_fer.engine.ema import WeightAverage
+
+    model = create_model("tiny", num_classes=3)
+    ema = WeightAverage(model, decay=0.5)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.num_batches_tracked.fill_(7)
+    ema.update(model)  # t = 1: decay min(0.5, 2/11) = 2/11
+    name, param = next(iter(model.named_parameters()))
+    expected = start[name] * (2 / 11) + param.detach() * (9 / 11)
+    assert torch.allclose(ema.module.state_dict()[name], expected, atol=1e-6)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    ints = [k for k, v in model.state_dict().items() if not v.dtype.is_floating_point]
+    assert ints and all(torch.equal(ema.module.state_dict()[k], model.state_dict()[k]) for k in ints)
+    for _ in range(50):
+        ema.update(model)  # converges to the (constant) current weights
+    assert torch.allclose(ema.module.state_dict()[name], param.detach(), atol=1e-6)
+    other = WeightAverage(create_model("tiny", num_classes=3), decay=0.5)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 51 and _states_equal(other.module.state_dict(), ema.module.state_dict())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+    with pytest.raises(ValueError, match="EMA decay"):
+        get_recipe("tiny").with_overrides(ema_decay=-0.1)
+
+
+def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, capsys):
+    """With --ema-decay the selected model file holds the averaged weights, and a resumed run equals a straight one."""
+    from safetensors.torch import load_file
+
+    common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--ema-decay", "0.9",
+              "--no-progress"]
+    code, _, err = run_cli([*common, "--epochs", "1", "--out", tmp_path / "one"], capsys)
+    assert code == 0, err
+    state = load_checkpoint(tmp_path / "one")
+    assert state["recipe"]["ema_decay"] == 0.9 and state["ema"]["updates"] == 2  # 36 faces, batch 16: 2 full steps
+    shipped = load_file(str(tmp_path / "one" / "model.safetensors"))
+    ema_weights, raw_weights = state["ema"]["model"], state["model"]
+    key = next(k for k, v in raw_weights.items() if v.dtype.is_floating_point and v.ndim > 1)
+    assert torch.equal(shipped[key].float(), ema_weights[key].float())
+    assert not torch.equal(ema_weights[key], raw_weights[key])
+
+    code, _, err = run_cli([*common, "--epochs", "3", "--out", tmp_path / "A"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*common, "--epochs", "3", "--stop-after", "1", "--out", tmp_path / "B"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert code == 0, err
+    a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    assert _states_equal(a["ema"]["model"], b["ema"]["model"])

@@ -34,6 +34,7 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=["step", "cosine"])
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--ema-decay", type=float, help="validate and ship an EMA of the weights (e.g. 0.998; 0 = off)")
     g.add_argument("--augment", help="augmentation preset (paper, strong, none)")
     g.add_argument("--input-size", type=_positive_int, help="model input size in pixels")
     g.add_argument("--max-steps", type=_cap, help="cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
@@ -47,7 +48,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="mixed precision on CUDA (fp16 uses a GradScaler)")
-    g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPUs)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="channels_last memory format (faster on GPUs; 1.2x for the small preset on a CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training model")
     g.add_argument("--balanced", action="store_true", help="class-balanced sampling (with replacement)")
     g.add_argument("--init-resnet", metavar="PATH",
@@ -128,7 +130,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs",
-                "label_smoothing", "augment", "input_size", "max_steps", "max_val_samples", "select_metric")
+                "label_smoothing", "ema_decay", "augment", "input_size", "max_steps", "max_val_samples",
+                "select_metric")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:

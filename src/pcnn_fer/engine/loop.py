@@ -61,8 +61,11 @@ def train_epoch(
     progress: bool = True,
     description: str = "train",
     log_every: int = 25,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches`` (index tensors into ``data``); returns loss, accuracy (%), samples, seconds, img/s.
+
+    ``after_step`` is called after every optimiser step (e.g. to update a weight average).
 
     Loss and accuracy are averaged over every rank's samples. The model must be in train mode.
     """
@@ -96,6 +99,8 @@ def train_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         batch = int(index.shape[0])
         seen += batch
         loss_sum += loss.detach().double() * batch

@@ -43,6 +43,7 @@ class Recipe:
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     augment: str = "paper"
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # > 0: validate, select and ship an exponential moving average of the weights
     alpha: float = 12.0  # two-phase loss weights
     beta: float = 8.0
     label_mode: str | None = None  # training label mode for datasets with modes (FERPlus); None: dataset default
@@ -73,6 +74,8 @@ class Recipe:
             raise ValueError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup_epochs < 0 or self.weight_decay < 0:
             raise ValueError("warm-up epochs and weight decay must be non-negative")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
 
@@ -101,9 +104,9 @@ class Recipe:
 
 #: The named recipes. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales gradients by
 #: α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per step" of a from-scratch ResNet on plain cross-entropy.
-#: ``ferplus-cpu`` epochs were sized from measured training speeds of 38-65 img/s on 2 busy CPU
-#: cores (see docs/training.md): an epoch of FERPlus probability-mode train (27,947 faces) plus validation (3,191)
-#: takes 7.5-12.5 minutes, so 10 epochs take 1.25-2.1 hours.
+#: ``ferplus-cpu`` epochs were sized from a measured 117 img/s (channels_last, 2 idle CPU cores): an epoch of
+#: FERPlus probability-mode train (27,947 faces) plus validation (3,191) takes about 4.2 minutes, so 26 epochs take
+#: about 110 minutes; benchmarks/train_bundled_model.sh adds ``--time-budget`` so a slower machine trains fewer.
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -128,10 +131,10 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="ferplus-cpu",
-            description="FERPlus on 2 CPU cores in ~2 h: small PCNN at 48, soft labels, cosine",
-            model="small", input_size=48, epochs=10, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+            description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
+            model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
             nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-            augment="strong", label_mode="probability", val_mode="majority",
+            augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
         ),
     )
 }

@@ -42,6 +42,7 @@ from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .distributed import DistInfo, barrier, broadcast_int, cleanup, init_distributed
+from .ema import WeightAverage
 from .logs import plot_history, write_history, write_json
 from .loop import AMP_DTYPES, evaluate_data, train_epoch
 from .recipes import Recipe
@@ -318,6 +319,7 @@ def fit(
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, recipe)
+    ema = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
     weights = sample_weights_balanced(train_data.labels, train_data.num_classes) if opts.balanced else None
 
     def batches_for(epoch: int) -> list[torch.Tensor]:
@@ -343,6 +345,8 @@ def fit(
             scheduler.load_state_dict(resume_state["scheduler"])
             if resume_state.get("scaler"):
                 scaler.load_state_dict(resume_state["scaler"])
+            if ema is not None:
+                ema.load_state_dict(resume_state["ema"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise ValueError(f"the checkpoint in {out} does not fit this model/recipe: {str(e).splitlines()[0]}"
                              ) from None
@@ -379,10 +383,12 @@ def fit(
         stats = train_epoch(train_model, train_data, batches_for(epoch), loss_fn, optimizer, scheduler, augment,
                             generator=generator, amp=opts.amp, scaler=scaler, channels_last=opts.channels_last,
                             dist_info=dist_info, progress=opts.progress,
-                            description=f"epoch {epoch + 1}/{recipe.epochs}")
+                            description=f"epoch {epoch + 1}/{recipe.epochs}",
+                            after_step=None if ema is None else (lambda: ema.update(model)))
+        selected_model = model if ema is None else ema.module  # the weights that are validated and shipped
         val = None
         if val_data is not None:
-            val = evaluate_data(model, val_data, recipe.input_size, model.config.mean, model.config.std,
+            val = evaluate_data(selected_model, val_data, recipe.input_size, model.config.mean, model.config.std,
                                 batch_size=opts.eval_batch_size, amp=opts.amp, channels_last=opts.channels_last,
                                 dist_info=dist_info)
         metric = val[select_metric] if val is not None else float(epoch)
@@ -412,7 +418,7 @@ def fit(
                 info["time_budget_epochs"] = epochs
         if main:
             if is_best:
-                save_model(model, out / "model.safetensors", extra=_model_extra(recipe, opts, info, best_epoch,
+                save_model(selected_model, out / "model.safetensors", extra=_model_extra(recipe, opts, info, best_epoch,
                                                                                 best_val))
             write_history(out, history)
             try:
@@ -422,6 +428,7 @@ def fit(
             save_checkpoint(out / "last.pt", {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "ema": ema.state_dict() if ema is not None else None,
                 "rng": capture_rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
                 "best_val": best_val, "history": history, "args": opts.to_dict(), "recipe": recipe.to_dict(),
                 "info": info, "classes": list(train_data.classes),

@@ -1,0 +1,55 @@
+"""Exponential moving average (EMA) of a model's weights, the usual cheap gain for short from-scratch schedules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["WeightAverage"]
+
+
+class WeightAverage:
+    """An EMA copy of ``model``: ``update()`` after each optimiser step; ``module`` is the averaged model.
+
+    Parameters follow ``ema = d·ema + (1 − d)·w`` with the decay warmed up as ``min(decay, (1 + t) / (10 + t))``
+    (t = updates so far), so the random initial weights fade out within the first few hundred steps. BatchNorm
+    running statistics are averaged the same way (they track the averaged weights' activations only loosely, but
+    the averaged model is validated every epoch, which is what selection relies on).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        ours = [t for t in self.module.state_dict().values() if t.dtype.is_floating_point]
+        theirs = [t.detach() for t in model.state_dict().values() if t.dtype.is_floating_point]
+        return ours, theirs
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Blend ``model``'s current floating-point weights and buffers into the average."""
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ours, theirs = self._pairs(model)
+        torch._foreach_lerp_(ours, theirs, 1.0 - decay)
+        for name, value in model.state_dict().items():  # integer buffers (BN's num_batches_tracked) are copied
+            if not value.dtype.is_floating_point:
+                self.module.state_dict()[name].copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Averaged weights + update count (for training checkpoints)."""
+        return {"updates": self.updates, "decay": self.decay, "model": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.module.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
