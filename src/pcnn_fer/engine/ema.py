@@ -28,22 +28,23 @@ class WeightAverage:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-
-    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        ours = [t for t in self.module.state_dict().values() if t.dtype.is_floating_point]
-        theirs = [t.detach() for t in model.state_dict().values() if t.dtype.is_floating_point]
-        return ours, theirs
+        self._floats, self._others = _split_state(self.module)
+        self._source: tuple[int, list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Blend ``model``'s current floating-point weights and buffers into the average."""
+        """Blend ``model``'s current floating-point weights and buffers into the average (integer buffers such as
+        BatchNorm's ``num_batches_tracked`` are copied). Create the average after moving ``model`` to its final
+        device and memory format: the tensors are looked up once per model and reused, so a step costs one
+        ``_foreach_lerp_``."""
+        if self._source is None or self._source[0] != id(model):
+            self._source = (id(model), *_split_state(model))
+        _, floats, others = self._source
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ours, theirs = self._pairs(model)
-        torch._foreach_lerp_(ours, theirs, 1.0 - decay)
-        for name, value in model.state_dict().items():  # integer buffers (BN's num_batches_tracked) are copied
-            if not value.dtype.is_floating_point:
-                self.module.state_dict()[name].copy_(value)
+        torch._foreach_lerp_(self._floats, floats, 1.0 - decay)
+        for ours, theirs in zip(self._others, others, strict=True):
+            ours.copy_(theirs)
 
     def state_dict(self) -> dict[str, Any]:
         """Averaged weights + update count (for training checkpoints)."""
@@ -53,3 +54,9 @@ class WeightAverage:
         """Inverse of :meth:`state_dict`."""
         self.module.load_state_dict(state["model"])
         self.updates = int(state["updates"])
+
+
+def _split_state(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``model``'s state tensors (parameters and buffers, detached, sharing storage): floating point, and the rest."""
+    state = [t.detach() for t in model.state_dict(keep_vars=True).values()]
+    return [t for t in state if t.dtype.is_floating_point], [t for t in state if not t.dtype.is_floating_point]
