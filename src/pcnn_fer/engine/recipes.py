@@ -104,9 +104,10 @@ class Recipe:
 
 #: The named recipes. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales gradients by
 #: α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per step" of a from-scratch ResNet on plain cross-entropy.
-#: ``ferplus-cpu`` epochs were sized from a measured 117 img/s (channels_last, 2 idle CPU cores): an epoch of
-#: FERPlus probability-mode train (27,947 faces) plus validation (3,191) takes about 4.2 minutes, so 26 epochs take
-#: about 110 minutes; benchmarks/train_bundled_model.sh adds ``--time-budget`` so a slower machine trains fewer.
+#: ``ferplus-cpu`` epochs were sized from a measured 117 img/s (training steps only, channels_last, 2 idle CPU
+#: cores); the bundled model's run then measured 109-116 img/s, 250-265 s per epoch of FERPlus probability-mode train
+#: (27,947 faces) plus validation (3,191), and benchmarks/train_bundled_model.sh's ``--time-budget 114`` trained 25
+#: of the 26 epochs (108 minutes in all); a slower machine trains fewer.
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
