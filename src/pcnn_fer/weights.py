@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .classes import official_pcnn_classes
+from .errors import PCNNError
 from .fileio import atomic_write, publish, temporary_beside
 from .models.pcnn import PCNN, REGIONS, PCNNConfig
 
@@ -24,7 +25,7 @@ DEFAULT_MODEL = ASSETS / "pcnn_ferplus.safetensors"
 CONFIG_KEY = "pcnn_config"
 
 
-class WeightsError(ValueError):
+class WeightsError(PCNNError, ValueError):
     """A weights file that cannot be used: unreadable, wrong format, wrong shapes or class count."""
 
 

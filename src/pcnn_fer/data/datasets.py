@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..classes import CANONICAL_CLASSES, canonical_name
+from ..errors import PCNNError
 
 __all__ = [
     "DATASETS",
@@ -56,7 +57,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-class DatasetError(ValueError):
+class DatasetError(PCNNError, ValueError):
     """A dataset cannot be read: wrong root, missing label file, malformed line, unreadable image, unknown name."""
 
 

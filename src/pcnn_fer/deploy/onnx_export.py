@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import PCNNError
 from ..fileio import publish
 
 INPUT_NAME = "input"
@@ -40,7 +41,7 @@ DEFAULT_TOLERANCE = 1e-4
 CONFIG_KEY = "pcnn_config"
 
 
-class ExportError(RuntimeError):
+class ExportError(PCNNError, RuntimeError):
     """The model could not be exported, or the exported model does not match PyTorch."""
 
 

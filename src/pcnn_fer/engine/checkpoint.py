@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import PCNNError
 from ..fileio import publish
 
 __all__ = ["CheckpointError", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
@@ -22,7 +23,7 @@ __all__ = ["CheckpointError", "capture_rng_state", "load_checkpoint", "restore_r
 CHECKPOINT_FORMAT = "pcnn-fer-train/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PCNNError, ValueError):
     """A training checkpoint that is missing, unreadable or not ours."""
 
 

@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import PCNNError
+
 #: Landmark order of the dlib 5-point model, named by the side of the *image* they are on (like PCNN's regions).
 LANDMARK_NAMES: tuple[str, ...] = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
 
@@ -68,7 +70,7 @@ class FaceDetector(Protocol):
         ...
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(PCNNError, RuntimeError):
     """The requested detector's package or model file is not installed."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import PCNNError
+
 #: Default limit on width × height (about a 9000×6000 photo is 54 MP); larger images are skipped, not decoded.
 MAX_PIXELS = 64_000_000
 
@@ -22,7 +24,7 @@ MAX_PIXELS = 64_000_000
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(PCNNError, ValueError):
     """An input that cannot be used as an image; ``reason`` is a short human-readable explanation."""
 
     def __init__(self, reason: str) -> None:
