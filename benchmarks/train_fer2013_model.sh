@@ -12,7 +12,7 @@ RUN=${2:-runs/fer2013}
 BUDGET=${BUDGET:-95}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 python -c "from pcnn_fer.engine.precision import cpu_capabilities as c; print('cpu:', c())"
-pcnn train --dataset fer2013 --root "$ROOT" --recipe fer2013 --init default --channels-last \
+pcnn train --dataset fer2013 --root "$ROOT" --recipe fer2013 --init default --channels-last --amp "${AMP:-auto}" \
     --time-budget "$BUDGET" --no-progress --out "$RUN"
 python - "$RUN" <<'PY'
 import json, sys

@@ -317,8 +317,7 @@ def fit(
     main = dist_info.is_main
     say = log if main else (lambda *a, **k: None)
     amp, amp_reason = resolve_amp(opts.amp, device)
-    # CPU bf16 validation moved the bundled model's FER2013Valid accuracy by -0.16 points (docs/performance.md):
-    # selection and shipped figures stay fp32 there.
+    # On a CPU, bf16 validation changes the accuracy (docs/performance.md): selection and shipped figures stay fp32.
     eval_amp = amp if device.type == "cuda" else "none"
     info["amp"] = {"requested": opts.amp, "used": amp, "reason": amp_reason, "validation": eval_amp}
     say(f"precision: {'fp32' if amp == 'none' else amp} autocast ({amp_reason}; --amp {opts.amp}); "
