@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import get_dataset
+from ..data.datasets import dataset_root, get_dataset
 from ..data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
 from ..data.protocols import cross_validation, train_val_split
 from ..weights import load_model
@@ -45,9 +45,7 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
     if env_world_size() > 1:
         raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
     reader = get_dataset(opts.dataset)
-    root = Path(opts.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
     split = reader.load(root, reader.train_split, opts.mode)
     if split.subjects is None:
