@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import PCNNError
+from ...imageio import DECODE_ERRORS, decode_file
 
 __all__ = [
     "DATASETS",
@@ -68,45 +69,17 @@ def line_error(path: Path | str, line_no: int, msg: str) -> DatasetError:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _native(img: Image.Image) -> Image.Image:
-    """Return ``img`` as mode ``L`` (any grayscale source, grayscale palettes included) or ``RGB``."""
-    mode = img.mode
-    if mode == "L":
-        return img
-    if mode in ("1", "LA", "La"):
-        return img.convert("L")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode in ("I", "F") and arr.max() <= 255:
-            hi = 255.0
-        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if mode in ("P", "PA"):
-        # Palette images (some JAFFE TIFFs): grayscale when every used palette entry is gray.
-        rgb = img.convert("RGB")
-        arr = np.asarray(rgb)
-        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-            return Image.fromarray(np.ascontiguousarray(arr[..., 0]), "L")
-        return rgb
-    return img if mode == "RGB" else img.convert("RGB")
-
-
 def open_image(path: Path | str, gray_if_possible: bool = True) -> Image.Image:
     """Decode an image file to mode ``L`` (grayscale sources) or ``RGB``; raise DatasetError if unreadable.
 
-    With ``gray_if_possible``, RGB images whose three channels are identical are returned as ``L`` too.
+    Decoding follows :mod:`pcnn_fer.imageio` (the rule ``pcnn predict`` uses too): EXIF orientation applied, alpha
+    composited over white, high bit depths scaled. With ``gray_if_possible``, RGB images whose three channels are
+    identical are returned as ``L`` too.
     """
     try:
-        with Image.open(path) as im:
-            im.load()
-            out = _native(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL raises all of these
+        return decode_file(path, gray_if_possible)
+    except DECODE_ERRORS as e:
         raise DatasetError(f"cannot read image {path}: {e}") from e
-    if gray_if_possible and out.mode == "RGB":
-        arr = np.asarray(out)
-        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-            out = Image.fromarray(np.ascontiguousarray(arr[..., 0]), "L")
-    return out
 
 
 def _is_image(name: str) -> bool:
