@@ -10,10 +10,12 @@ import argparse
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import real_dataset
 from PIL import Image
 
@@ -29,6 +31,8 @@ from pcnn_fer.data import (
     get_dataset,
     load_split,
 )
+from pcnn_fer.data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
+from pcnn_fer.data.protocols import train_val_split
 from pcnn_fer.data.stats import run_stats
 
 real = real_dataset
@@ -439,6 +443,50 @@ def test_split_subset_keeps_everything_aligned():
     assert sp.subset([3, 0]).stems == ["d", "a"]
     with pytest.raises(ValueError):
         Split("x", "all", ("anger",), None, np.array([0]))
+
+
+def test_decoded_data_subset_by_derived_split(tmp_path):
+    root = tmp_path / "tree"
+    for c, base in (("happy", 0), ("sad", 100), ("fear", 200)):
+        for i in range(8):
+            gray_img(root / c / f"{c}{i}.png", value=base + i)
+    (root / "sad" / "sad3.png").write_bytes(b"not a png")
+    full_split = load_split("folder", root, "all")
+    with pytest.warns(UserWarning, match="skipped 1 of 24"):
+        full, where = load_tensor_data(full_split, 48, cache=tmp_path / "cache")
+    tr, va = train_val_split(full_split, 0.25, seed=0)
+    derived = [tr.subset(np.arange(0, len(tr), 2)), replace(va.subset([2, 0]), name="va2"), va]
+    for part in derived:  # selecting by split == decoding that split on its own
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            got = full.subset(part, name="x")
+            alone, _ = load_tensor_data(part, 48, use_cache=False)
+        assert got.name == "x" and len(got) == len(alone) and torch.equal(got.images, alone.images)
+        assert torch.equal(got.labels, alone.labels) and got.origin_rows.tolist() == alone.origin_rows.tolist()
+    bad = full_split.stems.index("sad3")
+    with_bad = tr if bad in tr.origin_rows else va
+    with pytest.warns(UserWarning, match="1 unreadable images left out"):
+        assert len(full.subset(with_bad)) == len(with_bad) - 1
+    # a subset of the data still selects by split; a split it does not hold is an error, not a wrong answer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        part = full.subset(tr, name="train")
+    assert torch.equal(part.subset(derived[0]).images, full.subset(derived[0]).images)
+    backwards = full.subset(torch.arange(len(full) - 1, -1, -1))
+    assert torch.equal(backwards.subset(derived[1]).images, full.subset(derived[1]).images)
+    with pytest.raises(DatasetError, match="not in the decoded data"):
+        part.subset(va)
+    other = load_split("folder", root, "all")
+    other.classes = ("fear", "happiness", "sadness")
+    with pytest.raises(DatasetError, match="has classes"):
+        full.subset(other)
+    # the old row helpers still work, deprecated
+    with pytest.deprecated_call(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        old = full.subset(subset_rows(where, rows_of(tag_rows(full_split).subset(va.origin_rows)), "val"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert torch.equal(old.images, full.subset(va).images)
 
 
 def test_cache_decodes_once_and_skips_unreadable(tmp_path, monkeypatch):

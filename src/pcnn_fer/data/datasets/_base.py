@@ -127,6 +127,9 @@ class Split:
 
     ``paths`` is None for csv-pixel datasets (FER2013 csv), whose faces live in ``pixels`` (uint8 [N, H, W]).
     ``extras`` holds further per-sample arrays (e.g. FERPlus ``votes`` [N, 10]) that :meth:`subset` keeps aligned.
+    ``origin_rows`` is each sample's row in the split its reader returned (``arange(N)`` for that split itself, the
+    default); :meth:`subset` keeps it, so data decoded from a split can be cut by any split derived from it
+    (:meth:`pcnn_fer.data.loader.TensorData.subset`).
     """
 
     dataset: str
@@ -142,10 +145,14 @@ class Split:
     mode: str | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     subset_info: SubsetInfo | None = None
+    origin_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         n = len(self.labels)
+        if self.origin_rows is None:
+            self.origin_rows = np.arange(n, dtype=np.int64)
+        self.origin_rows = np.asarray(self.origin_rows, dtype=np.int64).reshape(-1)
         if self.soft_labels is not None:
             self.soft_labels = np.asarray(self.soft_labels, dtype=np.float32)
             if self.soft_labels.shape != (n, len(self.classes)):
@@ -153,7 +160,7 @@ class Split:
         if self.paths is None and self.pixels is None:
             raise ValueError("a Split needs paths or pixels")
         for what, seq in (("paths", self.paths), ("stems", self.stems), ("subjects", self.subjects),
-                          ("pixels", self.pixels)):
+                          ("pixels", self.pixels), ("origin_rows", self.origin_rows)):
             if seq is not None and len(seq) != n:
                 raise ValueError(f"{what} has {len(seq)} entries for {n} labels")
         for k, v in self.extras.items():
@@ -207,6 +214,7 @@ class Split:
             subjects=None if self.subjects is None else [self.subjects[i] for i in lst],
             pixels=None if self.pixels is None else self.pixels[idx],
             extras={k: v[idx] for k, v in self.extras.items()},
+            origin_rows=self.origin_rows[idx],
         )
 
     def counts(self) -> dict[str, int]:
