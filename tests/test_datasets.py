@@ -198,6 +198,18 @@ def test_ferplus_malformed_line_names_file_and_line(tmp_path):
         load_split("ferplus", root, "valid")
 
 
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_ferplus_non_finite_vote_is_an_error(tmp_path, bad):
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    with open(root / "FER2013Train" / "label.csv", "a") as f:  # once read as a neutral face
+        f.write(f'fer0000009.png,"(0, 0, 48, 48)",{bad},2,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DatasetError, match=r"FER2013Train[/\\]label\.csv:6: vote counts must be finite"):
+        load_split("ferplus", root, "train", "plurality")
+    with pytest.raises(DatasetError, match=r"label\.csv:6: vote counts must be finite"):
+        dataset_stats("ferplus", root)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # FER2013
 # ----------------------------------------------------------------------------------------------------------------------

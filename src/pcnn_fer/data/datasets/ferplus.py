@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,6 +140,8 @@ class FERPlusReader(DatasetReader):
                     if line_no == 1 and not names:  # tolerate a header row
                         continue
                     raise line_error(path, line_no, f"vote counts must be numbers: {row[2:]}") from None
+                if not all(math.isfinite(x) for x in v):
+                    raise line_error(path, line_no, f"vote counts must be finite numbers: {row[2:]}")
                 if any(x < 0 for x in v):
                     raise line_error(path, line_no, "negative vote count")
                 name = row[0].strip()
