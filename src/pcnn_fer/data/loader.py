@@ -216,7 +216,7 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, 
         raise ValueError("no samples to draw batches from")
     if batch_size < world_size:
         raise ValueError(f"batch size {batch_size} is smaller than the number of processes ({world_size})")
-    generator = torch.Generator().manual_seed(_mix(seed, epoch))
+    generator = torch.Generator().manual_seed(seed_for(seed, epoch))
     if sample_weights is not None:
         order = torch.multinomial(sample_weights.double().cpu(), num_samples, replacement=True, generator=generator)
     elif shuffle:
@@ -237,8 +237,8 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, 
     return list(torch.split(mine[: sum(sizes)], sizes))
 
 
-def _mix(*values: int) -> int:
-    """A 63-bit seed from several integers (stable across runs and platforms)."""
+def seed_for(*values: int) -> int:
+    """A 63-bit seed from several integers (stable across runs and platforms): per-epoch / per-rank generators."""
     h = 1469598103934665603
     for v in values:
         h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
@@ -249,8 +249,3 @@ def sample_weights_balanced(labels: torch.Tensor, num_classes: int) -> torch.Ten
     """Per-sample weights 1 / (count of its class): each class is drawn equally often on average."""
     counts = torch.bincount(labels.cpu(), minlength=num_classes).double()
     return (1.0 / counts.clamp(min=1))[labels.cpu()]
-
-
-def seed_for(*values: int) -> int:
-    """Public alias of the seed mixer used for per-epoch / per-rank generators."""
-    return _mix(*values)

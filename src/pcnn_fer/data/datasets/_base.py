@@ -299,13 +299,6 @@ class DatasetReader:
         """Read split ``split`` of the dataset at ``root`` (labels only; images are decoded lazily)."""
         raise NotImplementedError
 
-    def _check_split(self, root: Path, split: str) -> None:
-        present = self.splits(root)
-        if split not in present:
-            raise DatasetError(
-                f"{self.name}: no split {split!r} under {root}; present: {', '.join(present) or 'none'}"
-            )
-
 
 class UnsplitDatasetReader(DatasetReader):
     """A dataset without an official split (CK+, JAFFE): one split ``all``, evaluated by subject k-fold / LOSO.
