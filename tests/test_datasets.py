@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import real_dataset
 from PIL import Image
 
 from pcnn_fer.classes import CANONICAL_CLASSES
@@ -34,9 +33,6 @@ from pcnn_fer.data import (
 from pcnn_fer.data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
 from pcnn_fer.data.protocols import train_val_split
 from pcnn_fer.data.stats import run_stats
-
-real = real_dataset
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # fixture helpers
@@ -596,8 +592,8 @@ def test_stats_cli(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_real_ferplus_majority_counts():
-    root = real("ferplus")
+def test_real_ferplus_majority_counts(real_dataset):
+    root = real_dataset("ferplus")
     stats = dataset_stats("ferplus", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 25045, "valid": 3191}
@@ -606,8 +602,8 @@ def test_real_ferplus_majority_counts():
     assert sum(plur["train"].values()) == 28385 and sum(plur["valid"].values()) == 3555
 
 
-def test_real_ferplus_decode_small_subset(tmp_path):
-    root = real("ferplus")
+def test_real_ferplus_decode_small_subset(tmp_path, real_dataset):
+    root = real_dataset("ferplus")
     sp = load_split("ferplus", root, "valid", "crossentropy")
     assert sp.soft_labels is not None and sp.soft_labels.shape == (len(sp), 8)
     sub = sp.subset(np.arange(160))
@@ -618,16 +614,16 @@ def test_real_ferplus_decode_small_subset(tmp_path):
     assert decode_split(sub, cache=tmp_path / "cache").from_cache
 
 
-def test_real_fer2013_folder_counts():
-    root = real("fer2013")
+def test_real_fer2013_folder_counts(real_dataset):
+    root = real_dataset("fer2013")
     stats = dataset_stats("fer2013", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 28709, "public_test": 3589}
     assert list(stats["splits"]["train"]) == list(get_dataset("fer2013").classes())
 
 
-def test_real_ckplus_counts():
-    root = real("ckplus48")
+def test_real_ckplus_counts(real_dataset):
+    root = real_dataset("ckplus48")
     sp = load_split("ckplus", root, "all")
     assert len(sp) == 981 and len(sp.classes) == 7 and len(set(sp.subjects)) == 118
     assert sp.counts() == {"anger": 135, "contempt": 54, "disgust": 177, "fear": 75, "happiness": 207,
@@ -635,8 +631,8 @@ def test_real_ckplus_counts():
     assert sp.native_image(0).mode == "L"
 
 
-def test_real_rafdb_label_list_counts():
-    root = real("rafdb")
+def test_real_rafdb_label_list_counts(real_dataset):
+    root = real_dataset("rafdb")
     stats = dataset_stats("rafdb", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 12271, "test": 3068}
