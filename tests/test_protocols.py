@@ -84,7 +84,7 @@ def test_loso_fixture():
     assert len(cross_validation(sp, "loso")) == 10
     assert len(cross_validation(sp, "kfold", k=5)) == 5
     with pytest.raises(DatasetError, match="unknown protocol"):
-        cross_validation(sp, "random")
+        cross_validation(sp, "holdout")
     nosubj = Split("x", "train", ("anger",), [Path("a.png")], np.array([0]), stems=["a"])
     with pytest.raises(DatasetError, match="no subject ids"):
         subject_kfold(nosubj)
