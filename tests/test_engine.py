@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA
-from PIL import Image
 
 from pcnn_fer import load_model, save_model
 from pcnn_fer.cli import main
@@ -36,24 +35,10 @@ CKPLUS = SHARED_DATA / "ckplus48"
 needs_ckplus = pytest.mark.skipif(not (CKPLUS / "CK+48").is_dir(), reason=f"CK+48 not found under {CKPLUS}")
 
 
-def make_folder_dataset(root: Path, per_class: int = 12, splits: tuple[str, ...] = ("train", "val", "test"),
-                        classes: tuple[str, ...] = ("happy", "sad", "surprise"), size: int = 48) -> Path:
-    """An ImageFolder tree of small grayscale PNGs whose brightness depends on the class (learnable)."""
-    rng = np.random.default_rng(0)
-    for s in splits:
-        for ci, c in enumerate(classes):
-            d = root / s / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                img = rng.integers(0, 80, (size, size)) + 80 * ci
-                Image.fromarray(img.astype(np.uint8), "L").save(d / f"{s}_{c}_{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory, make_image_folder) -> Path:
     """A 3-class synthetic image folder with train/val/test splits."""
-    return make_folder_dataset(tmp_path_factory.mktemp("folder"))
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -220,8 +205,8 @@ def test_train_bad_input(folder, tmp_path, capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_train_empty_split(tmp_path, capsys):
-    root = make_folder_dataset(tmp_path / "data", per_class=4, splits=("train",))
+def test_train_empty_split(tmp_path, capsys, make_image_folder):
+    root = make_image_folder(tmp_path / "data", per_class=4, splits=("train",))
     for c in ("happy", "sad", "surprise"):
         (root / "val" / c).mkdir(parents=True)
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--out",

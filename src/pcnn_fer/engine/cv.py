@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import get_dataset
+from ..data.datasets import dataset_root, get_dataset
 from ..data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
 from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
 from ..weights import load_model
@@ -46,9 +46,7 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
     if env_world_size() > 1:
         raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
     reader = get_dataset(opts.dataset)
-    root = Path(opts.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
     split = reader.load(root, reader.train_split, opts.mode)
     if protocol not in PROTOCOLS:

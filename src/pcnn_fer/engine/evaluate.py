@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..classes import canonical_name, class_mapping, describe_mapping
-from ..data.datasets import DatasetError, DatasetReader, Split, get_dataset
+from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
@@ -135,9 +135,7 @@ def evaluate_split(
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
     reader = get_dataset(args.dataset)
-    root = Path(args.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)
     amp, amp_reason = resolve_amp(args.amp, device)
     print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp})")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.datasets import DatasetError, DatasetReader, get_dataset
+from ..data.datasets import DatasetError, DatasetReader, dataset_root, get_dataset
 from ..data.loader import (
     TensorData,
     epoch_batches,
@@ -214,9 +214,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     own validation split, else a seeded validation split carved from train (by subject where subjects are known).
     """
     reader = get_dataset(opts.dataset)
-    root = Path(opts.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(opts.root, reader.name)
     train_mode = _mode_for(reader, opts.mode, recipe.label_mode)
     val_mode = _mode_for(reader, opts.val_mode, recipe.val_mode)
     present = reader.splits(root)
