@@ -189,7 +189,7 @@ def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, capsys):
     (["--dataset", "folder", "--root", "/nonexistent/dir", "--recipe", "tiny"], "does not exist"),
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "nope"], "unknown recipe"),
     (["--dataset", "nope", "--root", "{folder}", "--recipe", "tiny"], "unknown dataset"),
-    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--amp", "bf16", "--device", "cpu"],
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--amp", "fp16", "--device", "cpu"],
      "needs a CUDA device"),
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--init-resnet", "/nonexistent.pth"],
      "no such weights file"),

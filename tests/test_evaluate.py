@@ -184,7 +184,7 @@ def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message, make_im
     elif case == "unknown_split":
         extra = ["--split", "valid"]
     elif case == "amp_on_cpu":
-        extra = ["--amp", "bf16", "--device", "cpu"]
+        extra = ["--amp", "fp16", "--device", "cpu"]
     if "--split" not in extra:
         extra += ["--split", "test"]
     code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import dataset_root, get_dataset
-from ..data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
+from ..data.loader import load_tensor_data
 from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
 from ..weights import load_model
 from .checkpoint import load_checkpoint
@@ -55,7 +55,6 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
     if subject_independent and split.subjects is None:
         raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
                          "(--protocol random gives subject-dependent folds)")
-    tag_rows(split)
     fold_list = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
     if only_folds:
         bad = [k for k in only_folds if not 0 <= k < len(fold_list)]
@@ -63,7 +62,7 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
             raise ValueError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
         fold_list = [f for f in fold_list if f.index in set(only_folds)]
     device = resolve_device(opts.device)
-    full, where = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
     subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
@@ -81,9 +80,9 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
         if use_val:
             train_split, val_split = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
                                                      by_subject=subject_independent)
-            val_data = full.subset(subset_rows(where, rows_of(val_split), "val"), name=f"fold{fold.index}-val")
-        train_data = full.subset(subset_rows(where, rows_of(train_split), "train"), name=f"fold{fold.index}-train")
-        test_data = full.subset(subset_rows(where, rows_of(test_split), "test"), name=f"fold{fold.index}-test")
+            val_data = full.subset(val_split, name=f"fold{fold.index}-val")
+        train_data = full.subset(train_split, name=f"fold{fold.index}-train")
+        test_data = full.subset(test_split, name=f"fold{fold.index}-test")
         resume_state = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
         info = {"dataset": reader.name, "fold": fold.index, "test_subjects": list(fold.test_subjects),
                 "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "

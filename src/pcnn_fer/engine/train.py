@@ -29,11 +29,8 @@ from ..data.loader import (
     TensorData,
     epoch_batches,
     load_tensor_data,
-    rows_of,
     sample_weights_balanced,
     seed_for,
-    subset_rows,
-    tag_rows,
 )
 from ..data.protocols import train_val_split
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
@@ -249,12 +246,11 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
         val_data, _ = load_tensor_data(val_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
         info["val_split"] = val_name
     else:
-        tag_rows(train_split)
         tr, va = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
                                  by_subject=train_split.subjects is not None)
-        full, where = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
-        train_data = full.subset(subset_rows(where, rows_of(tr), "train"), name=f"{full.name}-minus-val")
-        val_data = full.subset(subset_rows(where, rows_of(va), "val"), name=f"{full.name}-val")
+        full, _ = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+        train_data = full.subset(tr, name=f"{full.name}-minus-val")
+        val_data = full.subset(va, name=f"{full.name}-val")
         how = "by subject" if train_split.subjects is not None else "stratified"
         info["val_split"] = f"{train_name}-val({opts.val_fraction:g}, {how}, seed {opts.seed})"
     if len(train_data) == 0 or len(val_data) == 0:
