@@ -6,9 +6,11 @@ import io
 import os
 import re
 import socket
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,6 +34,15 @@ SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
 ASTRONAUT = ASSETS / "astronaut.png"
 CAT = SHARED / "samples" / "chelsea.png"
 LIMIT_MB = 1.0  # a small upload limit keeps the 413 tests cheap (the astronaut PNG is 0.75 MB)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width×height pixels and holds none (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +115,9 @@ def test_predict_cat_has_no_face(client):
     (b"%PDF-1.4 hello", "doc.pdf", "application/pdf", 415, "unsupported file type"),
     (b"hello", "notes.txt", "text/plain", 415, "unsupported file type"),
     (b"\x89PNG garbage", "x.bin", "application/octet-stream", 422, "not an image"),
-], ids=["garbage", "truncated", "empty", "pdf", "text", "octet-stream-garbage"])
+    (png_header(9000, 8000), "big.png", "image/png", 413, "9000x8000 = 72.0 MP exceeds the server's limit of 64.0 MP"),
+    (png_header(20000, 20000), "bomb.png", "image/png", 413, "Pillow's decompression-bomb limit"),
+], ids=["garbage", "truncated", "empty", "pdf", "text", "octet-stream-garbage", "over-max-pixels", "bomb"])
 def test_bad_uploads_get_clear_4xx(client, data, name, content_type, status, message):
     response = upload(client, data, name, content_type)
     assert response.status_code == status, response.text
