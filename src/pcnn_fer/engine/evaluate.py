@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from ..classes import canonical_name, class_mapping, describe_mapping
-from ..data.datasets import DatasetError, DatasetReader, Split, get_dataset
+from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
-from ..weights import WeightsError, load_model
+from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
+from .precision import resolve_amp
 from .recipes import Recipe
 from .train import resolve_device
 
@@ -38,8 +39,8 @@ METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "cl
 def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
     """A PCNN in eval mode from ``default``, a run directory, a ``.safetensors`` model, a training checkpoint
     (``last.pt``) or an official PCNN ``.pth``; WeightsError (a ValueError) when it cannot be used."""
-    if str(checkpoint) == "default":
-        return load_model("default", device=device)
+    if str(checkpoint) in BUNDLED_MODELS:
+        return load_model(checkpoint, device=device)
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise WeightsError(f"no such checkpoint: {path}")
@@ -134,12 +135,10 @@ def evaluate_split(
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
     reader = get_dataset(args.dataset)
-    root = Path(args.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)
-    if args.amp != "none" and device.type != "cuda":
-        raise ValueError(f"--amp {args.amp} needs a CUDA device")
+    amp, amp_reason = resolve_amp(args.amp, device)
+    print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp})")
     model = load_any_model(args.checkpoint, device=device)
     split_name = args.split or default_split(reader, root)
     split = reader.load(root, split_name, args.mode)
@@ -150,7 +149,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"evaluating {args.checkpoint} ({len(model.classes)} classes, {model.config.input_size}px) on "
           f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "") + f": {len(split)} samples")
     result = evaluate_split(model, split, device, batch_size=args.batch_size,
-                            tta=None if args.tta == "none" else args.tta, amp=args.amp,
+                            tta=None if args.tta == "none" else args.tta, amp=amp,
                             cache=args.cache_dir, use_cache=not args.no_cache)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
