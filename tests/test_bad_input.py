@@ -133,6 +133,15 @@ def test_config_in_safetensors_metadata_is_checked_and_named(tiny_state, tmp_pat
         load_model(path)
 
 
+
+def test_weights_with_nan_are_refused_naming_the_file(tiny_state, tmp_path):
+    state, config = tiny_state
+    damaged = {**state, "global_head.bias": torch.full_like(state["global_head.bias"], math.nan)}
+    path = tmp_path / "nan.safetensors"
+    save_file(damaged, str(path), metadata={"pcnn_config": json.dumps(config)})
+    with pytest.raises(WeightsError, match=f"^{path}: global_head.bias holds NaN or infinite values"):
+        load_model(path)
+
 # --- unreadable dataset files (item 4) ---------------------------------------------------------------------------
 
 
@@ -171,6 +180,55 @@ def test_binary_label_file_is_one_line_naming_it(tmp_path):
     proc = run_pcnn("data", "stats", "--dataset", "ferplus", "--root", str(tmp_path / "ferplus"))
     assert one_line_error(proc, "data").startswith(f"pcnn data: error: {label}: not a text file (byte ")
 
+
+
+def test_predict_on_a_device_this_machine_lacks_is_one_line(tmp_path):
+    proc = run_pcnn("predict", str(ASTRONAUT), "--device", "cuda:99", "--out", str(tmp_path / "out"))
+    assert one_line_error(proc, "predict").startswith("pcnn predict: error: device cuda:99: ")  # no CUDA / 99 GPUs
+
+
+BAD_OPTIONS = [  # (pcnn arguments, the one error line): option values refused before any work
+    (["train", "--lr", "nan"], "pcnn train: error: learning rate must be a positive finite number, got nan"),
+    (["train", "--weight-decay", "nan"],
+     "pcnn train: error: warm-up epochs and weight decay must be non-negative finite numbers"),
+    (["train", "--device", "gpu"], "pcnn train: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
+    (["bench", "--preset", "tiny", "--device", "gpu"],
+     "pcnn bench: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
+]
+
+
+@pytest.mark.parametrize(("argv", "line"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_line(argv, line, make_image_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PCNN_DEBUG", raising=False)
+    if argv[0] == "train":
+        root = make_image_folder(tmp_path / "faces", per_class=2, splits=("train",))
+        argv = [*argv, "--dataset", "folder", "--root", str(root), "--recipe", "tiny", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == line + "\n"
+    assert not (tmp_path / "run").exists()
+
+
+WRITE_PAST_A_FILE_SIZE_LIMIT = """
+import importlib.util, resource, signal, sys
+spec = importlib.util.spec_from_file_location("fileio", sys.argv[1])
+fileio = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fileio)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of a signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    fileio.atomic_write(sys.argv[2], b"x" * 1000)
+except OSError as e:
+    print(e.filename, e.strerror, sep="|")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_failed_write_names_the_file(tmp_path):
+    target = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-c", WRITE_PAST_A_FILE_SIZE_LIMIT, str(REPO / "src/pcnn_fer/fileio.py"),
+                           str(target)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == f"{target}|File too large", proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
 # --- the printer: expected errors are one line, bugs keep their traceback (issue 14 item 5) ------------------------
 

@@ -15,6 +15,8 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .devices import torch_device
+from .errors import UsageError
 from .models.fuse import optimize_for_inference
 from .models.pcnn import MODEL_PRESETS, PCNN, count_parameters, create_model
 
@@ -90,11 +92,11 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
               models: dict[str, nn.Module] | None = None) -> list[BenchResult]:
     """Measure every model (default: :func:`build_models`) and return results relative to ``resnet18``."""
     if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(MODEL_PRESETS)}")
+        raise UsageError(f"unknown preset {preset!r}; available: {', '.join(MODEL_PRESETS)}")
     size = input_size or MODEL_PRESETS[preset]["input_size"]
     if size < 32:
-        raise ValueError(f"input size must be at least 32, got {size}")
-    dev = torch.device(device)
+        raise UsageError(f"input size must be at least 32, got {size}")
+    dev = torch_device(device)
     models = models or build_models(preset, size, num_classes, dev, channels_last, compile)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x1 = torch.randn(1, 3, size, size, device=dev)

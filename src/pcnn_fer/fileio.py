@@ -36,7 +36,9 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # e.g. a full disk: say which file could not be written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return path

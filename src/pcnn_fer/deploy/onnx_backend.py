@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..models.pcnn import PCNNConfig
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session, read_metadata
 
@@ -97,7 +98,7 @@ class OnnxClassifier:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
-                raise ValueError(f"{self.path} takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
+                raise UsageError(f"{self.path} takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
             parts = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i:i + 1]}) for i in range(x.shape[0])]
             if not parts:
                 c, r = self.config.num_classes, 5
@@ -142,7 +143,7 @@ def bench_models(preset: str, input_size: int | None, num_classes: int = 7, devi
     from ..models.pcnn import MODEL_PRESETS, PCNN
 
     if device != "cpu":
-        raise ValueError("pcnn bench --backend onnx times onnxruntime on the cpu only")
+        raise UsageError("pcnn bench --backend onnx times onnxruntime on the cpu only")
     size = input_size or MODEL_PRESETS[preset]["input_size"]
     extra = {"compile": True} if compile else {}
     models = build_models(preset, size, num_classes, torch.device(device), channels_last, **extra)

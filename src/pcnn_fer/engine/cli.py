@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import UsageError
 from .precision import AMP_CHOICES
 
 __all__ = ["add_parser", "run_train", "run_evaluate", "run_cv"]
@@ -186,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--dataset", args.dataset), ("--root", args.root), ("--out", args.out))
                if not value]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR / --list-presets)")
+        raise UsageError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR / --list-presets)")
     recipe = get_recipe(args.recipe or "paper").with_overrides(**overrides)
     train(train_options(args, args.out), recipe, stop_after=args.stop_after)
     return 0

@@ -17,9 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import dataset_root, get_dataset
+from ..data.datasets import DatasetError, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
+from ..errors import UsageError
 from ..weights import load_model
 from .checkpoint import load_checkpoint
 from .distributed import env_world_size
@@ -44,22 +45,22 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
            only_folds: list[int] | None = None, use_val: bool = True, log: Any = print) -> dict[str, Any]:
     """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content."""
     if env_world_size() > 1:
-        raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
+        raise UsageError("pcnn cv runs in a single process (launch it without torchrun)")
     reader = get_dataset(opts.dataset)
     root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
     split = reader.load(root, reader.train_split, opts.mode)
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
     subject_independent = protocol != "random"
     if subject_independent and split.subjects is None:
-        raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
+        raise DatasetError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
                          "(--protocol random gives subject-dependent folds)")
     fold_list = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
     if only_folds:
         bad = [k for k in only_folds if not 0 <= k < len(fold_list)]
         if bad:
-            raise ValueError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
+            raise UsageError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
         fold_list = [f for f in fold_list if f.index in set(only_folds)]
     device = resolve_device(opts.device)
     full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)

@@ -15,6 +15,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import UsageError
+
 __all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_world_size", "init_distributed"]
 
 
@@ -55,7 +57,7 @@ def init_distributed(device_type: str) -> DistInfo:
     if dist.is_available() and not dist.is_initialized():
         if device_type == "cuda":
             if local_rank >= torch.cuda.device_count():
-                raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
+                raise UsageError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl", timeout=timedelta(minutes=30),
                                     device_id=torch.device("cuda", local_rank))

@@ -18,10 +18,16 @@ from tqdm import tqdm
 
 from ..data.loader import TensorData
 from ..data.transforms import BatchAugment, eval_transform, flip_batch
+from ..errors import PCNNError, UsageError
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["AMP_DTYPES", "autocast", "confusion_matrix", "evaluate_data",
+__all__ = ["AMP_DTYPES", "TrainingDiverged", "autocast", "confusion_matrix", "evaluate_data",
            "metrics_from_confusion", "predict_logits", "train_epoch", "unwrap"]
+
+
+class TrainingDiverged(PCNNError, RuntimeError):
+    """The loss became NaN or infinite: the run cannot go on (printed as one line by ``pcnn``)."""
+
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -116,7 +122,7 @@ def train_epoch(
     totals = all_reduce_sum(totals, dist_info)
     loss_total, correct_total, n = (float(v) for v in totals.tolist())
     if not math.isfinite(loss_total):
-        raise RuntimeError(f"training diverged: the loss became {loss_total} (lower --lr or use --amp bf16/none)")
+        raise TrainingDiverged(f"training diverged: the loss became {loss_total} (lower --lr or use --amp bf16/none)")
     return {"loss": loss_total / max(n, 1), "accuracy": 100.0 * correct_total / max(n, 1), "samples": int(n),
             "seconds": seconds, "images_per_second": n / seconds if seconds > 0 else float("nan")}
 
@@ -162,7 +168,7 @@ def predict_logits(
                     flipped = model(flip_batch(x))[0].float()
                     logits = torch.log((logits.softmax(1) + flipped.softmax(1)) / 2)
                 elif tta not in (None, "none"):
-                    raise ValueError(f"unknown test-time augmentation {tta!r}; choose flip or none")
+                    raise UsageError(f"unknown test-time augmentation {tta!r}; choose flip or none")
             out.append(logits)
     finally:
         model.train(was_training)

@@ -6,12 +6,14 @@ overridden by a flag (``--epochs``, ``--lr``, ...), which :meth:`Recipe.with_ove
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
 
 from ..data.transforms import AUGMENT_PRESETS
+from ..errors import UsageError
 from ..models.pcnn import MODEL_PRESETS, count_parameters, create_model
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_cost", "format_recipes"]
@@ -56,38 +58,38 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_PRESETS:
-            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}")
+            raise UsageError(f"recipe {self.name!r}: unknown model preset {self.model!r}")
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine"):
-            raise ValueError(f"schedule must be step or cosine, got {self.schedule!r}")
+            raise UsageError(f"schedule must be step or cosine, got {self.schedule!r}")
         if self.augment not in AUGMENT_PRESETS:
-            raise ValueError(f"unknown augmentation preset {self.augment!r}; choose from {', '.join(AUGMENT_PRESETS)}")
+            raise UsageError(f"unknown augmentation preset {self.augment!r}; choose from {', '.join(AUGMENT_PRESETS)}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+            raise UsageError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be at least 2 (BatchNorm), got {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
+            raise UsageError(f"batch size must be at least 2 (BatchNorm), got {self.batch_size}")
+        if not 0 < self.lr < math.inf:  # NaN fails every comparison
+            raise UsageError(f"learning rate must be a positive finite number, got {self.lr}")
         if self.input_size < 32:
-            raise ValueError(f"input size must be at least 32, got {self.input_size}")
+            raise UsageError(f"input size must be at least 32, got {self.input_size}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0 or self.weight_decay < 0:
-            raise ValueError("warm-up epochs and weight decay must be non-negative")
+            raise UsageError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (self.warmup_epochs >= 0 and 0 <= self.weight_decay < math.inf):
+            raise UsageError("warm-up epochs and weight decay must be non-negative finite numbers")
         if not 0.0 < self.init_lr_scale <= 1.0:
-            raise ValueError(f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}")
+            raise UsageError(f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+            raise UsageError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
+            raise UsageError(f"max steps must be at least 1, got {self.max_steps}")
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with ``overrides`` applied (unknown names are an error; None clears the optional caps)."""
         known = {f.name for f in fields(self)}
         unknown = set(overrides) - known
         if unknown:
-            raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
+            raise UsageError(f"unknown recipe fields: {sorted(unknown)}")
         return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,7 +172,7 @@ RECIPES: dict[str, Recipe] = {
 def get_recipe(name: str) -> Recipe:
     """The recipe called ``name`` (ValueError naming the available ones otherwise)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 

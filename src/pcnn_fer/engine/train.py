@@ -34,10 +34,12 @@ from ..data.loader import (
 )
 from ..data.protocols import train_val_split
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
+from ..devices import torch_device
+from ..errors import UsageError
 from ..loss import TwoPhaseLoss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .distributed import DistInfo, barrier, broadcast_int, cleanup, init_distributed
 from .ema import WeightAverage
 from .finetune import init_from_pretrained, is_head_parameter
@@ -82,17 +84,17 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_CHOICES:
-            raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+            raise UsageError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.init and self.init_resnet:
-            raise ValueError("--init and --init-resnet exclude each other (one source of initial weights)")
+            raise UsageError("--init and --init-resnet exclude each other (one source of initial weights)")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+            raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
-            raise ValueError("--max-train-samples must be at least 2")
+            raise UsageError("--max-train-samples must be at least 2")
         if self.eval_batch_size < 1:
-            raise ValueError("--eval-batch-size must be positive")
+            raise UsageError("--eval-batch-size must be positive")
         if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError("--time-budget must be a positive number of minutes")
+            raise UsageError("--time-budget must be a positive number of minutes")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (stored in checkpoints and results)."""
@@ -115,19 +117,12 @@ def resolve_device(name: str | None, dist_info: DistInfo | None = None) -> torch
     dist_info = dist_info or DistInfo()
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    device = torch_device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
         if dist_info.enabled:
             device = torch.device("cuda", dist_info.local_rank)
         elif device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-    elif device.type not in ("cpu", "mps"):
-        raise ValueError(f"unsupported device {name!r}")
     return device
 
 
@@ -233,10 +228,10 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
             val_name = next((s for s in ("val", "valid", "validation") if s in present), None)
     if val_name is not None:
         if val_name == train_name:
-            raise ValueError(f"--select-on {val_name}: that is the training split; select on validation data")
+            raise UsageError(f"--select-on {val_name}: that is the training split; select on validation data")
         if is_test_split(reader, val_name):
             if not opts.allow_test_selection:
-                raise ValueError(f"--select-on {val_name} is a test split: model selection on test data is refused "
+                raise UsageError(f"--select-on {val_name} is a test split: model selection on test data is refused "
                                  "(pass --allow-test-selection to do it anyway; it is recorded in the results)")
             info["test_selection"] = True
         if val_name not in present:
@@ -361,7 +356,7 @@ def fit(
             if ema is not None:
                 ema.load_state_dict(resume_state["ema"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise ValueError(f"the checkpoint in {out} does not fit this model/recipe: {str(e).splitlines()[0]}"
+            raise CheckpointError(f"the checkpoint in {out} does not fit this model/recipe: {str(e).splitlines()[0]}"
                              ) from None
         start_epoch = int(resume_state["epoch"])
         best_metric = float(resume_state["best_metric"])
@@ -504,7 +499,7 @@ def train(opts: TrainOptions | None, recipe: Recipe | None, resume: str | Path |
             stored = TrainOptions.from_dict(resume_state["args"])
             recipe = Recipe.from_dict(resume_state["recipe"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{resume}: checkpoint lacks valid options/recipe ({e})") from None
+            raise CheckpointError(f"{resume}: checkpoint lacks valid options/recipe ({e})") from None
         ignored = sorted(k for k in overrides if k not in RESUMABLE_OVERRIDES)
         if ignored:
             log(f"note: resuming keeps the run's own settings; ignoring {', '.join(ignored)}")
@@ -514,11 +509,11 @@ def train(opts: TrainOptions | None, recipe: Recipe | None, resume: str | Path |
         if "epochs" in overrides:
             recipe = recipe.with_overrides(epochs=overrides["epochs"])
     if opts is None or recipe is None:
-        raise ValueError("train needs options and a recipe (or --resume RUN_DIR)")
+        raise UsageError("train needs options and a recipe (or --resume RUN_DIR)")
     started_at = time.perf_counter()
     out = Path(opts.out)
     if resume_state is None and (out / "last.pt").exists():
-        raise ValueError(f"{out} already holds a training run; continue it with --resume {out} or choose another --out")
+        raise UsageError(f"{out} already holds a training run; continue it with --resume {out} or choose another --out")
     device_type = resolve_device(opts.device).type if opts.device not in ("auto", None) else (
         "cuda" if torch.cuda.is_available() else "cpu")
     dist_info = init_distributed(device_type)
@@ -534,8 +529,8 @@ def train(opts: TrainOptions | None, recipe: Recipe | None, resume: str | Path |
             return json.loads(results_path.read_text()) if results_path.exists() else {"finished": True}
         train_data, val_data, info = load_train_val(opts, recipe, device, log=log if dist_info.is_main else None)
         if resume_state is not None and list(resume_state.get("classes", [])) != list(train_data.classes):
-            raise ValueError(f"{out}: the checkpoint's classes {resume_state.get('classes')} differ from the data's "
-                             f"{list(train_data.classes)}")
+            raise CheckpointError(f"{out}: the checkpoint's classes {resume_state.get('classes')} differ from the "
+                                  f"data's {list(train_data.classes)}")
         return fit(recipe, opts, train_data, val_data, out, dist_info=dist_info, resume_state=resume_state,
                    stop_after=stop_after, info=info, log=log, started_at=started_at)
     finally:

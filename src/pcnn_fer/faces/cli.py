@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..fileio import atomic_write
 from .imageio import MAX_PIXELS
 from .sources import Frame, Source, expand_sources, iter_frames, video_frame_count
@@ -131,9 +132,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from .recognizer import Recognizer
 
     if args.every < 1:
-        raise ValueError("--every must be at least 1")
+        raise UsageError("--every must be at least 1")
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
     if args.threads is not None:
         import torch
 
@@ -148,7 +149,7 @@ def run_predict(args: argparse.Namespace) -> int:
         detector = create_detector("none")
     elif args.detect_threshold is not None:
         if args.detector not in ("auto", "dlib"):
-            raise ValueError("--detect-threshold applies to the dlib HOG detector only")
+            raise UsageError("--detect-threshold applies to the dlib HOG detector only")
         detector = create_detector("dlib", threshold=args.detect_threshold)
     else:
         detector = create_detector(args.detector)

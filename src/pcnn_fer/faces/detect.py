@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import PCNNError
+from ..errors import PCNNError, UsageError
 
 #: Landmark order of the dlib 5-point model, named by the side of the *image* they are on (like PCNN's regions).
 LANDMARK_NAMES: tuple[str, ...] = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
@@ -275,7 +275,7 @@ def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDet
     if name == "auto":
         name = "dlib-hog" if dlib_available() else "haar"
     if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {detector!r}; choose auto, {', '.join(sorted(set(DETECTORS)))}")
+        raise UsageError(f"unknown face detector {detector!r}; choose auto, {', '.join(sorted(set(DETECTORS)))}")
     return DETECTORS[name](**options)
 
 

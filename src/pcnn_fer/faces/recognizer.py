@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import UsageError
 from ..models.pcnn import REGIONS, PCNNConfig
 from .align import align_face
 from .detect import Detection, FaceDetector, WholeImageDetector, create_detector
@@ -55,10 +56,11 @@ class TorchClassifier:
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", optimize: bool = True) -> None:
         import torch
 
+        from ..devices import torch_device
         from ..models.pcnn import PCNN
         from ..weights import load_model
 
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint, device=self.device)
         self.config: PCNNConfig = model.config
         if optimize and isinstance(model, PCNN) and self.config.input_size % 2 == 0:
@@ -98,7 +100,7 @@ def create_backend(backend: str | ClassifierBackend = "torch", checkpoint: Any =
     if backend == "onnx" and backend not in BACKENDS:
         import pcnn_fer.deploy  # noqa: F401 - registers the onnxruntime backend (needs the deploy extra)
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
+        raise UsageError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[backend](checkpoint, device)
 
 
@@ -190,9 +192,9 @@ class Recognizer:
                  backend: str | ClassifierBackend = "torch", batch_size: int = 32, color: str = "auto",
                  max_pixels: int = MAX_PIXELS, keep_crops: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if color not in ("auto", "gray", "rgb"):
-            raise ValueError(f"color must be auto, gray or rgb, got {color!r}")
+            raise UsageError(f"color must be auto, gray or rgb, got {color!r}")
         self.backend = create_backend(backend, checkpoint, device)
         self.config: PCNNConfig = self.backend.config
         self.detector = create_detector(detector)
