@@ -74,6 +74,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--cache-dir", help="decoded-tensor cache (default $PCNN_FER_CACHE or ~/.cache/pcnn_fer)")
     g.add_argument("--no-cache", action="store_true", help="decode the images without the on-disk cache")
+    _add_align_flag(g)
+
+
+def _add_align_flag(p: Any) -> None:
+    p.add_argument("--align-faces", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode each image as its face, detected and aligned as pcnn predict does (images without a "
+                        "face: centre crop, counted); default: on for JAFFE, off for other datasets")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -119,6 +126,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--out", required=True, help="output folder for metrics.json and confusion.png")
     e.add_argument("--cache-dir")
     e.add_argument("--no-cache", action="store_true")
+    _add_align_flag(e)
     e.set_defaults(func=run_evaluate)
 
     c = subparsers.add_parser(
@@ -166,7 +174,7 @@ def train_options(args: argparse.Namespace, out: str) -> Any:
                         allow_test_selection=getattr(args, "allow_test_selection", False),
                         max_train_samples=args.max_train_samples, eval_batch_size=args.eval_batch_size,
                         progress=not args.no_progress, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                        time_budget=getattr(args, "time_budget", None))
+                        time_budget=getattr(args, "time_budget", None), align_faces=args.align_faces)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..classes import canonical_name, class_mapping, describe_mapping
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
@@ -33,7 +34,8 @@ __all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split",
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint")
+                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
+                                "face_alignment")
 
 
 def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
@@ -85,11 +87,13 @@ def evaluate_split(
     cache: str | Path | None = None,
     use_cache: bool = True,
     log: Any = print,
+    align: FaceAligner | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
 
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
-    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
+    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class); with ``align``
+    (faces aligned when decoding) also ``face_alignment``, the count of faces found and centre-square fallbacks.
     """
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to evaluate")
@@ -112,7 +116,7 @@ def evaluate_split(
         split = split.subset(keep)
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name}: no sample of a class the model knows")
-    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
+    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache, align, log)
     model = model.to(device).eval()
     logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device)
@@ -129,7 +133,8 @@ def evaluate_split(
     target = pos_of_ds[data.labels.cpu()]
     classes = [split.classes[i] for i in shared_ds]
     cm = confusion_matrix(pred, target, len(classes))
-    return {"classes": classes, **metrics_from_confusion(cm, classes)}
+    faces = face_summary([data], align.name if align else None)
+    return {"classes": classes, **metrics_from_confusion(cm, classes), "face_alignment": faces}
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -150,12 +155,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
           f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "") + f": {len(split)} samples")
     result = evaluate_split(model, split, device, batch_size=args.batch_size,
                             tta=None if args.tta == "none" else args.tta, amp=amp,
-                            cache=args.cache_dir, use_cache=not args.no_cache)
+                            cache=args.cache_dir, use_cache=not args.no_cache,
+                            align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
                "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
-               "checkpoint": str(args.checkpoint)}
+               "checkpoint": str(args.checkpoint), "face_alignment": result["face_alignment"]}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
     title = f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "")
