@@ -25,6 +25,10 @@ def _cap(text: str) -> int:
 def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Flags that override recipe fields (None = keep the recipe's value)."""
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    g.add_argument("--model", help="model preset, e.g. an ablation baseline: small-resnet, small-resnet-wide, "
+                                   "small-global, small-nomdim (see docs/robustness.md)")
+    g.add_argument("--loss", choices=["two-phase", "ce"], help="training loss (ce: cross-entropy of the global "
+                                                               "logits only, the ablation of the two-phase loss)")
     g.add_argument("--epochs", type=_positive_int, help="number of epochs")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--batch-size", type=_positive_int, help="global batch size (split across DDP processes)")
@@ -131,7 +135,7 @@ def add_parser(subparsers: Any) -> None:
 
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs",
                 "label_smoothing", "ema_decay", "augment", "input_size", "max_steps", "max_val_samples",
-                "select_metric")
+                "select_metric", "model", "loss")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .recipes import Recipe
 from .train import resolve_device
 
-__all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split", "load_any_model"]
+__all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split", "load_any_model", "match_classes",
+           "metrics_of_logits"]
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
@@ -74,22 +75,9 @@ def default_split(reader: DatasetReader, root: str | Path) -> str:
     return present[0]
 
 
-def evaluate_split(
-    model: PCNN,
-    split: Split,
-    device: torch.device,
-    batch_size: int = 256,
-    tta: str | None = None,
-    amp: str = "none",
-    cache: str | Path | None = None,
-    use_cache: bool = True,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
-
-    Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
-    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
-    """
+def match_classes(model: PCNN, split: Split, log: Any = print) -> tuple[Split, dict[int, int]]:
+    """``split`` without the samples of classes the model lacks (logged) and the dataset → model class-index
+    mapping of the classes both share (by canonical name)."""
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to evaluate")
     model_classes = tuple(model.classes)
@@ -111,24 +99,52 @@ def evaluate_split(
         split = split.subset(keep)
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name}: no sample of a class the model knows")
-    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
-    model = model.to(device).eval()
-    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
-                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+    return split, mapping
+
+
+def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
+                      split_classes: tuple[str, ...], num_model_classes: int) -> dict[str, Any]:
+    """Metrics of model ``logits`` against dataset ``labels``, predicting only the classes of ``mapping``
+    (:func:`match_classes`): ``classes`` (the shared ones, in the dataset's order) plus
+    :func:`~pcnn_fer.engine.loop.metrics_from_confusion`'s keys."""
     shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
-    allowed = torch.full((len(model_classes),), float("-inf"), device=logits.device)
+    allowed = torch.full((num_model_classes,), float("-inf"), device=logits.device)
     allowed[[mapping[i] for i in shared_ds]] = 0.0
     pred_model = (logits + allowed).argmax(1).cpu()
-    pos_of_model = torch.full((len(model_classes),), -1, dtype=torch.long)
-    pos_of_ds = torch.full((len(split.classes),), -1, dtype=torch.long)
+    pos_of_model = torch.full((num_model_classes,), -1, dtype=torch.long)
+    pos_of_ds = torch.full((len(split_classes),), -1, dtype=torch.long)
     for k, ds in enumerate(shared_ds):
         pos_of_model[mapping[ds]] = k
         pos_of_ds[ds] = k
     pred = pos_of_model[pred_model]
-    target = pos_of_ds[data.labels.cpu()]
-    classes = [split.classes[i] for i in shared_ds]
+    target = pos_of_ds[labels.cpu()]
+    classes = [split_classes[i] for i in shared_ds]
     cm = confusion_matrix(pred, target, len(classes))
     return {"classes": classes, **metrics_from_confusion(cm, classes)}
+
+
+def evaluate_split(
+    model: PCNN,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 256,
+    tta: str | None = None,
+    amp: str = "none",
+    cache: str | Path | None = None,
+    use_cache: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
+
+    Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
+    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
+    """
+    split, mapping = match_classes(model, split, log)
+    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
+    model = model.to(device).eval()
+    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+    return metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes))
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

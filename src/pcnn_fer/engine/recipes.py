@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 
 from ..data.transforms import AUGMENT_PRESETS
+from ..loss import LOSSES
 from ..models.pcnn import MODEL_PRESETS, count_parameters, create_model
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_cost", "format_recipes"]
@@ -46,6 +47,7 @@ class Recipe:
     ema_decay: float = 0.0  # > 0: validate, select and ship an exponential moving average of the weights
     alpha: float = 12.0  # two-phase loss weights
     beta: float = 8.0
+    loss: str = "two-phase"  # a key of pcnn_fer.loss.LOSSES: "two-phase", or "ce" (the ablation: global CE only)
     label_mode: str | None = None  # training label mode for datasets with modes (FERPlus); None: dataset default
     val_mode: str | None = None  # validation label mode (None: dataset default, FERPlus majority)
     select_metric: Literal["accuracy", "mean_class_accuracy"] = "accuracy"
@@ -55,7 +57,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_PRESETS:
-            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}")
+            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}; available: "
+                             f"{', '.join(MODEL_PRESETS)}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine"):
@@ -76,6 +79,8 @@ class Recipe:
             raise ValueError("warm-up epochs and weight decay must be non-negative")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
 
