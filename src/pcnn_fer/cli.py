@@ -16,6 +16,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.faces.cli", "add_parser"),
     ("pcnn_fer.engine.cli", "add_parser"),
     ("pcnn_fer.deploy.cli", "add_parser"),
+    ("pcnn_fer.robustness.cli", "add_parser"),
 ]
 
 
