@@ -24,6 +24,8 @@ from .models.resnet import Trunk
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "pcnn_ferplus.safetensors"
+#: Models shipped in the package, by the name ``load_model``/``--checkpoint``/``--init`` accept (docs/model-card.md).
+BUNDLED_MODELS = {"default": DEFAULT_MODEL, "ferplus": DEFAULT_MODEL, "fer2013": ASSETS / "pcnn_fer2013.safetensors"}
 CONFIG_KEY = "pcnn_config"
 
 
@@ -216,20 +218,29 @@ def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -
     return model.eval()
 
 
-def load_model(path: str | Path = "default", device: str | torch.device = "cpu", **official_options) -> PCNN:
-    """Load a ready PCNN in eval mode from ``"default"`` (the bundled model), a run directory, one of our
-    ``.safetensors`` files, or an official PCNN checkpoint (``.pth``/``.pt``/``.tar``, read with weights_only)."""
-    if str(path) == "default":
-        if not DEFAULT_MODEL.exists():
-            raise WeightsError(f"the bundled model is missing from this installation ({DEFAULT_MODEL})")
-        path = DEFAULT_MODEL
-    path = Path(path)
+def resolve_model_path(spec: str | Path) -> Path:
+    """The weights file behind ``spec``: a bundled model's name (``default``, ``fer2013``), a run directory
+    (its ``model.safetensors``), a ``model.json`` sidecar, or a file path."""
+    name = str(spec)
+    if name in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[name]
+        if not path.exists():
+            raise WeightsError(f"the bundled model {name!r} is missing from this installation ({path})")
+        return path
+    path = Path(spec).expanduser()
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.exists():
-        raise WeightsError(f"no such model file: {path}")
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
+    if not path.exists():
+        raise WeightsError(f"no such model file: {path} (bundled models: {', '.join(BUNDLED_MODELS)})")
+    return path
+
+
+def load_model(path: str | Path = "default", device: str | torch.device = "cpu", **official_options) -> PCNN:
+    """Load a ready PCNN in eval mode from a bundled model's name (``"default"``, ``"fer2013"``), a run directory,
+    one of our ``.safetensors`` files, or an official PCNN checkpoint (``.pth``/``.pt``/``.tar``, weights_only)."""
+    path = resolve_model_path(path)
     if path.suffix == ".safetensors":
         state, config = _read_safetensors(path)
         return _build(config, state, str(path)).to(device)

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CACHE_VERSION", "DecodedSplit", "cache_dir", "cache_key", "decode_split", "clear_cache"]
 
-#: Bumped whenever the on-disk format or decoding changes, invalidating older cache files.
-CACHE_VERSION = 1
+#: Bumped whenever the on-disk format or decoding changes, invalidating older cache files (2: decoding follows
+#: :mod:`pcnn_fer.imageio`: EXIF orientation, alpha over white, 16-bit and float scaling).
+CACHE_VERSION = 2
 
 
 def cache_dir(override: Path | str | None = None) -> Path:

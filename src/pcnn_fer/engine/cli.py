@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .precision import AMP_CHOICES
+
 __all__ = ["add_parser", "run_train", "run_evaluate", "run_cv"]
 
 
@@ -39,6 +41,8 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema-decay", type=float, help="validate and ship an EMA of the weights (e.g. 0.998; 0 = off)")
+    g.add_argument("--init-lr-scale", type=float,
+                   help="with --init: learning-rate factor of the pretrained tensors (the heads keep --lr)")
     g.add_argument("--augment", help="augmentation preset (paper, strong, none)")
     g.add_argument("--input-size", type=_positive_int, help="model input size in pixels")
     g.add_argument("--max-steps", type=_cap, help="cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
@@ -50,12 +54,16 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
-                   help="mixed precision on CUDA (fp16 uses a GradScaler)")
+    g.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision: auto (default) = bf16 on CPUs with native bf16 and on CUDA, else fp32; "
+                        "fp16 (CUDA only) uses a GradScaler")
     g.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster on GPUs; 1.2x for the small preset on a CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training model")
     g.add_argument("--balanced", action="store_true", help="class-balanced sampling (with replacement)")
+    g.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled model "
+                        "(default, fer2013); heads are mapped by class name")
     g.add_argument("--init-resnet", metavar="PATH",
                    help="initialise the trunks from a torchvision-format ResNet-18 (e.g. MS-Celeb) state dict")
     g.add_argument("--mode", help="training label mode for datasets that have several (FERPlus: majority, plurality, "
@@ -110,7 +118,8 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
     e.add_argument("--batch-size", type=_positive_int, default=256)
     e.add_argument("--device", default="auto")
-    e.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    e.add_argument("--amp", default="none", choices=AMP_CHOICES,
+                   help="autocast precision (auto = bf16 where the CPU/GPU has it natively; default fp32)")
     e.add_argument("--out", required=True, help="output folder for metrics.json and confusion.png")
     e.add_argument("--cache-dir")
     e.add_argument("--no-cache", action="store_true")
@@ -122,7 +131,9 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--dataset", required=True)
     c.add_argument("--root", required=True)
     c.add_argument("--folds", type=_positive_int, default=10, help="number of folds (kfold protocol)")
-    c.add_argument("--protocol", default="kfold", choices=["kfold", "loso"])
+    c.add_argument("--protocol", default="kfold", choices=["kfold", "loso", "random"],
+                   help="kfold / loso: subject-independent (default kfold); random: subject-dependent stratified "
+                        "k-fold (a subject's images may be in train and test)")
     c.add_argument("--recipe", "--preset", dest="recipe", default="paper")
     c.add_argument("--out", required=True)
     c.add_argument("--only-folds", type=int, nargs="+", metavar="K", help="run only these fold indices")
@@ -134,8 +145,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs",
-                "label_smoothing", "ema_decay", "augment", "input_size", "max_steps", "max_val_samples",
-                "select_metric", "model", "loss")
+                "label_smoothing", "ema_decay", "init_lr_scale", "augment", "input_size", "max_steps",
+                "max_val_samples", "select_metric", "model", "loss")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,7 +164,7 @@ def train_options(args: argparse.Namespace, out: str) -> Any:
 
     return TrainOptions(dataset=args.dataset, root=args.root, out=out, device=args.device, amp=args.amp,
                         channels_last=args.channels_last, compile=args.compile, balanced=args.balanced,
-                        init_resnet=args.init_resnet, mode=args.mode, val_mode=args.val_mode,
+                        init_resnet=args.init_resnet, init=args.init, mode=args.mode, val_mode=args.val_mode,
                         val_fraction=args.val_fraction, seed=args.seed,
                         select_on=getattr(args, "select_on", None),
                         allow_test_selection=getattr(args, "allow_test_selection", False),

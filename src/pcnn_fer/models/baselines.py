@@ -79,13 +79,13 @@ class ResNet18(_Baseline):
         _, _, c3, c4 = stage_channels(config.width)
         self.trunk = Trunk(config.width, config.stem)
         self.layer4 = make_stage(c3, c4, 2)
-        self.fc = nn.Linear(c4, config.num_classes)
+        self.global_head = nn.Linear(c4, config.num_classes)
         init_resnet_weights(self.trunk)
         init_resnet_weights(self.layer4)
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """``(logits, logits)`` (plus zero region logits on request)."""
-        logits = self.fc(self.dropout(_pool(self.layer4(self.trunk(x)))))
+        logits = self.global_head(self.dropout(_pool(self.layer4(self.trunk(x)))))
         return _outputs(logits, logits, None, return_regions)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..engine.precision import AMP_CHOICES
+
 __all__ = ["add_parser", "run_robustness"]
 
 
@@ -37,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-samples", type=_int, metavar="N", help="a seeded subset of N samples (faster)")
     p.add_argument("--batch-size", type=_int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", help="none, bf16 or fp16 (CUDA)")
+    p.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision, as in pcnn evaluate")
     p.add_argument("--cache-dir")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")

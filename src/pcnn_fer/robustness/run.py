@@ -20,13 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.datasets import get_dataset
 from ..data.loader import load_tensor_data, seed_for
-from ..data.protocols import apply_subset
-from ..engine.evaluate import default_split, load_any_model, match_classes, metrics_of_logits
+from ..engine.evaluate import load_target, match_classes, metrics_of_logits
 from ..engine.logs import write_json
-from ..engine.loop import AMP_DTYPES, predict_logits
-from ..engine.train import resolve_device
+from ..engine.loop import predict_logits
 from ..errors import UsageError
 from ..models.pcnn import REGIONS, count_parameters
 from .corruptions import CORRUPTIONS, GROUPS, MAX_STRENGTH, expand_names
@@ -134,43 +131,28 @@ def robustness_command(args: argparse.Namespace) -> int:
     """Run ``pcnn robustness`` from parsed arguments; writes OUT/robustness.json and OUT/robustness.png."""
     corruptions = expand_names(args.corruptions)
     strengths = parse_strengths(args.strengths)
-    if args.amp not in AMP_DTYPES:
-        raise UsageError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {args.amp!r}")
     if args.max_samples is not None and args.max_samples < 1:
         raise UsageError(f"--max-samples must be at least 1, got {args.max_samples}")
-    reader = get_dataset(args.dataset)
-    root = Path(args.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
-    device = resolve_device(args.device)
-    if args.amp != "none" and device.type != "cuda":
-        raise UsageError(f"--amp {args.amp} needs a CUDA device")
-    model = load_any_model(args.checkpoint, device=device)
-    split_name = args.split or default_split(reader, root)
-    split = reader.load(root, split_name, args.mode)
-    subset = None
-    if args.subset_list:
-        split = apply_subset(split, args.subset_list)
-        subset = Path(args.subset_list).name
-    split, mapping = match_classes(model, split)
+    target = load_target(args)
+    model = target.model
+    split, mapping = match_classes(model, target.split)
     data, _ = load_tensor_data(split, model.config.input_size, "cpu", args.cache_dir, not args.no_cache)
     if args.max_samples is not None and args.max_samples < len(data):
         g = torch.Generator().manual_seed(seed_for(args.seed, 104729, len(data)))
         data = data.subset(torch.randperm(len(data), generator=g)[: args.max_samples].sort().values)
-    print(f"robustness of {args.checkpoint} ({model.config.arch}, {model.config.input_size}px) on {reader.name}/"
-          f"{split_name}" + (f" [{subset}]" if subset else "") + f": {len(data)} samples, {len(corruptions)} "
-          f"corruptions x strengths {', '.join(map(str, strengths))}, seed {args.seed}")
+    print(f"robustness of {args.checkpoint} ({model.config.arch}, {model.config.input_size}px) on {target.title}: "
+          f"{len(data)} samples, {len(corruptions)} corruptions x strengths {', '.join(map(str, strengths))}, "
+          f"seed {args.seed}")
     started = time.perf_counter()
     result = run_benchmark(model, data.images, data.labels, mapping, tuple(split.classes), corruptions, strengths,
-                           seed=args.seed, batch_size=args.batch_size, amp=args.amp, progress=not args.no_progress)
+                           seed=args.seed, batch_size=args.batch_size, amp=target.amp, progress=not args.no_progress)
     report = {"checkpoint": str(args.checkpoint), "arch": model.config.arch, "input_size": model.config.input_size,
-              "params": count_parameters(model), "dataset": reader.name, "split": split_name, "subset": subset,
-              "num_samples": len(data), "seed": args.seed, "strengths": strengths, **result,
-              "seconds": round(time.perf_counter() - started, 1)}
+              "params": count_parameters(model), "dataset": target.reader.name, "split": target.split_name,
+              "subset": target.subset, "num_samples": len(data), "seed": args.seed, "strengths": strengths,
+              **result, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)
     write_json(out / "robustness.json", report)
-    plot_robustness(out / "robustness.png", report, title=f"{Path(str(args.checkpoint)).name} on {reader.name}/"
-                                                          f"{split_name}")
+    plot_robustness(out / "robustness.png", report, title=f"{Path(str(args.checkpoint)).name} on {target.title}")
     summary = report["summary"]
     parts = [f"{k} {summary[k]['accuracy']:.2f}%" for k in (*GROUPS, "all") if summary[k]["accuracy"] is not None]
     print(f"clean {report['clean']['accuracy']:.2f}%; mean under corruption: {', '.join(parts)} -> "
