@@ -19,6 +19,7 @@ from pcnn_fer.engine.recipes import get_recipe
 from pcnn_fer.loss import GlobalCELoss, TwoPhaseLoss, make_loss
 from pcnn_fer.models.baselines import GlobalOnlyPCNN, NoMDIMPCNN, ResNet18
 from pcnn_fer.models.pcnn import MODEL_PRESETS, PCNN, count_parameters, preset_config
+from pcnn_fer.models.resnet import Trunk
 from pcnn_fer.weights import WeightsError, load_resnet_trunks
 
 BASELINES = {"tiny-resnet": ResNet18, "tiny-resnet-wide": ResNet18, "tiny-global": GlobalOnlyPCNN,
@@ -81,8 +82,9 @@ def test_resnet_state_dict_initialises_every_baseline_trunk():
     for preset in ("tiny-global", "tiny-nomdim", "tiny"):
         model = create_model(preset)
         assert load_resnet_trunks(model, torchvision_format) == []
-        trunk = model.global_trunk
-        assert torch.equal(trunk.conv1.weight, resnet.trunk.conv1.weight)
+        trunks = [m for m in model.modules() if isinstance(m, Trunk)]
+        assert len(trunks) == (1 if preset == "tiny-global" else 6)
+        assert all(torch.equal(t.conv1.weight, resnet.trunk.conv1.weight) for t in trunks)
         assert torch.equal(model.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
 
 

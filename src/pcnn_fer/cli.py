@@ -1,4 +1,4 @@
-"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve)."""
+"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve, robustness)."""
 
 from __future__ import annotations
 

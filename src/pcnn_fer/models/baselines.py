@@ -89,24 +89,19 @@ class ResNet18(_Baseline):
         return _outputs(logits, logits, None, return_regions)
 
 
-class GlobalOnlyPCNN(_Baseline):
-    """PCNN's global branch with a second head on its layer3 map for the local term of the two-phase loss."""
+class GlobalOnlyPCNN(ResNet18):
+    """PCNN's global branch (the ResNet-18) with a second head on its layer3 map for the local term of the
+    two-phase loss."""
 
     arch = "global"
 
     def __init__(self, config: PCNNConfig) -> None:
         super().__init__(config)
-        _, _, c3, c4 = stage_channels(config.width)
-        self.global_trunk = Trunk(config.width, config.stem)
-        self.layer4 = make_stage(c3, c4, 2)
-        self.global_head = nn.Linear(c4, config.num_classes)
-        self.local_head = nn.Linear(c3, config.num_classes)
-        init_resnet_weights(self.global_trunk)
-        init_resnet_weights(self.layer4)
+        self.local_head = nn.Linear(self.trunk.out_channels, config.num_classes)
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """``(global_logits, layer3-head logits)`` (plus zero region logits on request)."""
-        features = self.global_trunk(x)
+        features = self.trunk(x)
         global_logits = self.global_head(self.dropout(_pool(self.layer4(features))))
         local_logits = self.local_head(self.dropout(_pool(features)))
         return _outputs(global_logits, local_logits, None, return_regions)
