@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 
 from ..data.transforms import AUGMENT_PRESETS
+from ..loss import LOSSES
 from ..models.pcnn import MODEL_PRESETS, count_parameters, create_model
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_cost", "format_recipes"]
@@ -47,6 +48,7 @@ class Recipe:
     init_lr_scale: float = 0.1  # with --init: learning-rate factor of the pretrained tensors (heads keep lr)
     alpha: float = 12.0  # two-phase loss weights
     beta: float = 8.0
+    loss: str = "two-phase"  # a key of pcnn_fer.loss.LOSSES: "two-phase", or "ce" (the ablation: global CE only)
     label_mode: str | None = None  # training label mode for datasets with modes (FERPlus); None: dataset default
     val_mode: str | None = None  # validation label mode (None: dataset default, FERPlus majority)
     select_metric: Literal["accuracy", "mean_class_accuracy"] = "accuracy"
@@ -56,7 +58,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_PRESETS:
-            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}")
+            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}; available: "
+                             f"{', '.join(MODEL_PRESETS)}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine"):
@@ -79,6 +82,8 @@ class Recipe:
             raise ValueError(f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
 

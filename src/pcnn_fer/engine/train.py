@@ -35,7 +35,7 @@ from ..data.loader import (
 )
 from ..data.protocols import train_val_split
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
-from ..loss import TwoPhaseLoss
+from ..loss import make_loss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -351,7 +351,7 @@ def fit(
     current = {"recipe": recipe}
     scheduler = build_scheduler(optimizer, lambda: current["recipe"], steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
+    loss_fn = make_loss(recipe.loss, recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
     augment = BatchAugment(recipe.input_size, model.config.mean, model.config.std,
                                  AUGMENT_PRESETS[recipe.augment])
 
