@@ -260,7 +260,7 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
     first. The exported file is checked against the PyTorch model with onnxruntime; when the largest difference of
     any logits exceeds ``tolerance`` an :class:`ExportError` is raised and nothing is written at ``out``.
     """
-    from ..models.pcnn import MIN_INPUT_SIZE, PCNN
+    from ..models.pcnn import MIN_INPUT_SIZE, PCNN, PCNNConfig
     from ..weights import load_model
 
     out = Path(out)
@@ -269,7 +269,7 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
         raise UsageError(f"opset must be at least {MIN_OPSET} (GridSample / affine_grid of the STN), got {opset}")
     started = time.perf_counter()
     model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
-    if not isinstance(model, PCNN):
+    if not isinstance(getattr(model, "config", None), PCNNConfig):  # a PCNN or an ablation baseline
         raise TypeError(f"export_onnx needs a PCNN, got {type(model).__name__}")
     model = model.float().cpu().eval()
     size = int(input_size or model.config.input_size)
@@ -281,11 +281,11 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
 
     candidates: list[tuple[str, Any]] = []
     notes: list[str] = []
-    if optimize and size % 2 == 0:
+    if optimize and isinstance(model, PCNN) and size % 2 == 0:
         from ..models.fuse import optimize_for_inference
 
         candidates.append(("optimized", optimize_for_inference(model, channels_last=False)))
-    elif optimize:
+    elif optimize and isinstance(model, PCNN):
         notes.append(f"odd input size {size}: exported the plain PCNN (the optimised form needs equal halves)")
     candidates.append(("plain", model))
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import UsageError
 from .precision import AMP_CHOICES
 
-__all__ = ["add_parser", "run_train", "run_evaluate", "run_cv"]
+__all__ = ["add_align_flag", "add_parser", "run_train", "run_evaluate", "run_cv"]
 
 
 def _positive_int(text: str) -> int:
@@ -28,6 +28,10 @@ def _cap(text: str) -> int:
 def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Flags that override recipe fields (None = keep the recipe's value)."""
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    g.add_argument("--model", help="model preset, e.g. an ablation baseline: small-resnet, small-resnet-wide, "
+                                   "small-global, small-nomdim (see docs/robustness.md)")
+    g.add_argument("--loss", choices=["two-phase", "ce"], help="training loss (ce: cross-entropy of the global "
+                                                               "logits only, the ablation of the two-phase loss)")
     g.add_argument("--epochs", type=_positive_int, help="number of epochs")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--batch-size", type=_positive_int, help="global batch size (split across DDP processes)")
@@ -75,6 +79,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--cache-dir", help="decoded-tensor cache (default $PCNN_FER_CACHE or ~/.cache/pcnn_fer)")
     g.add_argument("--no-cache", action="store_true", help="decode the images without the on-disk cache")
+    add_align_flag(g)
+
+
+def add_align_flag(p: Any) -> None:
+    """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
+    p.add_argument("--align-faces", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode each image as its face, detected and aligned as pcnn predict does (images without a "
+                        "face: centre crop, counted); default: on for JAFFE, off for other datasets")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -120,6 +132,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--out", required=True, help="output folder for metrics.json and confusion.png")
     e.add_argument("--cache-dir")
     e.add_argument("--no-cache", action="store_true")
+    add_align_flag(e)
     e.set_defaults(func=run_evaluate)
 
     c = subparsers.add_parser(
@@ -143,7 +156,7 @@ def add_parser(subparsers: Any) -> None:
 
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs",
                 "label_smoothing", "ema_decay", "init_lr_scale", "augment", "input_size", "max_steps",
-                "max_val_samples", "select_metric")
+                "max_val_samples", "select_metric", "model", "loss")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +180,7 @@ def train_options(args: argparse.Namespace, out: str) -> Any:
                         allow_test_selection=getattr(args, "allow_test_selection", False),
                         max_train_samples=args.max_train_samples, eval_batch_size=args.eval_batch_size,
                         progress=not args.no_progress, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                        time_budget=getattr(args, "time_budget", None))
+                        time_budget=getattr(args, "time_budget", None), align_faces=args.align_faces)
 
 
 def run_train(args: argparse.Namespace) -> int:

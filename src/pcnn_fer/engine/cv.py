@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
@@ -63,7 +64,9 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
             raise UsageError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
         fold_list = [f for f in fold_list if f.index in set(only_folds)]
     device = resolve_device(opts.device)
-    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
+    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache, aligner, log)
+    detector = aligner.name if aligner else None
     subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
@@ -88,7 +91,8 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
         info = {"dataset": reader.name, "fold": fold.index, "test_subjects": list(fold.test_subjects),
                 "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
                               f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
-                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0}
+                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0,
+                "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
         log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
             + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
         if resume_state is None or int(resume_state["epoch"]) < recipe.epochs:
@@ -101,7 +105,8 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
                    "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                    "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                    "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
-                   "fold": fold.index, "test_subjects": list(fold.test_subjects)}
+                   "fold": fold.index, "test_subjects": list(fold.test_subjects),
+                   "face_alignment": face_summary([test_data], detector)}
         write_json(metrics_path, metrics)
         plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                        title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
@@ -109,6 +114,7 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
         results.append(metrics)
     summary = _summary(reader.name, protocol, len(cross_validation(split, protocol, folds, opts.seed)), results,
                        recipe, opts, use_val)
+    summary["face_alignment"] = face_summary([full], detector)
     write_json(out / "cv.json", summary)
     log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
         f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "

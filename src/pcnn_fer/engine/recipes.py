@@ -14,6 +14,7 @@ import torch
 
 from ..data.transforms import AUGMENT_PRESETS
 from ..errors import UsageError
+from ..loss import LOSSES
 from ..models.pcnn import MODEL_PRESETS, count_parameters, create_model
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_cost", "format_recipes"]
@@ -49,6 +50,7 @@ class Recipe:
     init_lr_scale: float = 0.1  # with --init: learning-rate factor of the pretrained tensors (heads keep lr)
     alpha: float = 12.0  # two-phase loss weights
     beta: float = 8.0
+    loss: str = "two-phase"  # a key of pcnn_fer.loss.LOSSES: "two-phase", or "ce" (the ablation: global CE only)
     label_mode: str | None = None  # training label mode for datasets with modes (FERPlus); None: dataset default
     val_mode: str | None = None  # validation label mode (None: dataset default, FERPlus majority)
     select_metric: Literal["accuracy", "mean_class_accuracy"] = "accuracy"
@@ -58,7 +60,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_PRESETS:
-            raise UsageError(f"recipe {self.name!r}: unknown model preset {self.model!r}")
+            raise UsageError(f"recipe {self.name!r}: unknown model preset {self.model!r}; available: "
+                             f"{', '.join(MODEL_PRESETS)}")
         if self.optimizer not in ("sgd", "adamw"):
             raise UsageError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine"):
@@ -81,6 +84,8 @@ class Recipe:
             raise UsageError(f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UsageError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss not in LOSSES:
+            raise UsageError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError(f"max steps must be at least 1, got {self.max_steps}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, dataset_root, get_dataset
 from ..data.loader import (
     TensorData,
@@ -36,7 +37,7 @@ from ..data.protocols import train_val_split
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
 from ..devices import torch_device
 from ..errors import UsageError
-from ..loss import TwoPhaseLoss
+from ..loss import make_loss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -81,6 +82,7 @@ class TrainOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     time_budget: float | None = None  # minutes; fewer epochs (decided during warm-up) so that the run fits
+    align_faces: bool | None = None  # decode face-aligned (None: the dataset's default, on for JAFFE)
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_CHOICES:
@@ -104,6 +106,7 @@ class TrainOptions:
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {f.name for f in fields(cls)}
+        data = {"align_faces": False, **data}  # runs stored before the option decoded without alignment
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -220,6 +223,8 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_split = reader.load(root, train_name, train_mode)
     info: dict[str, Any] = {"dataset": reader.name, "train_split": train_name, "train_mode": train_mode,
                             "val_mode": val_mode, "test_selection": False}
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
+    decode = {"cache": opts.cache_dir, "use_cache": opts.use_cache, "align": aligner, "log": log}
     val_name = opts.select_on
     if val_name is None:
         if reader.val_split is not None and reader.val_split in present:
@@ -237,13 +242,13 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
         if val_name not in present:
             raise DatasetError(f"{reader.name}: no split {val_name!r} under {root}; present: {', '.join(present)}")
         val_split = reader.load(root, val_name, val_mode)
-        train_data, _ = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
-        val_data, _ = load_tensor_data(val_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+        train_data, _ = load_tensor_data(train_split, recipe.input_size, device, **decode)
+        val_data, _ = load_tensor_data(val_split, recipe.input_size, device, **decode)
         info["val_split"] = val_name
     else:
         tr, va = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
                                  by_subject=train_split.subjects is not None)
-        full, _ = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+        full, _ = load_tensor_data(train_split, recipe.input_size, device, **decode)
         train_data = full.subset(tr, name=f"{full.name}-minus-val")
         val_data = full.subset(va, name=f"{full.name}-val")
         how = "by subject" if train_split.subjects is not None else "stratified"
@@ -255,6 +260,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_data = _seeded_subset(train_data, opts.max_train_samples, opts.seed, "train")
     val_data = _seeded_subset(val_data, recipe.max_val_samples, opts.seed, "val")
     info["num_train"], info["num_val"] = len(train_data), len(val_data)
+    info["face_alignment"] = face_summary([train_data, val_data], aligner.name if aligner else None)
     return train_data, val_data, info
 
 
@@ -340,7 +346,7 @@ def fit(
     current = {"recipe": recipe}
     scheduler = build_scheduler(optimizer, lambda: current["recipe"], steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
+    loss_fn = make_loss(recipe.loss, recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
     augment = BatchAugment(recipe.input_size, model.config.mean, model.config.std,
                                  AUGMENT_PRESETS[recipe.augment])
 

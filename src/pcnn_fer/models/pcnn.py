@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ class PCNNConfig:
     classes: tuple[str, ...] = ()  # canonical class names; empty → the first num_classes canonical names
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
 
     def __post_init__(self) -> None:
         num_classes = _integer("num_classes", self.num_classes, minimum=2)
@@ -79,6 +80,8 @@ class PCNNConfig:
         h1, h2, w1 = values["crop_fractions"]
         if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
             raise UsageError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {list(self.crop_fractions)}")
+        if not isinstance(self.arch, str):
+            raise UsageError(f"arch must be an architecture name, got {self.arch!r}")
         if min(values["std"]) <= 0:
             raise UsageError(f"std must be 3 positive numbers (pixels are divided by it), got {list(self.std)}")
         for name, value in values.items():
@@ -233,6 +236,8 @@ class PCNN(nn.Module):
     def __init__(self, config: PCNNConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         config = replace(config or PCNNConfig(), **overrides)
+        if config.arch != "pcnn":
+            raise ValueError(f"a {config.arch!r} config builds another architecture: use build_model(config)")
         self.config = config
         _, _, c3, c4 = stage_channels(config.width)
         self.regions = FaceRegions(config.crop_fractions)
@@ -296,9 +301,22 @@ def preset_config(name: str, **overrides: Any) -> PCNNConfig:
     return PCNNConfig(**params)
 
 
-def create_model(name: str = "paper", **overrides: Any) -> PCNN:
-    """Build a PCNN from a preset name plus keyword overrides, e.g. ``create_model("compact", num_classes=8)``."""
-    return PCNN(preset_config(name, **overrides))
+#: Architecture name (``PCNNConfig.arch``) → the class built from the config. :mod:`pcnn_fer.models.baselines`
+#: registers the ablation baselines (imported by the package, so they are always there).
+ARCHITECTURES: dict[str, Callable[[PCNNConfig], nn.Module]] = {"pcnn": PCNN}
+
+
+def build_model(config: PCNNConfig) -> nn.Module:
+    """The model of ``config.arch`` (PCNN or an ablation baseline) built from ``config``."""
+    if config.arch not in ARCHITECTURES:
+        raise UsageError(f"unknown architecture {config.arch!r}; available: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[config.arch](config)
+
+
+def create_model(name: str = "paper", **overrides: Any) -> nn.Module:
+    """Build a model from a preset name plus keyword overrides, e.g. ``create_model("compact", num_classes=8)``
+    (a PCNN, or an ablation baseline for presets such as ``small-resnet``)."""
+    return build_model(preset_config(name, **overrides))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -306,5 +324,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "create_model", "preset_config", "count_parameters",
-           "FaceRegions", "MDIM"]
+__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "ARCHITECTURES", "build_model", "create_model",
+           "preset_config", "count_parameters", "FaceRegions", "MDIM"]
