@@ -23,11 +23,11 @@ from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
+from .devices import resolve_device, set_threads
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .recipes import Recipe
-from .train import resolve_device
 
 __all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split", "load_any_model"]
 
@@ -85,8 +85,10 @@ def evaluate_split(
     cache: str | Path | None = None,
     use_cache: bool = True,
     log: Any = print,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
+    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring); a
+    progress bar of the prediction when ``progress``.
 
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
     ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
@@ -115,7 +117,8 @@ def evaluate_split(
     data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
     model = model.to(device).eval()
     logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
-                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+                            batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
+                            description="predict")
     shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
     allowed = torch.full((len(model_classes),), float("-inf"), device=logits.device)
     allowed[[mapping[i] for i in shared_ds]] = 0.0
@@ -134,11 +137,13 @@ def evaluate_split(
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+    threads = set_threads(args.threads)
     reader = get_dataset(args.dataset)
     root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)
     amp, amp_reason = resolve_amp(args.amp, device)
-    print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp})")
+    print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp}); {threads} CPU "
+          f"thread(s)")
     model = load_any_model(args.checkpoint, device=device)
     split_name = args.split or default_split(reader, root)
     split = reader.load(root, split_name, args.mode)
@@ -150,7 +155,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
           f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "") + f": {len(split)} samples")
     result = evaluate_split(model, split, device, batch_size=args.batch_size,
                             tta=None if args.tta == "none" else args.tta, amp=amp,
-                            cache=args.cache_dir, use_cache=not args.no_cache)
+                            cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
