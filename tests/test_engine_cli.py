@@ -160,21 +160,24 @@ def test_recipe_file_run_writes_recipe_json_that_trains_again(run_cli, folder, t
     assert json.loads((tmp_path / "b" / "recipe.json").read_text()) == written
 
 
-def test_threads_are_applied_and_recorded(pcnn_subprocess, folder, tmp_path):
-    """OMP_NUM_THREADS=1 in the environment; --threads 2 must win and be written into the results."""
+def test_threads_are_applied_and_recorded(pcnn_subprocess, pcnn_env, folder, tmp_path):
+    """OMP_NUM_THREADS=2 in the environment (torch's default); --threads 1 must win and be written into the
+    results."""
+    pcnn_env["OMP_NUM_THREADS"] = "2"
     proc = pcnn_subprocess(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
-                            "--threads", "2", "--out", tmp_path / "run", "--no-progress"])
+                            "--threads", "1", "--out", tmp_path / "run", "--no-progress"])
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["threads"] == 2 and results["options"]["threads"] == 2
+    assert results["threads"] == 1 and results["options"]["threads"] == 1
 
 
-def test_evaluate_shows_progress_and_threads(pcnn_subprocess, run_cli, folder, tmp_path, checkpoint):
+def test_evaluate_shows_progress_and_threads(pcnn_subprocess, pcnn_env, run_cli, folder, tmp_path, checkpoint):
+    pcnn_env["OMP_NUM_THREADS"] = "2"
     args = ["evaluate", "--checkpoint", checkpoint, "--dataset", "folder", "--root", folder, "--split", "test",
-            "--batch-size", "4", "--threads", "2"]
+            "--batch-size", "4", "--threads", "1"]
     proc = pcnn_subprocess([*args, "--out", tmp_path / "a"])
     assert proc.returncode == 0, proc.stderr
-    assert "2 CPU thread(s)" in proc.stdout
+    assert "1 CPU thread(s)" in proc.stdout
     assert "predict" in proc.stderr and "/9 [" in proc.stderr  # a bar over 36 faces in batches of 4
     code, out, err = run_cli([*args, "--out", tmp_path / "b", "--no-progress"])
     assert code == 0 and "predict" not in err and "accuracy" in out
