@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .classes import official_pcnn_classes
 from .errors import PCNNError
 from .fileio import atomic_write, publish, temporary_beside
-from .models.pcnn import PCNN, REGIONS, PCNNConfig
+from .models.pcnn import PCNN, PCNNConfig, build_model
+from .models.resnet import Trunk
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "pcnn_ferplus.safetensors"
@@ -98,8 +100,9 @@ def torch_load(path: str | Path) -> Mapping[str, torch.Tensor]:
 _TRUNK_KEY = re.compile(r"^(conv1|bn1|layer[123])\.")
 
 
-def load_resnet_trunks(model: PCNN, state: Mapping[str, torch.Tensor] | str | Path) -> list[str]:
-    """Initialise all six trunks and layer4 from a torchvision-format ResNet-18 state dict (fc ignored).
+def load_resnet_trunks(model: nn.Module, state: Mapping[str, torch.Tensor] | str | Path) -> list[str]:
+    """Initialise every trunk (PCNN's six, a baseline's one or six) and layer4 from a torchvision-format ResNet-18
+    state dict (fc ignored).
 
     Returns the keys that were skipped because their shapes do not fit (e.g. conv1 with the lowres stem).
     """
@@ -111,7 +114,7 @@ def load_resnet_trunks(model: PCNN, state: Mapping[str, torch.Tensor] | str | Pa
     trunk_state = {k: v for k, v in state.items() if _TRUNK_KEY.match(k)}
     layer4_state = {k.removeprefix("layer4."): v for k, v in state.items() if k.startswith("layer4.")}
     skipped: list[str] = []
-    trunks = [model.global_trunk, *(model.local_trunks[name] for name in REGIONS)]
+    trunks = [m for m in model.modules() if isinstance(m, Trunk)]  # PCNN's six, or a baseline's
     for module, sub in [*((t, trunk_state) for t in trunks), (model.layer4, layer4_state)]:
         own = module.state_dict()
         usable = {}
@@ -197,7 +200,10 @@ def _subtree(state: Mapping[str, torch.Tensor], prefix: str, fallback: str | Non
 
 
 def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -> PCNN:
-    model = PCNN(config)
+    try:
+        model = build_model(config)  # PCNN or an ablation baseline (config.arch)
+    except ValueError as e:
+        raise WeightsError(f"{source}: {e}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

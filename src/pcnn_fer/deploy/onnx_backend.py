@@ -46,11 +46,10 @@ def _model_digest(model: torch.nn.Module) -> str:
 
 def cached_export(checkpoint: Any = "default", cache: str | Path | None = None, opset: int = DEFAULT_OPSET) -> Path:
     """The ONNX file (dynamic batch) of a checkpoint, exported on first use into the cache and reused afterwards."""
-    from ..models.pcnn import PCNN
     from ..weights import load_model
 
     model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
-    if not isinstance(model, PCNN):
+    if not isinstance(getattr(model, "config", None), PCNNConfig):  # a PCNN or an ablation baseline
         raise TypeError(f"the onnx backend exports PCNN models, got {type(model).__name__}")
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"pcnn-{_model_digest(model)}-opset{opset}-v{CACHE_FORMAT}.onnx"

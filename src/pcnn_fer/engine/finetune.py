@@ -21,7 +21,7 @@ from ..weights import WeightsError, load_model, resolve_model_path
 __all__ = ["HEAD_PREFIXES", "InitReport", "init_from_pretrained", "is_head_parameter"]
 
 #: Parameter-name prefixes of the class-specific layers (mapped by class name, trained at the full learning rate).
-HEAD_PREFIXES = ("global_head.", "local_heads.")
+HEAD_PREFIXES = ("global_head.", "local_heads.", "local_head.")  # local_head: the global-only baseline's
 
 
 def is_head_parameter(name: str) -> bool:

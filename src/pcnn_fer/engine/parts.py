@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.loader import TensorData, epoch_batches, sample_weights_balanced, seed_for
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
-from ..loss import TwoPhaseLoss
+from ..loss import make_loss
 from ..weights import load_resnet_trunks
 from .checkpoint import CheckpointError
 from .devices import seed_everything, setup_backends
@@ -58,7 +58,8 @@ class TrainingParts:
         self.train_model = self.model
         self.scheduler = build_scheduler(self.optimizer, lambda: self.recipe, len(self.batches(0)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16" and device.type == "cuda")
-        self.loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
+        self.loss_fn = make_loss(recipe.loss, recipe.alpha, recipe.beta,
+                                 label_smoothing=recipe.label_smoothing).to(device)
         self.augment = BatchAugment(recipe.input_size, self.model.config.mean, self.model.config.std,
                                     AUGMENT_PRESETS[recipe.augment])
 

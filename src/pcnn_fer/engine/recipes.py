@@ -37,7 +37,8 @@ class Recipe:
 
     name: str = field(metadata={"cli": False})
     description: str = field(metadata={"cli": False})
-    model: str = _help("model architecture: a preset of pcnn_fer.models.MODEL_PRESETS (e.g. small, compact, paper)")
+    model: str = _help("model architecture: a preset of pcnn_fer.models.MODEL_PRESETS, e.g. small, compact, paper, or "
+                       "an ablation baseline such as small-resnet (docs/robustness.md)")
     input_size: int = _help("model input size in pixels")
     epochs: int = _help("number of epochs")
     batch_size: int = _help("global batch size (split across DDP processes)")
@@ -60,6 +61,8 @@ class Recipe:
                                      "--lr)")
     alpha: float = _opt(12.0, "two-phase loss weight of the global logits")
     beta: float = _opt(8.0, "two-phase loss weight of the region logits")
+    loss: str = _opt("two-phase", "training loss: two-phase, or ce (cross-entropy of the global logits only, the "
+                                  "ablation of the two-phase loss); a key of pcnn_fer.loss.LOSSES")
     label_mode: str | None = _opt(None, "training label mode for datasets that have several (FERPlus); None: the "
                                         "dataset default", cli=False)  # the run option --mode overrides it
     val_mode: str | None = _opt(None, "validation label mode (None: the dataset default, FERPlus majority)",
@@ -73,6 +76,7 @@ class Recipe:
         what = f"recipe {self.name!r}"
         check_types(self, what)
         from ..data.transforms import AUGMENT_PRESETS  # torch only when a recipe is built
+        from ..loss import LOSSES
         from ..models.pcnn import MODEL_PRESETS
 
         checks = [
@@ -90,6 +94,7 @@ class Recipe:
                                                                   "non-negative"),
             (0.0 < self.init_lr_scale <= 1.0, f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}"),
             (0.0 <= self.ema_decay < 1.0, f"EMA decay must be in [0, 1), got {self.ema_decay}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}"),
             (self.max_steps is None or self.max_steps >= 1, f"max steps must be at least 1, got {self.max_steps}"),
             (self.max_val_samples is None or self.max_val_samples >= 1,
              f"max_val_samples must be at least 1, got {self.max_val_samples}"),
