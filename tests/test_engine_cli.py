@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import types
 import typing
 from dataclasses import fields
@@ -225,3 +227,16 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(run_cli, 
     (tmp_path / "mine").mkdir()
     code, _, err = run_cli([*args, "--out", tmp_path / "mine"])
     assert code == 1 and (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+
+
+def test_engine_parsers_build_without_torch(pcnn_env):
+    """``pcnn train/evaluate/cv --help`` need no torch from the engine (the package's own ``__init__`` still imports
+    it, so the package is stubbed here to look at the engine alone)."""
+    src = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer"
+    code = (f"import argparse, sys, types; pkg = types.ModuleType('pcnn_fer'); pkg.__path__ = [{str(src)!r}]; "
+            "sys.modules['pcnn_fer'] = pkg; import pcnn_fer.engine.cli as c; "
+            "c.add_parser(argparse.ArgumentParser().add_subparsers()); print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))")
+    proc = subprocess.run([sys.executable, "-c", code], env=pcnn_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

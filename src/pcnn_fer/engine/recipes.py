@@ -8,6 +8,7 @@ needs only its line here. This module imports no torch (``pcnn train --help`` st
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from ..errors import UsageError
 from .typed_fields import check_types
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "load_recipe", "read_recipe_file"]
+__all__ = ["Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_file"]  # and RECIPES (lazy)
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
@@ -134,63 +135,76 @@ class Recipe:
                             input_size=self.input_size, **self.model_overrides)
 
 
-#: The named recipes (measured speeds and epoch sizing: docs/training.md). The FERPlus recipes use lr 0.01 / weight
-#: decay 5e-3: the two-phase loss scales gradients by α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per
-#: step" of a from-scratch ResNet on plain cross-entropy.
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            name="paper",
-            description="the paper's recipe: PCNN at 224, SGD 0.01, halve every 15 epochs, 100 epochs",
-            model="paper", input_size=224, epochs=100, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
-            weight_decay=1e-4, schedule="step", step_epochs=15, gamma=0.5, augment="paper",
-        ),
-        Recipe(
-            name="tiny",
-            description="smoke test: tiny PCNN at 48, 4 steps x 2 epochs, seconds on a CPU",
-            model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", augment="strong", max_steps=4, max_val_samples=256,
-        ),
-        Recipe(
-            name="ferplus-compact",
-            description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
-            model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
-            augment="strong", label_mode="probability", val_mode="majority",
-        ),
-        Recipe(
-            name="ferplus-cpu",
-            description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
-            model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-            augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
-        ),
-        Recipe(
-            name="fer2013",
-            description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
-                        "select on PublicTest",
-            model="small", input_size=48, epochs=20, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-            augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=0.5,
-        ),
-        Recipe(
-            name="ckplus",
-            description="CK+ folds: fine-tune the bundled small PCNN (--init default), 10 subject-independent folds "
-                        "in minutes on a CPU",
-            model="small", input_size=48, epochs=12, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
-            init_lr_scale=0.1,
-        ),
-        Recipe(
-            name="jaffe",
-            description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
-            model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
-            init_lr_scale=0.1,
-        ),
-    )
-}
+#: The named recipes as plain fields; :data:`RECIPES` turns them into checked :class:`Recipe` objects on first use
+#: (checking model / augmentation / loss names imports torch, which ``pcnn train --help`` must not). Measured speeds
+#: and epoch sizing: docs/training.md. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales
+#: gradients by α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per step" of a from-scratch ResNet on plain
+#: cross-entropy.
+_NAMED_RECIPES: tuple[dict[str, Any], ...] = (
+    dict(
+        name="paper",
+        description="the paper's recipe: PCNN at 224, SGD 0.01, halve every 15 epochs, 100 epochs",
+        model="paper", input_size=224, epochs=100, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
+        weight_decay=1e-4, schedule="step", step_epochs=15, gamma=0.5, augment="paper",
+    ),
+    dict(
+        name="tiny",
+        description="smoke test: tiny PCNN at 48, 4 steps x 2 epochs, seconds on a CPU",
+        model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", augment="strong", max_steps=4, max_val_samples=256,
+    ),
+    dict(
+        name="ferplus-compact",
+        description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
+        model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
+        augment="strong", label_mode="probability", val_mode="majority",
+    ),
+    dict(
+        name="ferplus-cpu",
+        description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
+        model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
+    ),
+    dict(
+        name="fer2013",
+        description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
+                    "select on PublicTest",
+        model="small", input_size=48, epochs=20, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=0.5,
+    ),
+    dict(
+        name="ckplus",
+        description="CK+ folds: fine-tune the bundled small PCNN (--init default), 10 subject-independent folds "
+                    "in minutes on a CPU",
+        model="small", input_size=48, epochs=12, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
+        init_lr_scale=0.1,
+    ),
+    dict(
+        name="jaffe",
+        description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
+        model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
+        init_lr_scale=0.1,
+    ),
+)
+
+
+@functools.cache
+def named_recipes() -> dict[str, Recipe]:
+    """The named recipes by name (built and checked once)."""
+    return {spec["name"]: Recipe(**spec) for spec in _NAMED_RECIPES}
+
+
+def __getattr__(name: str) -> Any:
+    """``RECIPES``: :func:`named_recipes`, built on first use."""
+    if name == "RECIPES":
+        return named_recipes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Suffixes of recipe files ``--recipe`` reads.
 RECIPE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
@@ -198,15 +212,14 @@ RECIPE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called ``name`` (UsageError naming the available ones otherwise)."""
-    if name not in RECIPES:
-        raise UsageError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)} (or a .json/.yaml recipe file)")
-    return RECIPES[name]
+    recipes = named_recipes()
+    if name not in recipes:
+        raise UsageError(f"unknown recipe {name!r}; available: {', '.join(recipes)} (or a .json/.yaml recipe file)")
+    return recipes[name]
 
 
 def load_recipe(spec: str) -> Recipe:
     """A named recipe, or the recipe in file ``spec`` (``.json``, or ``.yaml``/``.yml`` when PyYAML is installed)."""
-    if spec in RECIPES:
-        return RECIPES[spec]
     if Path(spec).suffix.lower() in RECIPE_FILE_SUFFIXES:
         return read_recipe_file(spec)
     return get_recipe(spec)
