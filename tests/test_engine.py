@@ -278,7 +278,9 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, run_cli, ckplus):
     assert "accuracy" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert list(metrics) == ["dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint"]
+                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
+                             "face_alignment"]
+    assert metrics["face_alignment"] is None  # CK+48 images are face crops: not aligned by default
     assert metrics["dataset"] == "ckplus" and metrics["split"] == "all" and metrics["subset"] is None
     assert metrics["num_samples"] == 981
     assert metrics["classes"] == ["anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]

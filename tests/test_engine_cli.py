@@ -91,7 +91,7 @@ def test_every_run_option_has_a_flag_that_sets_it():
                               "--mode", "m", "--val-mode", "v", "--val-fraction", "0.2", "--seed", "3",
                               "--select-on", "test", "--allow-test-selection", "--max-train-samples", "9",
                               "--eval-batch-size", "7", "--no-progress", "--cache-dir", "c", "--no-cache",
-                              "--time-budget", "1.5", "--threads", "2"])
+                              "--time-budget", "1.5", "--threads", "2", "--align-faces"])
     opts = train_options(args)
     changed = {f.name for f in fields(TrainOptions) if getattr(opts, f.name) != f.default}
     assert changed == {f.name for f in fields(TrainOptions)} - {"init_resnet"}  # --init excludes --init-resnet

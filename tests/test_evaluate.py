@@ -17,7 +17,7 @@ from pcnn_fer.data.transforms import eval_transform
 from pcnn_fer.weights import DEFAULT_MODEL
 
 KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mean_class_accuracy",
-        "per_class_accuracy", "confusion_matrix", "checkpoint"]
+        "per_class_accuracy", "confusion_matrix", "checkpoint", "face_alignment"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_
     assert cm.shape == (3, 3) and cm.sum(1).tolist() == [5, 5, 5]
     assert m["accuracy"] == pytest.approx(100 * np.trace(cm) / 15)
     assert m["mean_class_accuracy"] == pytest.approx(np.mean(list(m["per_class_accuracy"].values())))
-    assert m["checkpoint"] == str(tiny_model)
+    assert m["checkpoint"] == str(tiny_model) and m["face_alignment"] is None  # folder: not aligned by default
     assert f"accuracy {m['accuracy']:.2f}%" in out
     assert (tmp_path / "ev" / "confusion.png").is_file()
     # flip TTA runs and keeps the format; a subset list restricts the split and is named in the results

@@ -8,20 +8,24 @@ batch is then augmented on the device by :class:`pcnn_fer.data.transforms.BatchA
 A dataset is decoded once however it is cut: :meth:`TensorData.subset` takes a split derived from the decoded one (a
 validation split carved from train, a cross-validation fold; every ``Split`` knows its rows in the split its reader
 returned, ``Split.origin_rows``) and returns its samples, leaving out images that could not be decoded.
+
+Portrait datasets can be decoded face-aligned (``align``, see :mod:`pcnn_fer.data.align`): each row then records
+whether a face was found (``TensorData.face_found``), and subsets keep the flags so every report can count them.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .cache import decode_split
+from .align import FaceAligner, face_summary, summary_line
+from .cache import DecodedSplit, decode_split
 from .datasets import DatasetError, Split
 
 __all__ = ["TensorData", "decode_size", "epoch_batches", "load_tensor_data", "sample_weights_balanced", "seed_for",
@@ -35,7 +39,8 @@ class TensorData:
 
     Data decoded from a split (:func:`load_tensor_data`) also knows, for each row, the sample's row in the split's
     origin (``origin_rows``, see ``Split.origin_rows``) and which origin rows could not be decoded
-    (``unreadable_rows``): that is what lets :meth:`subset` take a derived split.
+    (``unreadable_rows``): that is what lets :meth:`subset` take a derived split. Face-aligned data holds, per
+    row, whether a face was found (``face_found``; False: the centre-square fallback), else None.
     """
 
     images: torch.Tensor
@@ -45,6 +50,7 @@ class TensorData:
     name: str = ""
     origin_rows: np.ndarray | None = None
     unreadable_rows: np.ndarray | None = None
+    face_found: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
@@ -58,6 +64,8 @@ class TensorData:
                              f"{tuple(self.soft_labels.shape)}")
         if self.origin_rows is not None and self.origin_rows.shape != (n,):
             raise ValueError(f"origin_rows must have shape ({n},), got {tuple(self.origin_rows.shape)}")
+        if self.face_found is not None and self.face_found.shape != (n,):
+            raise ValueError(f"face_found must have shape ({n},), got {tuple(self.face_found.shape)}")
 
     def __len__(self) -> int:
         """Number of samples."""
@@ -93,9 +101,11 @@ class TensorData:
         idx_np = rows.cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, dtype=np.int64)
         idx = torch.as_tensor(idx_np, dtype=torch.long, device=self.images.device)
         soft = None if self.soft_labels is None else self.soft_labels[idx]
-        origin = None if self.origin_rows is None else self.origin_rows[idx_np.astype(np.int64).reshape(-1)]
+        rows_np = idx_np.astype(np.int64).reshape(-1)
+        origin = None if self.origin_rows is None else self.origin_rows[rows_np]
+        found = None if self.face_found is None else self.face_found[rows_np]
         return replace(self, images=self.images[idx], labels=self.labels[idx], soft_labels=soft,
-                       name=name or self.name, origin_rows=origin)
+                       name=name or self.name, origin_rows=origin, face_found=found)
 
     def _rows_of_split(self, split: Split) -> np.ndarray:
         """Rows of this data holding the samples of ``split`` (unreadable ones left out with a warning)."""
@@ -163,16 +173,23 @@ def decode_size(split: Split, input_size: int) -> tuple[int, int] | None:
 
 
 def load_tensor_data(split: Split, input_size: int, device: torch.device | str = "cpu",
-                     cache: Path | str | None = None, use_cache: bool = True) -> tuple[TensorData, np.ndarray]:
+                     cache: Path | str | None = None, use_cache: bool = True, align: FaceAligner | bool | None = None,
+                     log: Callable[[str], None] | None = None) -> tuple[TensorData, np.ndarray]:
     """Decode ``split`` (through the on-disk cache) into :class:`TensorData` on ``device``.
 
     Returns the data and, for each row of ``split``, its row in the data (-1 for an unreadable image, which the
-    cache skips with a warning). Raises DatasetError for an empty split.
+    cache skips with a warning). Raises DatasetError for an empty split. ``align`` (True: a default
+    :class:`~pcnn_fer.data.align.FaceAligner`) decodes every image as its aligned face at ``input_size``; ``log``
+    then receives the count of faces found and of centre-square fallbacks.
     """
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to train or evaluate on")
     if split.paths is not None and len(split.missing_images()) == len(split):
         split.with_images()  # raises a clear DatasetError (e.g. RAF-DB labels without its images)
+    if align:
+        aligner = align if isinstance(align, FaceAligner) else FaceAligner()
+        decoded = decode_split(split, size=input_size, cache=cache, use_cache=use_cache, align=aligner, log=log)
+        return _tensor_data(split, decoded, device, aligner, log)
     size = decode_size(split, input_size)
     try:
         decoded = decode_split(split, size=size, cache=cache, use_cache=use_cache)
@@ -180,13 +197,24 @@ def load_tensor_data(split: Split, input_size: int, device: torch.device | str =
         if size is not None or "different sizes" not in str(e):
             raise
         decoded = decode_split(split, size=(input_size, input_size), cache=cache, use_cache=use_cache)
+    return _tensor_data(split, decoded, device)
+
+
+def _tensor_data(split: Split, decoded: DecodedSplit, device: torch.device | str, aligner: FaceAligner | None = None,
+                 log: Callable[[str], None] | None = None) -> tuple[TensorData, np.ndarray]:
+    """:class:`TensorData` on ``device`` from a decoded split, and each split row's row in it (-1: unreadable)."""
     where = np.full(len(split), -1, dtype=np.int64)
     where[decoded.index] = np.arange(len(decoded.index))
     soft = decoded.soft_labels.float() if decoded.soft_labels is not None else None
     origin = np.asarray(split.origin_rows, dtype=np.int64)
     data = TensorData(decoded.images.contiguous(), decoded.labels.long(), soft, tuple(split.classes),
                       f"{split.dataset}/{split.name}", origin_rows=origin[decoded.index],
-                      unreadable_rows=origin[where < 0])
+                      unreadable_rows=origin[where < 0], face_found=decoded.face_found)
+    if aligner is not None and log is not None:
+        stems = [split.stems[i] for i in decoded.index.tolist()] if split.stems else None
+        summary = face_summary([data], aligner.name, stems)
+        if summary is not None:
+            log(summary_line(data.name, summary))
     return data.to(device), where
 
 

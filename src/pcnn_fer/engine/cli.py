@@ -17,7 +17,8 @@ from .precision import AMP_CHOICES
 from .recipes import Recipe, load_recipe
 from .typed_fields import add_flags, flag_values
 
-__all__ = ["add_parser", "recipe_from_args", "run_cv", "run_evaluate", "run_train", "train_options"]
+__all__ = ["add_align_flag", "add_parser", "recipe_from_args", "run_cv", "run_evaluate", "run_train",
+           "train_options"]
 
 #: Run options ``pcnn cv`` does not offer (selection is per fold; there is no budget over folds).
 CV_SKIPS = ("select_on", "allow_test_selection", "time_budget")
@@ -35,6 +36,11 @@ def _add_recipe_flags(p: argparse.ArgumentParser, default: str | None) -> None:
                    help="training recipe: a name (see --list-recipes; default paper) or a .json/.yaml file of "
                         "recipe fields (\"base\": NAME fills the rest; RUN_DIR/recipe.json works)")
     add_flags(p.add_argument_group("recipe overrides (default: the recipe's value)"), Recipe, overrides=True)
+
+
+def add_align_flag(p: Any) -> None:
+    """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
+    add_flags(p, TrainOptions, overrides=False, only=("align_faces",))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -73,6 +79,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--cache-dir")
     e.add_argument("--no-cache", action="store_true")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_align_flag(e)
     add_flags(e, TrainOptions, overrides=False, only=("threads",))
     e.set_defaults(func=run_evaluate)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import Split, dataset_root, get_dataset
 from ..data.loader import TensorData, load_tensor_data
 from ..data.protocols import PROTOCOLS, Fold, cross_validation, train_val_split
@@ -68,14 +69,17 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
             raise UsageError(f"--only-folds {bad}: folds are numbered 0..{len(all_folds) - 1}")
         fold_list = [f for f in all_folds if f.index in set(only_folds)]
     device = resolve_device(opts.device)
-    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
+    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache, aligner, log)
+    detector = aligner.name if aligner else None
     subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
     with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))):
-        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, device, log) for fold in fold_list]
+        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, device, detector, log)
+                   for fold in fold_list]
         summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val),
-                   "threads": threads}
+                   "threads": threads, "face_alignment": face_summary([full], detector)}
         write_json(out / "cv.json", summary)
     log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
         f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "
@@ -84,8 +88,9 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
 
 
 def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
-          use_val: bool, device: torch.device, log: Any) -> dict[str, Any]:
-    """Train (or resume, or reuse) one fold in ``OUT/foldNN`` and evaluate it on its test rows; its metrics."""
+          use_val: bool, device: torch.device, detector: str | None, log: Any) -> dict[str, Any]:
+    """Train (or resume, or reuse) one fold in ``OUT/foldNN`` and evaluate it on its test rows; its metrics
+    (``detector``: the face aligner's name when the data was decoded face-aligned)."""
     fold_dir = Path(opts.out) / f"fold{fold.index:02d}"
     metrics_path = fold_dir / "metrics.json"
     if metrics_path.exists():
@@ -105,7 +110,8 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
     info = {"dataset": split.dataset, "fold": fold.index, "test_subjects": list(fold.test_subjects),
             "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
                           f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
-            "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0}
+            "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0,
+            "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
     log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
         + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
     if checkpoint is None or int(checkpoint["epoch"]) < recipe.epochs:
@@ -118,7 +124,8 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
                "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
-               "fold": fold.index, "test_subjects": list(fold.test_subjects)}
+               "fold": fold.index, "test_subjects": list(fold.test_subjects),
+               "face_alignment": face_summary([test_data], detector)}
     write_json(metrics_path, metrics)
     plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..classes import canonical_name, class_mapping, describe_mapping
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
@@ -35,7 +36,8 @@ __all__ = ["METRIC_KEYS", "EvaluationTarget", "default_split", "evaluate_command
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint")
+                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
+                                "face_alignment")
 
 
 def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
@@ -136,20 +138,24 @@ def evaluate_split(
     use_cache: bool = True,
     log: Any = print,
     progress: bool = False,
+    align: FaceAligner | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring); a
     progress bar of the prediction when ``progress``.
 
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
-    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
+    ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
+    ``face_alignment`` (with ``align``, faces aligned when decoding: the count of faces found and centre-square
+    fallbacks; else None).
     """
     split, mapping = match_classes(model, split, log)
-    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
+    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache, align, log)
     model = model.to(device).eval()
     logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
-    return metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes))
+    return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes)),
+            "face_alignment": face_summary([data], align.name if align else None)}
 
 
 @dataclass
@@ -198,12 +204,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
           f"{target.title}: {len(split)} samples, {threads} CPU thread(s)")
     result = evaluate_split(model, split, target.device, batch_size=args.batch_size,
                             tta=None if args.tta == "none" else args.tta, amp=target.amp,
-                            cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
+                            cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
+                            align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
                "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
-               "checkpoint": str(args.checkpoint)}
+               "checkpoint": str(args.checkpoint), "face_alignment": result["face_alignment"]}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
     plot_confusion(out / "confusion.png", metrics["confusion_matrix"], metrics["classes"],

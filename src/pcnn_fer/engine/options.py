@@ -57,6 +57,9 @@ class TrainOptions:
                                            "time (never raised above --epochs)", metavar="MIN")
     threads: int | None = _opt(None, "CPU threads of torch (torch.set_num_threads; 0 = torch's default)",
                                metavar="N")
+    align_faces: bool | None = _opt(None, "decode each image as its face, detected and aligned as pcnn predict does "
+                                          "(images without a face: centre crop, counted); default: on for JAFFE, "
+                                          "off for other datasets")
 
     def __post_init__(self) -> None:
         check_types(self, "options")
@@ -82,4 +85,5 @@ class TrainOptions:
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {f.name for f in fields(cls)}
+        data = {"align_faces": False, **data}  # runs stored before the option decoded without alignment
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, dataset_root, get_dataset
 from ..data.loader import TensorData, load_tensor_data, seed_for
 from ..data.protocols import train_val_split
@@ -80,9 +81,10 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     info: dict[str, Any] = {"dataset": reader.name, "train_split": train_name, "train_mode": train_mode,
                             "val_mode": val_mode, "test_selection": False}
     val_name = _selection_split(reader, opts, present, train_name)
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
 
     def decode(split: Any) -> TensorData:
-        return load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)[0]
+        return load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache, aligner, log)[0]
 
     if val_name is not None:
         info["test_selection"] = is_test_split(reader, val_name)
@@ -106,4 +108,5 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_data = _seeded_subset(train_data, opts.max_train_samples, opts.seed)
     val_data = _seeded_subset(val_data, recipe.max_val_samples, opts.seed)
     info["num_train"], info["num_val"] = len(train_data), len(val_data)
+    info["face_alignment"] = face_summary([train_data, val_data], aligner.name if aligner else None)
     return train_data, val_data, info

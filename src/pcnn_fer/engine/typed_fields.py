@@ -67,7 +67,8 @@ def add_flags(group: Any, cls: type, overrides: bool, skip: tuple[str, ...] = ()
 
     ``overrides=True``: every flag is optional and absent from the namespace unless given (it overrides a value
     that comes from elsewhere, e.g. the recipe), booleans get ``--x`` / ``--no-x``. ``overrides=False``: flags
-    default to the field defaults; a boolean flag flips its default. Optional integers read ``0`` as None.
+    default to the field defaults; a boolean flag flips its default, an optional boolean (default None) gets
+    ``--x`` / ``--no-x``. Optional integers read ``0`` as None.
     """
     hints = _hints(cls)
     for f in cli_fields(cls):
@@ -82,7 +83,7 @@ def add_flags(group: Any, cls: type, overrides: bool, skip: tuple[str, ...] = ()
         elif f.default is not MISSING:
             kw["default"] = f.default
         if base is bool:
-            if overrides:
+            if overrides or optional:  # None: decided elsewhere (e.g. by the dataset)
                 kw["action"] = argparse.BooleanOptionalAction
             else:
                 kw["action"] = "store_false" if f.default else "store_true"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..engine.cli import add_align_flag
 from ..engine.precision import AMP_CHOICES
 
 __all__ = ["add_parser", "run_robustness"]
@@ -42,6 +43,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision, as in pcnn evaluate")
     p.add_argument("--cache-dir")
     p.add_argument("--no-cache", action="store_true")
+    add_align_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--list", action="store_true", help="list the corruptions and their strengths, then exit")
     p.set_defaults(func=run_robustness)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.loader import load_tensor_data, seed_for
 from ..engine.evaluate import load_target, match_classes, metrics_of_logits
 from ..engine.logs import write_json
@@ -136,7 +137,8 @@ def robustness_command(args: argparse.Namespace) -> int:
     target = load_target(args)
     model = target.model
     split, mapping = match_classes(model, target.split)
-    data, _ = load_tensor_data(split, model.config.input_size, "cpu", args.cache_dir, not args.no_cache)
+    aligner = FaceAligner() if wants_alignment(target.reader, args.align_faces) else None
+    data, _ = load_tensor_data(split, model.config.input_size, "cpu", args.cache_dir, not args.no_cache, aligner, print)
     if args.max_samples is not None and args.max_samples < len(data):
         g = torch.Generator().manual_seed(seed_for(args.seed, 104729, len(data)))
         data = data.subset(torch.randperm(len(data), generator=g)[: args.max_samples].sort().values)
@@ -149,6 +151,7 @@ def robustness_command(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(args.checkpoint), "arch": model.config.arch, "input_size": model.config.input_size,
               "params": count_parameters(model), "dataset": target.reader.name, "split": target.split_name,
               "subset": target.subset, "num_samples": len(data), "seed": args.seed, "strengths": strengths,
+              "face_alignment": face_summary([data], aligner.name if aligner else None),
               **result, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)
     write_json(out / "robustness.json", report)

@@ -265,6 +265,8 @@ class DatasetReader:
 
     ``modes`` lists the accepted values of ``mode`` (the first is the default; None selects it).
     ``val_split`` names the dataset's own validation split (None: carve one from ``train_split``).
+    ``align_faces_default``: whether training / evaluation decode its images face-aligned unless told otherwise
+    (``--align-faces`` / ``--no-align-faces``; see :mod:`pcnn_fer.data.align`): on for datasets of whole portraits.
     """
 
     name: str = ""
@@ -274,6 +276,7 @@ class DatasetReader:
     val_split: str | None = None
     test_split: str | None = "test"
     description: str = ""
+    align_faces_default: bool = False
 
     def check_mode(self, mode: str | None) -> str | None:
         """Return the effective mode (default for None), or raise DatasetError for an unknown one."""

@@ -25,12 +25,14 @@ class JAFFEReader(UnsplitDatasetReader):
 
     Split ``all``; classes in code order anger, disgust, fear, happiness, neutral, sadness, surprise. Some files are
     palette-mode TIFFs: decoding converts them to grayscale. Other image files in the folder are skipped with a
-    warning; non-image files (README) are ignored.
+    warning; non-image files (README) are ignored. The images are 256×256 whole-head portraits, so training and
+    evaluation decode them face-aligned by default (``--no-align-faces`` turns it off).
     """
 
     name = "jaffe"
     class_order = JAFFE_CLASSES
-    description = "JAFFE (flat XX.EEn.NNN.tiff folder), 7 classes, subject k-fold / LOSO"
+    description = "JAFFE (flat XX.EEn.NNN.tiff folder), 7 classes, subject k-fold / LOSO, faces aligned"
+    align_faces_default = True
 
     def _locate(self, root: Path | str) -> Path:
         r = dataset_root(root, self.name)
