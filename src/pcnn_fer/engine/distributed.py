@@ -17,7 +17,8 @@ import torch.distributed as dist
 
 from ..errors import UsageError
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_world_size", "init_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_rank", "env_world_size",
+           "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,8 @@ def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
     t = torch.tensor([int(value)], device=device, dtype=torch.int64)
     dist.broadcast(t, 0)
     return int(t.item())
+
+
+def env_rank() -> int:
+    """``RANK`` from the environment (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))

@@ -22,25 +22,13 @@ from ..errors import PCNNError, UsageError
 from .distributed import DistInfo, all_reduce_sum
 
 __all__ = ["AMP_DTYPES", "TrainingDiverged", "autocast", "confusion_matrix", "evaluate_data",
-           "metrics_from_confusion", "predict_logits", "train_epoch", "unwrap"]
-
-
-class TrainingDiverged(PCNNError, RuntimeError):
-    """The loss became NaN or infinite: the run cannot go on (printed as one line by ``pcnn``)."""
-
+           "metrics_from_confusion", "predict_logits", "train_epoch"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # torch.compile
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+class TrainingDiverged(PCNNError, RuntimeError):
+    """The training loss became NaN or infinite (learning rate too high, or fp16 overflow)."""
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -145,6 +133,7 @@ def predict_logits(
     channels_last: bool = False,
     device: torch.device | str | None = None,
     progress: bool = False,
+    description: str = "eval",
 ) -> torch.Tensor:
     """Global logits ``(N, C)`` (float32, on the images' device) of uint8 ``images`` ``(N, C, H, W)``.
 
@@ -157,7 +146,7 @@ def predict_logits(
     model.eval()
     out = []
     try:
-        for sl in tqdm(list(_chunks(images.shape[0], batch_size)), desc="eval", unit="batch", leave=False,
+        for sl in tqdm(list(_chunks(images.shape[0], batch_size)), desc=description, unit="batch", leave=False,
                        disable=not progress, dynamic_ncols=True):
             x = eval_transform(images[sl].to(device, non_blocking=True), input_size, tuple(mean), tuple(std))
             if channels_last:
