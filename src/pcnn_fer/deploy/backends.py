@@ -49,8 +49,10 @@ def onnxruntime_missing() -> str | None:
     """Why onnxruntime cannot be used here (a short reason), or None when it imports."""
     try:
         import onnxruntime  # noqa: F401
+    except ModuleNotFoundError:
+        return "onnxruntime is not installed"
     except ImportError as e:
-        return f"onnxruntime is not installed ({e.__class__.__name__})"
+        return f"onnxruntime cannot be imported ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     return None
 
 
