@@ -189,11 +189,14 @@ def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoin
     code = ("import sys; sys.modules['onnxruntime'] = None\n"
             "from pcnn_fer.deploy.backends import create_backend, describe_backend\n"
             f"b = create_backend('auto', {str(checkpoint)!r})\n"
-            "print(type(b).__name__, '|', describe_backend(b))\n")
+            "print(type(b).__name__, '|', describe_backend(b))\n"
+            "try:\n    create_backend('onnx', 'default')\nexcept RuntimeError as e:\n    print(e)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "TorchClassifier | torch (auto: onnxruntime is not installed)"
+    assert proc.stdout.splitlines() == ["TorchClassifier | torch (auto: onnxruntime is not installed)",
+                                        "the onnx backend needs onnxruntime: onnxruntime is not installed (pip install "
+                                        "onnxruntime, or use --backend torch)"]
     # a model that cannot be exported falls back to torch too; an unusable checkpoint is an error either way
     from pcnn_fer.weights import WeightsError
 

@@ -34,6 +34,10 @@ BACKEND_NAMES: tuple[str, ...] = ("auto", "torch", "onnx")
 log = logging.getLogger("pcnn_fer.backends")
 
 
+class BackendUnavailable(PCNNError, RuntimeError):
+    """The requested backend's package is not installed (or cannot be imported)."""
+
+
 @runtime_checkable
 class ClassifierBackend(Protocol):
     """A classifier for aligned, normalised face batches."""
@@ -88,6 +92,10 @@ def _build(name: str, checkpoint: Any, device: str, threads: int | None, spinnin
 
                 torch.set_num_threads(int(threads))
             return TorchClassifier(checkpoint, device)
+        missing = onnxruntime_missing()
+        if missing:
+            raise BackendUnavailable(f"the onnx backend needs onnxruntime: {missing} (pip install onnxruntime, or "
+                                     "use --backend torch)")
         from .onnx_backend import OnnxClassifier
 
         return OnnxClassifier(checkpoint, device, threads=threads, spinning=spinning, cache=cache)
@@ -149,4 +157,5 @@ def describe_backend(backend: Any) -> str:
     return str(getattr(backend, "note", None) or getattr(backend, "name", None) or type(backend).__name__)
 
 
-__all__ = ["BACKEND_NAMES", "ClassifierBackend", "create_backend", "describe_backend", "onnxruntime_missing"]
+__all__ = ["BACKEND_NAMES", "BackendUnavailable", "ClassifierBackend", "create_backend", "describe_backend",
+           "onnxruntime_missing"]

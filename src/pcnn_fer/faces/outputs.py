@@ -3,7 +3,8 @@
 
 * ``predictions.jsonl`` – one JSON record per line, flushed line by line; ``--resume`` keeps its complete lines
   (cut back to a batch boundary, see :func:`resume_point`) and carries on after them;
-* ``predictions.json`` – the same records as one JSON list, written to a temporary file and put in place at the end;
+* ``predictions.json`` – the same records as one JSON list (a record per line), written to a temporary file and put
+  in place at the end;
 * ``predictions.csv`` – one row per face, likewise.
 """
 
@@ -43,13 +44,13 @@ def annotated_paths(sources: Sequence[Source], out: Path) -> dict[int, list[Path
     """Unique annotated-output paths per source index, mirroring each input below its folder argument: ``.jpg``
     for JPEG inputs, ``.png`` for other images; for videos and webcams ``.mp4`` and the ``.avi`` used when no mp4
     encoder is available (named apart from every input)."""
-    inputs = _input_paths(sources)
+    inputs = _input_files(sources) if any(s.kind in ("video", "webcam") for s in sources) else {}
     used: set[str] = set()
     paths: dict[int, list[Path]] = {}
 
     def unique(base: Path, suffix: str, avoid_inputs: bool = False) -> Path:
         candidate, n = base.with_name(base.name + suffix), 1
-        while str(candidate) in used or (avoid_inputs and os.path.realpath(out / candidate) in inputs):
+        while str(candidate) in used or (avoid_inputs and _file_key(out / candidate) in inputs):
             candidate = base.with_name(f"{base.name}_{n}{suffix}")
             n += 1
         used.add(str(candidate))
@@ -66,9 +67,20 @@ def annotated_paths(sources: Sequence[Source], out: Path) -> dict[int, list[Path
     return paths
 
 
-def _input_paths(sources: Sequence[Source]) -> dict[str, str]:
-    """Real path → path as given, of every input file."""
-    return {os.path.realpath(s.location): s.location for s in sources if s.kind in ("image", "video")}
+def _file_key(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (links followed), None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _input_files(sources: Sequence[Source]) -> dict[tuple[int, int] | None, str]:
+    """(device, inode) → path as given, of every input file."""
+    keys = {_file_key(s.location): s.location for s in sources if s.kind in ("image", "video")}
+    keys.pop(None, None)
+    return keys
 
 
 def check_out_folder(out: Path) -> None:
@@ -84,10 +96,13 @@ def check_out_folder(out: Path) -> None:
 
 
 def check_no_overwrite(sources: Sequence[Source], outputs: Sequence[Path]) -> None:
-    """Refuse (before any work) when an output file would be one of the inputs."""
-    inputs = _input_paths(sources)
-    for path in outputs:
-        hit = inputs.get(os.path.realpath(path))
+    """Refuse (before any work) when an output file would be one of the inputs (the same file, through any link)."""
+    existing = [key for key in map(_file_key, outputs) if key is not None]  # a file not there yet is no input
+    if not existing:
+        return
+    inputs = _input_files(sources)
+    for key in existing:
+        hit = inputs.get(key)
         if hit is not None:
             raise UsageError(f"refusing to overwrite the input {hit} with an output: choose another --out folder "
                              f"(or --no-annotate)")
@@ -195,11 +210,12 @@ class ResultFiles:
 
     def add(self, record: dict[str, Any], stream: bool = True) -> None:
         """Write one record to every file (``stream=False``: not to the JSONL, for records it already holds)."""
+        line = json.dumps(record) if self.jsonl is not None or self._json is not None else ""
         if self.jsonl is not None and stream:
-            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.write(line + "\n")
             self.jsonl.flush()
         if self._json is not None:
-            self._json[0].write(("\n" if self._first else ",\n") + json.dumps(record, indent=1))
+            self._json[0].write(("\n" if self._first else ",\n") + line)  # one record per line
             self._first = False
         if self._csv is not None:
             self._csv[2].writerows(csv_rows(record, self.classes))
