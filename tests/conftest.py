@@ -1,12 +1,16 @@
-"""Shared test plumbing: where ../shared lives, one torch thread, a private decode cache, a small model file."""
+"""Shared test plumbing: where ../shared lives, one torch thread, a private decode cache, a small model file, real and
+synthetic datasets."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pcnn_fer import create_model, save_model
 
@@ -21,12 +25,38 @@ needs_samples = pytest.mark.skipif(not (SAMPLES / "astronaut.png").is_file(),
                                    reason=f"sample photos not found in {SAMPLES} (set PCNN_FER_SHARED)")
 
 
-def real_dataset(sub: str) -> Path:
-    """Path of a real dataset folder under ../shared/data, or skip the test with the reason."""
+def _real_dataset(sub: str) -> Path:
     path = SHARED_DATA / sub
     if not path.exists():
         pytest.skip(f"real dataset not available: {path} (set PCNN_FER_SHARED to the shared folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_dataset() -> Callable[[str], Path]:
+    """``real_dataset(sub)``: the path of real dataset ``sub`` under ../shared/data, or skip the test saying why."""
+    return _real_dataset
+
+
+def _image_folder(root: Path, classes: tuple[str, ...] = ("happy", "sad", "surprise"), per_class: int = 12,
+                  splits: tuple[str, ...] = ("train", "val", "test"), size: int = 48, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for ci, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = (rng.integers(0, 80, (size, size)) + 80 * ci) % 256
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{c}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_image_folder() -> Callable[..., Path]:
+    """``make_image_folder(root, classes=("happy", "sad", "surprise"), per_class=12, splits=("train", "val", "test"),
+    size=48, seed=0)``: an ImageFolder tree ``root/<split>/<class>/<class>_NNN.png`` of grayscale PNGs whose
+    brightness depends on the class (learnable); adds to an existing tree. Returns ``root``."""
+    return _image_folder
 
 
 @pytest.fixture(scope="session")

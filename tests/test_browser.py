@@ -109,3 +109,27 @@ def test_page_reports_errors_and_images_without_faces(server, browser, tmp_path)
                                timeout=60_000)
         assert page.locator(".face-box").count() == 0
     page.close()
+
+
+def test_api_docs_render_without_internet(server, browser):
+    page = browser.new_page()
+    outside: list[str] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def only_the_server(route) -> None:
+        """Let requests to the server through; record and refuse everything else (as offline)."""
+        if route.request.url.startswith(server + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path[data-path='/predict']", timeout=30_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.dataset.path)")
+    assert {"/predict", "/health"} <= set(paths), paths
+    assert not outside, outside
+    assert not errors, errors
+    page.close()

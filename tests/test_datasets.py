@@ -10,11 +10,12 @@ import argparse
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_dataset
+import torch
 from PIL import Image
 
 from pcnn_fer.classes import CANONICAL_CLASSES
@@ -29,10 +30,9 @@ from pcnn_fer.data import (
     get_dataset,
     load_split,
 )
+from pcnn_fer.data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
+from pcnn_fer.data.protocols import train_val_split
 from pcnn_fer.data.stats import run_stats
-
-real = real_dataset
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # fixture helpers
@@ -192,6 +192,18 @@ def test_ferplus_malformed_line_names_file_and_line(tmp_path):
         f.write("fer0000010.png,1,2,3\n")
     with pytest.raises(DatasetError, match=r"label\.csv:3: expected 12 fields"):
         load_split("ferplus", root, "valid")
+
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_ferplus_non_finite_vote_is_an_error(tmp_path, bad):
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    with open(root / "FER2013Train" / "label.csv", "a") as f:  # once read as a neutral face
+        f.write(f'fer0000009.png,"(0, 0, 48, 48)",{bad},2,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DatasetError, match=r"FER2013Train[/\\]label\.csv:6: vote counts must be finite"):
+        load_split("ferplus", root, "train", "plurality")
+    with pytest.raises(DatasetError, match=r"label\.csv:6: vote counts must be finite"):
+        dataset_stats("ferplus", root)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -441,6 +453,50 @@ def test_split_subset_keeps_everything_aligned():
         Split("x", "all", ("anger",), None, np.array([0]))
 
 
+def test_decoded_data_subset_by_derived_split(tmp_path):
+    root = tmp_path / "tree"
+    for c, base in (("happy", 0), ("sad", 100), ("fear", 200)):
+        for i in range(8):
+            gray_img(root / c / f"{c}{i}.png", value=base + i)
+    (root / "sad" / "sad3.png").write_bytes(b"not a png")
+    full_split = load_split("folder", root, "all")
+    with pytest.warns(UserWarning, match="skipped 1 of 24"):
+        full, where = load_tensor_data(full_split, 48, cache=tmp_path / "cache")
+    tr, va = train_val_split(full_split, 0.25, seed=0)
+    derived = [tr.subset(np.arange(0, len(tr), 2)), replace(va.subset([2, 0]), name="va2"), va]
+    for part in derived:  # selecting by split == decoding that split on its own
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            got = full.subset(part, name="x")
+            alone, _ = load_tensor_data(part, 48, use_cache=False)
+        assert got.name == "x" and len(got) == len(alone) and torch.equal(got.images, alone.images)
+        assert torch.equal(got.labels, alone.labels) and got.origin_rows.tolist() == alone.origin_rows.tolist()
+    bad = full_split.stems.index("sad3")
+    with_bad = tr if bad in tr.origin_rows else va
+    with pytest.warns(UserWarning, match="1 unreadable images left out"):
+        assert len(full.subset(with_bad)) == len(with_bad) - 1
+    # a subset of the data still selects by split; a split it does not hold is an error, not a wrong answer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        part = full.subset(tr, name="train")
+    assert torch.equal(part.subset(derived[0]).images, full.subset(derived[0]).images)
+    backwards = full.subset(torch.arange(len(full) - 1, -1, -1))
+    assert torch.equal(backwards.subset(derived[1]).images, full.subset(derived[1]).images)
+    with pytest.raises(DatasetError, match="not in the decoded data"):
+        part.subset(va)
+    other = load_split("folder", root, "all")
+    other.classes = ("fear", "happiness", "sadness")
+    with pytest.raises(DatasetError, match="has classes"):
+        full.subset(other)
+    # the old row helpers still work, deprecated
+    with pytest.deprecated_call(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        old = full.subset(subset_rows(where, rows_of(tag_rows(full_split).subset(va.origin_rows)), "val"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert torch.equal(old.images, full.subset(va).images)
+
+
 def test_cache_decodes_once_and_skips_unreadable(tmp_path, monkeypatch):
     monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "tree"
@@ -536,8 +592,8 @@ def test_stats_cli(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_real_ferplus_majority_counts():
-    root = real("ferplus")
+def test_real_ferplus_majority_counts(real_dataset):
+    root = real_dataset("ferplus")
     stats = dataset_stats("ferplus", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 25045, "valid": 3191}
@@ -546,8 +602,8 @@ def test_real_ferplus_majority_counts():
     assert sum(plur["train"].values()) == 28385 and sum(plur["valid"].values()) == 3555
 
 
-def test_real_ferplus_decode_small_subset(tmp_path):
-    root = real("ferplus")
+def test_real_ferplus_decode_small_subset(tmp_path, real_dataset):
+    root = real_dataset("ferplus")
     sp = load_split("ferplus", root, "valid", "crossentropy")
     assert sp.soft_labels is not None and sp.soft_labels.shape == (len(sp), 8)
     sub = sp.subset(np.arange(160))
@@ -558,16 +614,16 @@ def test_real_ferplus_decode_small_subset(tmp_path):
     assert decode_split(sub, cache=tmp_path / "cache").from_cache
 
 
-def test_real_fer2013_folder_counts():
-    root = real("fer2013")
+def test_real_fer2013_folder_counts(real_dataset):
+    root = real_dataset("fer2013")
     stats = dataset_stats("fer2013", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 28709, "public_test": 3589}
     assert list(stats["splits"]["train"]) == list(get_dataset("fer2013").classes())
 
 
-def test_real_ckplus_counts():
-    root = real("ckplus48")
+def test_real_ckplus_counts(real_dataset):
+    root = real_dataset("ckplus48")
     sp = load_split("ckplus", root, "all")
     assert len(sp) == 981 and len(sp.classes) == 7 and len(set(sp.subjects)) == 118
     assert sp.counts() == {"anger": 135, "contempt": 54, "disgust": 177, "fear": 75, "happiness": 207,
@@ -575,8 +631,8 @@ def test_real_ckplus_counts():
     assert sp.native_image(0).mode == "L"
 
 
-def test_real_rafdb_label_list_counts():
-    root = real("rafdb")
+def test_real_rafdb_label_list_counts(real_dataset):
+    root = real_dataset("rafdb")
     stats = dataset_stats("rafdb", root)
     totals = {s: sum(c.values()) for s, c in stats["splits"].items()}
     assert totals == {"train": 12271, "test": 3068}

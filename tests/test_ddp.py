@@ -8,30 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from pcnn_fer import load_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _folder(root: Path, per_class: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for ci, c in enumerate(("happy", "sad", "surprise")):
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                img = rng.integers(0, 80, (48, 48)) + 80 * ci
-                Image.fromarray(img.astype(np.uint8), "L").save(d / f"{c}_{i:03d}.png")
-    return root
-
-
 @pytest.mark.timeout(180)
-def test_torchrun_two_gloo_processes(tmp_path):
-    data = _folder(tmp_path / "data")
+def test_torchrun_two_gloo_processes(tmp_path, make_image_folder):
+    data = make_image_folder(tmp_path / "data", per_class=16, splits=("train", "val"))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PCNN_FER_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}

@@ -6,6 +6,7 @@ Everything uses the ``tiny`` recipe (a few optimiser steps) on one CPU thread, s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA
-from PIL import Image
 
-from pcnn_fer import load_model
+from pcnn_fer import load_model, save_model
 from pcnn_fer.cli import main
 from pcnn_fer.data.loader import TensorData, epoch_batches
 from pcnn_fer.engine.checkpoint import (
@@ -35,24 +35,10 @@ CKPLUS = SHARED_DATA / "ckplus48"
 needs_ckplus = pytest.mark.skipif(not (CKPLUS / "CK+48").is_dir(), reason=f"CK+48 not found under {CKPLUS}")
 
 
-def make_folder_dataset(root: Path, per_class: int = 12, splits: tuple[str, ...] = ("train", "val", "test"),
-                        classes: tuple[str, ...] = ("happy", "sad", "surprise"), size: int = 48) -> Path:
-    """An ImageFolder tree of small grayscale PNGs whose brightness depends on the class (learnable)."""
-    rng = np.random.default_rng(0)
-    for s in splits:
-        for ci, c in enumerate(classes):
-            d = root / s / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                img = rng.integers(0, 80, (size, size)) + 80 * ci
-                Image.fromarray(img.astype(np.uint8), "L").save(d / f"{s}_{c}_{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory, make_image_folder) -> Path:
     """A 3-class synthetic image folder with train/val/test splits."""
-    return make_folder_dataset(tmp_path_factory.mktemp("folder"))
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -203,7 +189,7 @@ def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, capsys):
     (["--dataset", "folder", "--root", "/nonexistent/dir", "--recipe", "tiny"], "does not exist"),
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "nope"], "unknown recipe"),
     (["--dataset", "nope", "--root", "{folder}", "--recipe", "tiny"], "unknown dataset"),
-    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--amp", "bf16", "--device", "cpu"],
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--amp", "fp16", "--device", "cpu"],
      "needs a CUDA device"),
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--init-resnet", "/nonexistent.pth"],
      "no such weights file"),
@@ -219,8 +205,8 @@ def test_train_bad_input(folder, tmp_path, capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_train_empty_split(tmp_path, capsys):
-    root = make_folder_dataset(tmp_path / "data", per_class=4, splits=("train",))
+def test_train_empty_split(tmp_path, capsys, make_image_folder):
+    root = make_image_folder(tmp_path / "data", per_class=4, splits=("train",))
     for c in ("happy", "sad", "surprise"):
         (root / "val" / c).mkdir(parents=True)
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--out",
@@ -291,7 +277,9 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, capsys):
     assert "accuracy" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert list(metrics) == ["dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint"]
+                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
+                             "face_alignment"]
+    assert metrics["face_alignment"] is None  # CK+48 images are face crops: not aligned by default
     assert metrics["dataset"] == "ckplus" and metrics["split"] == "all" and metrics["subset"] is None
     assert metrics["num_samples"] == 981
     assert metrics["classes"] == ["anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]
@@ -368,8 +356,8 @@ def test_balanced_sampling_and_resnet_init(folder, tmp_path, capsys):
 
 
 def test_autocast_and_grad_scaler_branches_on_cpu():
-    """The bf16 / fp16 (GradScaler) branches of the loop, exercised with CPU autocast (the CLI allows AMP on CUDA
-    only)."""
+    """The bf16 / fp16 (GradScaler) branches of the loop, exercised with CPU autocast (the CLI refuses fp16 on a
+    CPU; the GradScaler path is for CUDA)."""
     from pcnn_fer.data.transforms import AUGMENT_PRESETS, BatchAugment
     from pcnn_fer.engine.loop import evaluate_data, train_epoch
     from pcnn_fer.loss import TwoPhaseLoss
@@ -488,3 +476,131 @@ def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, capsys)
     a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
     assert a["ema"]["updates"] == b["ema"]["updates"] == 6
     assert _states_equal(a["ema"]["model"], b["ema"]["model"])
+
+
+# --- fine-tuning (--init), precision (--amp), protocols ---------------------------------------------------------
+
+
+def _head_rows(model, key: str = "global_head.weight") -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    return {c: state[key][i] for i, c in enumerate(model.classes)}
+
+
+@pytest.mark.parametrize("target", [
+    ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),  # CK+: contempt, no neutral
+    ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"),  # FER2013: neutral, no contempt
+])
+def test_init_maps_head_rows_by_class_name(checkpoint, target):
+    from pcnn_fer.engine.finetune import init_from_pretrained
+    from pcnn_fer.models.pcnn import create_model
+    from pcnn_fer.weights import load_model
+
+    source = load_model(checkpoint)  # 8 FERPlus classes
+    torch.manual_seed(1)
+    model = create_model("tiny", num_classes=len(target), classes=target)
+    report = init_from_pretrained(model, checkpoint)
+    assert report.class_map == {c: c for c in target}
+    assert report.dropped_classes == [c for c in source.classes if c not in target]
+    for key in ("global_head.weight", "global_head.bias", "local_heads.mouth.weight", "local_heads.left_eye.bias"):
+        src, new = _head_rows(source, key), _head_rows(model, key)
+        for c in target:
+            assert torch.equal(new[c], src[c]), (key, c)
+    body = "global_trunk.layer1.0.conv1.weight"
+    assert torch.equal(model.state_dict()[body], source.state_dict()[body])
+    assert len(report.sha256) == 64 and report.copied_tensors > 100
+
+
+def test_init_new_classes_start_fresh_and_other_architectures_are_refused(tmp_path):
+    from pcnn_fer.engine.finetune import init_from_pretrained
+    from pcnn_fer.models.pcnn import create_model
+    from pcnn_fer.weights import WeightsError
+
+    torch.manual_seed(0)
+    fer = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+    source_path = save_model(create_model("tiny", num_classes=7, classes=fer), tmp_path / "fer.safetensors")
+    ck = ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
+    torch.manual_seed(1)
+    model = create_model("tiny", num_classes=7, classes=ck)
+    fresh = _head_rows(model)["contempt"].clone()
+    report = init_from_pretrained(model, source_path)
+    assert report.class_map["contempt"] is None and report.dropped_classes == ["neutral"]
+    assert torch.equal(_head_rows(model)["contempt"], fresh)  # not any source row
+    with pytest.raises(WeightsError, match=r"same architecture.*first mismatching tensors: global_trunk\.conv1"):
+        init_from_pretrained(create_model("small", num_classes=7, classes=ck), source_path)
+
+
+def test_train_init_records_provenance_and_uses_a_lower_trunk_lr(folder, tmp_path, capsys, checkpoint):
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
+                              "--init", checkpoint, "--init-lr-scale", "0.25", "--out", tmp_path / "ft",
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    assert "happiness <- happiness" in out and "dropped from the source" in out
+    init = json.loads((tmp_path / "ft" / "model.json").read_text())["training"]["init"]
+    assert init["source"] == str(checkpoint) and init["class_map"]["sadness"] == "sadness"
+    assert init["sha256"] == hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    state = load_checkpoint(tmp_path / "ft")
+    lrs = sorted({g["initial_lr"] for g in state["optimizer"]["param_groups"]})
+    assert lrs == pytest.approx([0.25 * 0.01, 0.01])
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "ferplus-cpu",
+                            "--init", checkpoint, "--out", tmp_path / "bad", "--no-progress"], capsys)
+    assert code == 1 and "same architecture" in err and len(err.strip().splitlines()) == 1
+
+
+def test_amp_auto_follows_the_cpu_probe(monkeypatch):
+    from pcnn_fer.engine import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_amp("auto", cpu)[0] == "none"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_amp("auto", cpu)[0] == "bf16"
+    assert precision.resolve_amp("none", cpu)[0] == "none"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        precision.resolve_amp("fp16", cpu)
+
+
+def test_amp_bf16_on_cpu_trains_records_and_resumes_exactly(folder, tmp_path, capsys):
+    common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--amp", "bf16", "--no-progress"]
+    code, out, err = run_cli([*common, "--epochs", "2", "--out", tmp_path / "A"], capsys)
+    assert code == 0, err
+    assert "precision: bf16 autocast" in out
+    assert json.loads((tmp_path / "A" / "model.json").read_text())["training"]["amp"]["used"] == "bf16"
+    code, _, err = run_cli([*common, "--epochs", "2", "--stop-after", "1", "--out", tmp_path / "B"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert code == 0, err
+    a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
+    assert _states_equal(a["model"], b["model"])
+
+
+def test_random_protocol_is_stratified_and_subject_dependent():
+    from pcnn_fer.data.datasets import Split
+    from pcnn_fer.data.protocols import PROTOCOLS, cross_validation
+
+    labels = [i % 3 for i in range(60)]
+    split = Split(dataset="synthetic", name="all", paths=[Path(f"{i}.png") for i in range(60)],
+                  labels=np.asarray(labels), stems=[str(i) for i in range(60)],
+                  classes=("happiness", "sadness", "surprise"), subjects=[f"S{i % 4}" for i in range(60)])
+    folds = cross_validation(split, "random", k=5, seed=0)
+    tests = np.concatenate([f.test for f in folds])
+    assert sorted(tests.tolist()) == list(range(60))  # a partition
+    for f in folds:
+        assert np.bincount(np.asarray(labels)[f.test], minlength=3).tolist() == [4, 4, 4]  # stratified
+    shared = set(np.asarray(split.subjects)[folds[0].train]) & set(np.asarray(split.subjects)[folds[0].test])
+    assert shared  # subject-dependent: the same people on both sides
+    assert [f.test.tolist() for f in cross_validation(split, "random", k=5, seed=0)] == [f.test.tolist()
+                                                                                         for f in folds]
+    assert "subject-dependent" in PROTOCOLS["random"]
+
+
+def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, capsys):
+    code, out, err = run_cli(["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3",
+                              "--only-folds", "0", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path / "cv",
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert summary["subject_independent"] is False and "subject-dependent" in summary["protocol_description"]
+    assert "subject-dependent" in out.strip().splitlines()[-1]
+    code, _, err = run_cli(["cv", "--dataset", "folder", "--root", folder, "--folds", "3", "--recipe", "tiny",
+                            "--out", tmp_path / "cv2", "--no-progress"], capsys)
+    assert code == 1 and "--protocol random" in err

@@ -18,18 +18,7 @@ from pcnn_fer.data.transforms import eval_transform
 from pcnn_fer.weights import DEFAULT_MODEL
 
 KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mean_class_accuracy",
-        "per_class_accuracy", "confusion_matrix", "checkpoint"]
-
-
-def make_folder(root: Path, classes: tuple[str, ...], per_class: int, split: str = "test") -> Path:
-    """``root/split/<class>/*.png`` with ``per_class`` random 48×48 grayscale images per class."""
-    rng = np.random.default_rng(len(classes) * 100 + per_class)
-    for c in classes:
-        d = root / split / c
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (48, 48)).astype(np.uint8), "L").save(d / f"{c}_{i:02d}.png")
-    return root
+        "per_class_accuracy", "confusion_matrix", "checkpoint", "face_alignment"]
 
 
 def run_cli(args: list, capsys) -> tuple[int, str, str]:
@@ -48,8 +37,8 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys):
-    root = make_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5)
+def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys, make_image_folder):
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
                               "--split", "test", "--out", tmp_path / "ev"], capsys)
     assert code == 0, err
@@ -61,12 +50,12 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys):
     assert cm.shape == (3, 3) and cm.sum(1).tolist() == [5, 5, 5]
     assert m["accuracy"] == pytest.approx(100 * np.trace(cm) / 15)
     assert m["mean_class_accuracy"] == pytest.approx(np.mean(list(m["per_class_accuracy"].values())))
-    assert m["checkpoint"] == str(tiny_model)
+    assert m["checkpoint"] == str(tiny_model) and m["face_alignment"] is None  # folder: not aligned by default
     assert f"accuracy {m['accuracy']:.2f}%" in out
     assert (tmp_path / "ev" / "confusion.png").is_file()
     # flip TTA runs and keeps the format; a subset list restricts the split and is named in the results
     lst = tmp_path / "subset.txt"
-    lst.write_text("happy_00.png\nsad_01.png\n0/surprise_02.jpg\n")
+    lst.write_text("happy_000.png\nsad_001.png\n0/surprise_002.jpg\n")
     code, _, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
                             "--split", "test", "--tta", "flip", "--subset-list", lst, "--out", tmp_path / "ev2"],
                            capsys)
@@ -75,9 +64,9 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys):
     assert list(m2) == KEYS and m2["subset"] == "subset.txt" and m2["num_samples"] == 3
 
 
-def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsys):
+def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsys, make_image_folder):
     # dataset has anger (model lacks it: dropped) and lacks surprise (model's surprise output is never predicted)
-    root = make_folder(tmp_path / "data", ("angry", "happy", "sad"), per_class=4)
+    root = make_image_folder(tmp_path / "data", ("angry", "happy", "sad"), per_class=4, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
                               "--split", "test", "--out", tmp_path / "ev"], capsys)
     assert code == 0, err
@@ -88,7 +77,7 @@ def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsy
     assert np.array(m["confusion_matrix"]).shape == (2, 2)
 
 
-def test_official_checkpoint_evaluates(tmp_path, capsys):
+def test_official_checkpoint_evaluates(tmp_path, capsys, make_image_folder):
     """An official PCNN .pth (converted on load: 224 px, ImageNet mean/std, official class order)."""
     torch.manual_seed(0)
     official = OfficialLayoutPCNN(num_classes=7).eval()
@@ -96,7 +85,7 @@ def test_official_checkpoint_evaluates(tmp_path, capsys):
     state = {k: v.half() for k, v in official.state_dict().items() if k.startswith(keep)}
     torch.save({"state_dict": state}, tmp_path / "pcnn_official.pth")
     official.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    root = make_folder(tmp_path / "data", ("contempt", "happy", "sad"), per_class=2)
+    root = make_image_folder(tmp_path / "data", ("contempt", "happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "pcnn_official.pth", "--dataset", "folder",
                               "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4"],
                              capsys)
@@ -119,9 +108,9 @@ def test_official_checkpoint_evaluates(tmp_path, capsys):
     assert m["confusion_matrix"] == expected.tolist()
 
 
-def test_evaluate_training_checkpoint_and_run_dir(tmp_path, capsys):
-    root = make_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=6, split="train")
-    make_folder(root, ("happy", "sad", "surprise"), per_class=3, split="val")
+def test_evaluate_training_checkpoint_and_run_dir(tmp_path, capsys, make_image_folder):
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=6, splits=("train",))
+    make_image_folder(root, ("happy", "sad", "surprise"), per_class=3, splits=("val",))
     run = tmp_path / "run"
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--epochs", "1",
                             "--out", run, "--no-progress"], capsys)
@@ -133,8 +122,8 @@ def test_evaluate_training_checkpoint_and_run_dir(tmp_path, capsys):
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["num_samples"] == 9
 
 
-def test_default_checkpoint(tmp_path, capsys):
-    root = make_folder(tmp_path / "data", ("happy", "sad"), per_class=2)
+def test_default_checkpoint(tmp_path, capsys, make_image_folder):
+    root = make_image_folder(tmp_path / "data", ("happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", "default", "--dataset", "folder", "--root", root,
                               "--split", "test", "--out", tmp_path / "ev"], capsys)
     if DEFAULT_MODEL.exists():
@@ -167,8 +156,8 @@ def _wrong_class_count(tmp_path: Path) -> Path:
     ("unknown_split", "no split"),
     ("amp_on_cpu", "needs a CUDA device"),
 ])
-def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message):
-    root = make_folder(tmp_path / "data", ("happy", "sad"), per_class=2)
+def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message, make_image_folder):
+    root = make_image_folder(tmp_path / "data", ("happy", "sad"), per_class=2, splits=("test",))
     ckpt: Path | str = tiny_model
     extra: list = []
     if case == "missing_root":
@@ -184,7 +173,7 @@ def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message):
     elif case == "wrong_class_count":
         ckpt = _wrong_class_count(tmp_path)
     elif case == "no_shared_classes":
-        root = make_folder(tmp_path / "other", ("angry", "fear"), per_class=2)
+        root = make_image_folder(tmp_path / "other", ("angry", "fear"), per_class=2, splits=("test",))
     elif case == "empty_split":
         for c in ("happy", "sad"):
             (root / "empty" / c).mkdir(parents=True)
@@ -195,7 +184,7 @@ def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message):
     elif case == "unknown_split":
         extra = ["--split", "valid"]
     elif case == "amp_on_cpu":
-        extra = ["--amp", "bf16", "--device", "cpu"]
+        extra = ["--amp", "fp16", "--device", "cpu"]
     if "--split" not in extra:
         extra += ["--split", "test"]
     code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root,

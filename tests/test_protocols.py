@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_dataset
 from PIL import Image
 
 from pcnn_fer.data import (
@@ -23,8 +22,6 @@ from pcnn_fer.data import (
     train_val_split,
 )
 from pcnn_fer.data.protocols import match_subset, subset_key
-
-real = real_dataset
 
 
 def _img(path: Path, mode: str = "L") -> None:
@@ -87,7 +84,7 @@ def test_loso_fixture():
     assert len(cross_validation(sp, "loso")) == 10
     assert len(cross_validation(sp, "kfold", k=5)) == 5
     with pytest.raises(DatasetError, match="unknown protocol"):
-        cross_validation(sp, "random")
+        cross_validation(sp, "holdout")
     nosubj = Split("x", "train", ("anger",), [Path("a.png")], np.array([0]), stems=["a"])
     with pytest.raises(DatasetError, match="no subject ids"):
         subject_kfold(nosubj)
@@ -117,8 +114,8 @@ def test_jaffe_fixture_folds(tmp_path):
     _assert_subject_independent(sp, loso)
 
 
-def test_real_ckplus_folds_never_share_a_subject():
-    sp = load_split("ckplus", real("ckplus48"), "all")
+def test_real_ckplus_folds_never_share_a_subject(real_dataset):
+    sp = load_split("ckplus", real_dataset("ckplus48"), "all")
     folds = subject_kfold(sp, k=10, seed=0)
     _assert_subject_independent(sp, folds)
     sizes = [len(f.test) for f in folds]
@@ -237,8 +234,8 @@ def test_apply_subset_ferplus_formats(tmp_path):
     assert idx.size == 0 and unmatched == ["x/fer0000001.jpg"] and dups == 0
 
 
-def test_real_rafdb_challenge_lists():
-    root = real("rafdb")
+def test_real_rafdb_challenge_lists(real_dataset):
+    root = real_dataset("rafdb")
     lists = Path(root) / "ran_lists"
     if not lists.is_dir():
         pytest.skip(f"no RAF-DB subset lists in {lists}")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -14,6 +23,7 @@ httpx = pytest.importorskip("httpx")
 torch = pytest.importorskip("torch")
 
 from pcnn_fer.cli import build_parser  # noqa: E402
+from pcnn_fer.cli import main as cli_main  # noqa: E402
 from pcnn_fer.deploy.server import create_app, is_loopback, serve_in_background  # noqa: E402
 from pcnn_fer.faces import Recognizer  # noqa: E402
 from pcnn_fer.models.pcnn import REGIONS  # noqa: E402
@@ -24,6 +34,15 @@ SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
 ASTRONAUT = ASSETS / "astronaut.png"
 CAT = SHARED / "samples" / "chelsea.png"
 LIMIT_MB = 1.0  # a small upload limit keeps the 413 tests cheap (the astronaut PNG is 0.75 MB)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width×height pixels and holds none (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +115,9 @@ def test_predict_cat_has_no_face(client):
     (b"%PDF-1.4 hello", "doc.pdf", "application/pdf", 415, "unsupported file type"),
     (b"hello", "notes.txt", "text/plain", 415, "unsupported file type"),
     (b"\x89PNG garbage", "x.bin", "application/octet-stream", 422, "not an image"),
-], ids=["garbage", "truncated", "empty", "pdf", "text", "octet-stream-garbage"])
+    (png_header(9000, 8000), "big.png", "image/png", 413, "9000x8000 = 72.0 MP exceeds the server's limit of 64.0 MP"),
+    (png_header(20000, 20000), "bomb.png", "image/png", 413, "Pillow's decompression-bomb limit"),
+], ids=["garbage", "truncated", "empty", "pdf", "text", "octet-stream-garbage", "over-max-pixels", "bomb"])
 def test_bad_uploads_get_clear_4xx(client, data, name, content_type, status, message):
     response = upload(client, data, name, content_type)
     assert response.status_code == status, response.text
@@ -162,3 +183,191 @@ def test_is_loopback_and_cli_parser():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
     args = build_parser().parse_args(["serve", "--port", "0", "--backend", "onnx", "--max-upload-mb", "2"])
     assert args.func.__name__ == "run_serve" and args.host == "127.0.0.1" and args.max_upload_mb == 2.0
+
+
+def test_docs_pages_use_no_external_url(client):
+    html = client.get("/docs").text
+    links = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert len(links) == 4 and all(link.startswith("/") and not link.startswith("//") for link in links), links
+    assert "http" not in html.lower()
+    for link in links:  # the Swagger UI script and style, the favicon and the schema, all from the server
+        assert client.get(link).status_code == 200, link
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads its script from a CDN: not served
+
+
+# --- the real `pcnn serve` / `pcnn export` commands in subprocesses -------------------------------------------
+
+BIG = 4000  #: side of the flat PNG of the memory test: 16 MP, about 0.25 GB while decoded
+PIXEL_LIMIT = 20_000_000
+READ_TIMEOUT = 1.0
+
+
+def flat_png(size: int) -> bytes:
+    """A flat grey size×size RGB PNG (tens of KB to send, 3 bytes per pixel decoded)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (MiB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmRSS")
+
+
+def peak_rss_during(pid: int, action) -> float:
+    """Run ``action()`` while sampling the process's RSS every 5 ms; the highest sample (MiB)."""
+    samples = [rss_mib(pid)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(rss_mib(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return max(samples)
+
+
+def run_pcnn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real ``pcnn`` command (PYTHONPATH is inherited)."""
+    return subprocess.run(["pcnn", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cli_server(checkpoint):
+    """``pcnn serve --port 0`` with one decode slot, a 20 MP pixel limit and a 1 s read timeout: (URL, process)."""
+    process = subprocess.Popen(
+        ["pcnn", "serve", "--port", "0", "--checkpoint", str(checkpoint), "--workers", "2", "--threads", "1",
+         "--max-decodes", "1", "--max-pixels", str(PIXEL_LIMIT), "--read-timeout", str(READ_TIMEOUT),
+         "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"open (http://127\.0\.0\.1:(\d+))/", line)
+        assert match and int(match.group(2)) != 0, (line, process.poll() is None or process.stderr.read())
+        url = match.group(1)
+        deadline = time.monotonic() + 60
+        while True:  # the URL is printed once the model is loaded; uvicorn starts right after
+            try:
+                httpx.get(url + "/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "pcnn serve did not answer"
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_serve_prints_the_port_it_bound(cli_server):
+    url, _ = cli_server  # started with --port 0: the printed URL names the real port
+    health = httpx.get(url + "/health", timeout=30).json()
+    assert health["max_decodes"] == 1 and health["max_pixels"] == PIXEL_LIMIT
+    assert health["read_timeout_s"] == READ_TIMEOUT
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's memory from /proc")
+def test_concurrent_big_decodes_are_bounded_and_memory_is_returned(cli_server):
+    url, process = cli_server
+    data = flat_png(BIG)
+
+    def post(i: int) -> int:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            return upload(c, data, f"big{i}.png").status_code
+
+    assert post(-1) == 200  # warm-up: detector and allocator in their steady state
+    time.sleep(0.3)
+    base = rss_mib(process.pid)
+    single = peak_rss_during(process.pid, lambda: post(0)) - base
+    time.sleep(0.3)
+    with ThreadPoolExecutor(8) as pool:
+        statuses: list[int] = []
+        peak = peak_rss_during(process.pid, lambda: statuses.extend(pool.map(post, range(8)))) - base
+    assert statuses == [200] * 8
+    time.sleep(0.5)
+    after = rss_mib(process.pid) - base
+    # one decode slot: eight uploads at once cost about what one costs (unbounded: ~4x at 16 MP, ~5x at 64 MP)
+    assert single > 100 and peak < 2 * single, (single, peak)
+    # freed pages go back to the system (without malloc_trim about 2 single costs stay resident)
+    assert after < 0.5 * single, (single, after)
+
+
+def test_max_pixels_refuses_from_the_header_with_413(cli_server):
+    url, process = cli_server
+    with httpx.Client(base_url=url, timeout=60) as c:
+        before = rss_mib(process.pid)
+        response = upload(c, flat_png(5000), "huge.png")  # 25 MP > 20 MP
+        assert rss_mib(process.pid) - before < 50  # refused without decoding (decoded: about 0.3 GB)
+    assert response.status_code == 413
+    assert response.json()["detail"] == ("cannot use 'huge.png': image too large: 5000x5000 = 25.0 MP exceeds the "
+                                         "server's limit of 20.0 MP (pcnn serve --max-pixels)")
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_stalled_upload_gets_408_and_is_closed(cli_server, framing):
+    url, _ = cli_server
+    host, port = url.removeprefix("http://").split(":")
+    head = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n\x89PNG")
+    if framing == "chunked":
+        request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(head):x}".encode() + b"\r\n" + head + b"\r\n")
+    else:
+        request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                   b"Content-Length: 100000\r\n\r\n" + head)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(request)  # ... and then nothing more
+        reply = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection
+            reply += chunk
+        elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"upload stalled: no data for 1 s (pcnn serve --read-timeout)" in reply
+    assert READ_TIMEOUT <= elapsed < READ_TIMEOUT + 3  # closed by us, not by uvicorn's 5 s keep-alive timer
+
+
+def test_deploy_commands_refuse_bad_arguments_in_one_line(tmp_path, cli_server):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file, not a folder")
+    (tmp_path / "dir.onnx").mkdir()
+    busy = cli_server[0].rsplit(":", 1)[1]
+    cases = [  # (arguments, the start of the one stderr line)
+        (["serve", "--port", "99999"], "pcnn serve: error: --port must be between 0 and 65535 (0: any free port), "
+                                       "got 99999"),
+        (["serve", "--port", busy],
+         f"pcnn serve: error: cannot listen on 127.0.0.1:{busy}: the port is already in use"),
+        (["export", "--out", str(a_file / "m.onnx")],
+         f"pcnn export: error: cannot write {a_file / 'm.onnx'}: {a_file} is not a folder"),
+        (["export", "--out", str(tmp_path / "dir.onnx")],
+         f"pcnn export: error: {tmp_path / 'dir.onnx'} is a folder: give the file to write, e.g. "
+         f"{tmp_path / 'dir.onnx' / 'pcnn.onnx'}"),
+    ]
+    if Path("/sys").is_dir():
+        cases.append((["export", "--out", "/sys/x.onnx"],
+                      "pcnn export: error: cannot write /sys/x.onnx: no file can be created in /sys ("))
+    processes = [subprocess.Popen(["pcnn", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for args, _ in cases]  # all at once: each pays the import time
+    for (args, expected), process in zip(cases, processes):
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 1 and out == "", (args, out, err)  # no URL printed before failing
+        assert len(err.strip().splitlines()) == 1 and err.startswith(expected), (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.onnx", "notes.txt"]  # nothing written
+
+
+def test_serve_option_ranges(capsys):
+    for args, message in ((["--max-pixels", "0"], "--max-pixels must be at least 1, got 0"),
+                          (["--max-decodes", "0"], "--max-decodes must be at least 1, got 0"),
+                          (["--read-timeout", "nan"], "--read-timeout must be a positive number, got nan"),
+                          (["--workers", "0"], "--workers must be at least 1, got 0")):
+        assert cli_main(["serve", *args]) == 1
+        assert capsys.readouterr().err == f"pcnn serve: error: {message}\n"

@@ -77,13 +77,14 @@ def build_models(preset: str, input_size: int, num_classes: int, device: torch.d
     if channels_last:
         models["resnet18-channels-last"] = torchvision.models.resnet18(num_classes=num_classes).eval()
     models[f"pcnn-{preset}"] = pcnn
-    if input_size % 2 == 0:
+    optimizable = isinstance(pcnn, PCNN) and input_size % 2 == 0  # not the ablation baselines
+    if optimizable:
         models[f"pcnn-{preset}-optimized"] = optimize_for_inference(pcnn, channels_last=channels_last)
     for name, m in models.items():
         m.to(device)
         if name == "resnet18-channels-last":
             m.to(memory_format=torch.channels_last)
-    if compile and input_size % 2 == 0:
+    if compile and optimizable:
         models[f"pcnn-{preset}-compiled"] = compile_for_inference(models[f"pcnn-{preset}-optimized"])
     return models
 

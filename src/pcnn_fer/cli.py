@@ -1,4 +1,4 @@
-"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve)."""
+"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve, robustness)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.faces.cli", "add_parser"),
     ("pcnn_fer.engine.cli", "add_parser"),
     ("pcnn_fer.deploy.cli", "add_parser"),
+    ("pcnn_fer.robustness.cli", "add_parser"),
 ]
 
 

@@ -63,3 +63,26 @@ class TwoPhaseLoss(nn.Module):
         return self.alpha * self.cross_entropy(global_logits, target) + self.beta * self.cross_entropy(
             local_logits, target
         )
+
+
+class GlobalCELoss(TwoPhaseLoss):
+    """Plain cross-entropy on the predicted (global) logits only: ``(alpha + beta) · CE(global, y)``.
+
+    The ablation of the two-phase loss: the local logits get no gradient. The α + β factor keeps the gradient scale
+    of the two-phase loss, so a recipe's learning rate means the same step size under either loss.
+    """
+
+    def forward(self, global_logits: torch.Tensor, local_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Total loss for one batch (``local_logits`` is ignored)."""
+        return (self.alpha + self.beta) * self.cross_entropy(global_logits, target)
+
+
+#: Training losses by recipe name (``Recipe.loss``, ``pcnn train --loss``).
+LOSSES: dict[str, type[TwoPhaseLoss]] = {"two-phase": TwoPhaseLoss, "ce": GlobalCELoss}
+
+
+def make_loss(kind: str, alpha: float = 12.0, beta: float = 8.0, label_smoothing: float = 0.0) -> TwoPhaseLoss:
+    """The loss called ``kind`` (a key of :data:`LOSSES`) with the recipe's weights and label smoothing."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[kind](alpha, beta, label_smoothing=label_smoothing)

@@ -14,14 +14,18 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .classes import official_pcnn_classes
 from .errors import PCNNError
 from .fileio import atomic_write, publish, temporary_beside
-from .models.pcnn import PCNN, REGIONS, PCNNConfig
+from .models.pcnn import PCNN, PCNNConfig, build_model
+from .models.resnet import Trunk
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "pcnn_ferplus.safetensors"
+#: Models shipped in the package, by the name ``load_model``/``--checkpoint``/``--init`` accept (docs/model-card.md).
+BUNDLED_MODELS = {"default": DEFAULT_MODEL, "ferplus": DEFAULT_MODEL, "fer2013": ASSETS / "pcnn_fer2013.safetensors"}
 CONFIG_KEY = "pcnn_config"
 
 
@@ -96,8 +100,9 @@ def torch_load(path: str | Path) -> Mapping[str, torch.Tensor]:
 _TRUNK_KEY = re.compile(r"^(conv1|bn1|layer[123])\.")
 
 
-def load_resnet_trunks(model: PCNN, state: Mapping[str, torch.Tensor] | str | Path) -> list[str]:
-    """Initialise all six trunks and layer4 from a torchvision-format ResNet-18 state dict (fc ignored).
+def load_resnet_trunks(model: nn.Module, state: Mapping[str, torch.Tensor] | str | Path) -> list[str]:
+    """Initialise every trunk (PCNN's six, a baseline's one or six) and layer4 from a torchvision-format ResNet-18
+    state dict (fc ignored).
 
     Returns the keys that were skipped because their shapes do not fit (e.g. conv1 with the lowres stem).
     """
@@ -109,7 +114,7 @@ def load_resnet_trunks(model: PCNN, state: Mapping[str, torch.Tensor] | str | Pa
     trunk_state = {k: v for k, v in state.items() if _TRUNK_KEY.match(k)}
     layer4_state = {k.removeprefix("layer4."): v for k, v in state.items() if k.startswith("layer4.")}
     skipped: list[str] = []
-    trunks = [model.global_trunk, *(model.local_trunks[name] for name in REGIONS)]
+    trunks = [m for m in model.modules() if isinstance(m, Trunk)]  # PCNN's six, or a baseline's
     for module, sub in [*((t, trunk_state) for t in trunks), (model.layer4, layer4_state)]:
         own = module.state_dict()
         usable = {}
@@ -195,7 +200,10 @@ def _subtree(state: Mapping[str, torch.Tensor], prefix: str, fallback: str | Non
 
 
 def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -> PCNN:
-    model = PCNN(config)
+    try:
+        model = build_model(config)  # PCNN or an ablation baseline (config.arch)
+    except ValueError as e:
+        raise WeightsError(f"{source}: {e}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -210,20 +218,29 @@ def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -
     return model.eval()
 
 
-def load_model(path: str | Path = "default", device: str | torch.device = "cpu", **official_options) -> PCNN:
-    """Load a ready PCNN in eval mode from ``"default"`` (the bundled model), a run directory, one of our
-    ``.safetensors`` files, or an official PCNN checkpoint (``.pth``/``.pt``/``.tar``, read with weights_only)."""
-    if str(path) == "default":
-        if not DEFAULT_MODEL.exists():
-            raise WeightsError(f"the bundled model is missing from this installation ({DEFAULT_MODEL})")
-        path = DEFAULT_MODEL
-    path = Path(path)
+def resolve_model_path(spec: str | Path) -> Path:
+    """The weights file behind ``spec``: a bundled model's name (``default``, ``fer2013``), a run directory
+    (its ``model.safetensors``), a ``model.json`` sidecar, or a file path."""
+    name = str(spec)
+    if name in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[name]
+        if not path.exists():
+            raise WeightsError(f"the bundled model {name!r} is missing from this installation ({path})")
+        return path
+    path = Path(spec).expanduser()
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.exists():
-        raise WeightsError(f"no such model file: {path}")
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
+    if not path.exists():
+        raise WeightsError(f"no such model file: {path} (bundled models: {', '.join(BUNDLED_MODELS)})")
+    return path
+
+
+def load_model(path: str | Path = "default", device: str | torch.device = "cpu", **official_options) -> PCNN:
+    """Load a ready PCNN in eval mode from a bundled model's name (``"default"``, ``"fer2013"``), a run directory,
+    one of our ``.safetensors`` files, or an official PCNN checkpoint (``.pth``/``.pt``/``.tar``, weights_only)."""
+    path = resolve_model_path(path)
     if path.suffix == ".safetensors":
         state, config = _read_safetensors(path)
         return _build(config, state, str(path)).to(device)

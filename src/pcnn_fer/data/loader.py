@@ -5,41 +5,52 @@ There are no worker processes and no per-sample Python: an epoch is a permutatio
 from ``(seed, epoch)`` so every DDP rank draws the same one), cut into batches that index the device tensor; the
 batch is then augmented on the device by :class:`pcnn_fer.data.transforms.BatchAugment`.
 
-Derived splits (a validation split carved from train, cross-validation folds) index the decoded tensor of their
-parent through the ``_row`` column that :func:`tag_rows` adds to ``Split.extras`` (``Split.subset`` keeps extras
-aligned), so a dataset is decoded once however it is cut.
+A dataset is decoded once however it is cut: :meth:`TensorData.subset` takes a split derived from the decoded one (a
+validation split carved from train, a cross-validation fold; every ``Split`` knows its rows in the split its reader
+returned, ``Split.origin_rows``) and returns its samples, leaving out images that could not be decoded.
+
+Portrait datasets can be decoded face-aligned (``align``, see :mod:`pcnn_fer.data.align`): each row then records
+whether a face was found (``TensorData.face_found``), and subsets keep the flags so every report can count them.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .cache import decode_split
+from .align import FaceAligner, face_summary, summary_line
+from .cache import DecodedSplit, decode_split
 from .datasets import DatasetError, Split
 
-__all__ = ["ROW_KEY", "TensorData", "decode_size", "epoch_batches", "load_tensor_data", "rows_of",
-           "sample_weights_balanced", "seed_for", "subset_rows", "tag_rows"]
-
-#: ``Split.extras`` key holding each sample's row in the split it was derived from.
-ROW_KEY = "_row"
+__all__ = ["TensorData", "decode_size", "epoch_batches", "load_tensor_data", "sample_weights_balanced", "seed_for",
+           # deprecated: TensorData.subset(split) replaces them
+           "rows_of", "subset_rows", "tag_rows"]
 
 
 @dataclass
 class TensorData:
-    """Decoded images ``(N, C, H, W)`` uint8, hard labels ``(N,)`` int64, optional soft labels ``(N, K)`` float."""
+    """Decoded images ``(N, C, H, W)`` uint8, hard labels ``(N,)`` int64, optional soft labels ``(N, K)`` float.
+
+    Data decoded from a split (:func:`load_tensor_data`) also knows, for each row, the sample's row in the split's
+    origin (``origin_rows``, see ``Split.origin_rows``) and which origin rows could not be decoded
+    (``unreadable_rows``): that is what lets :meth:`subset` take a derived split. Face-aligned data holds, per
+    row, whether a face was found (``face_found``; False: the centre-square fallback), else None.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     soft_labels: torch.Tensor | None
     classes: tuple[str, ...]
     name: str = ""
+    origin_rows: np.ndarray | None = None
+    unreadable_rows: np.ndarray | None = None
+    face_found: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
@@ -51,6 +62,10 @@ class TensorData:
         if self.soft_labels is not None and self.soft_labels.shape != (n, len(self.classes)):
             raise ValueError(f"soft labels must have shape {(n, len(self.classes))}, got "
                              f"{tuple(self.soft_labels.shape)}")
+        if self.origin_rows is not None and self.origin_rows.shape != (n,):
+            raise ValueError(f"origin_rows must have shape ({n},), got {tuple(self.origin_rows.shape)}")
+        if self.face_found is not None and self.face_found.shape != (n,):
+            raise ValueError(f"face_found must have shape ({n},), got {tuple(self.face_found.shape)}")
 
     def __len__(self) -> int:
         """Number of samples."""
@@ -72,14 +87,46 @@ class TensorData:
         if self.images.device == device:
             return self
         soft = None if self.soft_labels is None else self.soft_labels.to(device)
-        return TensorData(self.images.to(device), self.labels.to(device), soft, self.classes, self.name)
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device), soft_labels=soft)
 
-    def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor, name: str | None = None) -> TensorData:
-        """The samples at ``rows`` (in that order)."""
-        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64) if not isinstance(rows, torch.Tensor) else rows,
-                              dtype=torch.long, device=self.images.device)
+    def subset(self, rows: Split | Sequence[int] | np.ndarray | torch.Tensor, name: str | None = None) -> TensorData:
+        """The samples at row indices ``rows`` (in that order), or the samples of ``rows`` given as a :class:`Split`.
+
+        A split must derive (``Split.subset``, folds, train/validation carving) from the split this data was decoded
+        from; its samples whose image could not be decoded are left out with a warning, and a sample the data never
+        held is a DatasetError.
+        """
+        if isinstance(rows, Split):
+            rows = self._rows_of_split(rows)
+        idx_np = rows.cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, dtype=np.int64)
+        idx = torch.as_tensor(idx_np, dtype=torch.long, device=self.images.device)
         soft = None if self.soft_labels is None else self.soft_labels[idx]
-        return TensorData(self.images[idx], self.labels[idx], soft, self.classes, name or self.name)
+        rows_np = idx_np.astype(np.int64).reshape(-1)
+        origin = None if self.origin_rows is None else self.origin_rows[rows_np]
+        found = None if self.face_found is None else self.face_found[rows_np]
+        return replace(self, images=self.images[idx], labels=self.labels[idx], soft_labels=soft,
+                       name=name or self.name, origin_rows=origin, face_found=found)
+
+    def _rows_of_split(self, split: Split) -> np.ndarray:
+        """Rows of this data holding the samples of ``split`` (unreadable ones left out with a warning)."""
+        what = f"{split.dataset}/{split.name}"
+        if self.origin_rows is None:
+            raise DatasetError(f"{self.name or 'this data'} was not decoded from a split: cannot select {what} in it")
+        if tuple(split.classes) != tuple(self.classes):
+            raise DatasetError(f"{what} has classes {split.classes}, the decoded data {self.classes}")
+        wanted = np.asarray(split.origin_rows, dtype=np.int64)
+        order = np.argsort(self.origin_rows, kind="stable")
+        held = self.origin_rows[order]
+        pos = np.clip(np.searchsorted(held, wanted), 0, max(len(held) - 1, 0))
+        found = (held[pos] == wanted) if len(held) else np.zeros(len(wanted), dtype=bool)
+        if not found.all():
+            missing = wanted[~found]
+            unreadable = np.isin(missing, self.unreadable_rows if self.unreadable_rows is not None else [])
+            if not unreadable.all():
+                raise DatasetError(f"{what}: {int((~unreadable).sum())} samples are not in the decoded data "
+                                   f"{self.name} (is {what} derived from the split it was decoded from?)")
+            warnings.warn(f"{what}: {len(missing)} unreadable images left out", stacklevel=3)
+        return order[pos[found]]
 
     def targets(self, index: torch.Tensor) -> torch.Tensor:
         """Float training targets ``(B, K)`` for rows ``index``: soft labels, else one-hot hard labels.
@@ -91,22 +138,24 @@ class TensorData:
             return self.soft_labels[index]
         return torch.nn.functional.one_hot(self.labels[index], self.num_classes).float()
 
-    def class_counts(self) -> torch.Tensor:
-        """Samples per class (CPU int64 tensor)."""
-        return torch.bincount(self.labels.cpu(), minlength=self.num_classes)
+
+
+def _deprecated(old: str) -> None:
+    warnings.warn(f"pcnn_fer.data.loader.{old} is deprecated: pass the derived Split to TensorData.subset",
+                  DeprecationWarning, stacklevel=3)
 
 
 def tag_rows(split: Split) -> Split:
-    """``split`` with ``extras['_row'] = arange(N)`` so subsets remember their rows in it (modified in place)."""
-    split.extras[ROW_KEY] = np.arange(len(split), dtype=np.int64)
+    """Deprecated (every split now knows its rows): make ``split`` the origin its subsets count rows in."""
+    _deprecated("tag_rows")
+    split.origin_rows = np.arange(len(split), dtype=np.int64)
     return split
 
 
 def rows_of(split: Split) -> np.ndarray:
-    """Rows of ``split``'s samples in the split :func:`tag_rows` was applied to."""
-    if ROW_KEY not in split.extras:
-        raise ValueError(f"{split.dataset}/{split.name} was not derived from a split tagged with tag_rows")
-    return np.asarray(split.extras[ROW_KEY], dtype=np.int64)
+    """Deprecated: ``split.origin_rows``, the rows of ``split``'s samples in the split it was derived from."""
+    _deprecated("rows_of")
+    return np.asarray(split.origin_rows, dtype=np.int64)
 
 
 def decode_size(split: Split, input_size: int) -> tuple[int, int] | None:
@@ -124,16 +173,23 @@ def decode_size(split: Split, input_size: int) -> tuple[int, int] | None:
 
 
 def load_tensor_data(split: Split, input_size: int, device: torch.device | str = "cpu",
-                     cache: Path | str | None = None, use_cache: bool = True) -> tuple[TensorData, np.ndarray]:
+                     cache: Path | str | None = None, use_cache: bool = True, align: FaceAligner | bool | None = None,
+                     log: Callable[[str], None] | None = None) -> tuple[TensorData, np.ndarray]:
     """Decode ``split`` (through the on-disk cache) into :class:`TensorData` on ``device``.
 
     Returns the data and, for each row of ``split``, its row in the data (-1 for an unreadable image, which the
-    cache skips with a warning). Raises DatasetError for an empty split.
+    cache skips with a warning). Raises DatasetError for an empty split. ``align`` (True: a default
+    :class:`~pcnn_fer.data.align.FaceAligner`) decodes every image as its aligned face at ``input_size``; ``log``
+    then receives the count of faces found and of centre-square fallbacks.
     """
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to train or evaluate on")
     if split.paths is not None and len(split.missing_images()) == len(split):
         split.with_images()  # raises a clear DatasetError (e.g. RAF-DB labels without its images)
+    if align:
+        aligner = align if isinstance(align, FaceAligner) else FaceAligner()
+        decoded = decode_split(split, size=input_size, cache=cache, use_cache=use_cache, align=aligner, log=log)
+        return _tensor_data(split, decoded, device, aligner, log)
     size = decode_size(split, input_size)
     try:
         decoded = decode_split(split, size=size, cache=cache, use_cache=use_cache)
@@ -141,16 +197,30 @@ def load_tensor_data(split: Split, input_size: int, device: torch.device | str =
         if size is not None or "different sizes" not in str(e):
             raise
         decoded = decode_split(split, size=(input_size, input_size), cache=cache, use_cache=use_cache)
+    return _tensor_data(split, decoded, device)
+
+
+def _tensor_data(split: Split, decoded: DecodedSplit, device: torch.device | str, aligner: FaceAligner | None = None,
+                 log: Callable[[str], None] | None = None) -> tuple[TensorData, np.ndarray]:
+    """:class:`TensorData` on ``device`` from a decoded split, and each split row's row in it (-1: unreadable)."""
     where = np.full(len(split), -1, dtype=np.int64)
     where[decoded.index] = np.arange(len(decoded.index))
     soft = decoded.soft_labels.float() if decoded.soft_labels is not None else None
+    origin = np.asarray(split.origin_rows, dtype=np.int64)
     data = TensorData(decoded.images.contiguous(), decoded.labels.long(), soft, tuple(split.classes),
-                      f"{split.dataset}/{split.name}")
+                      f"{split.dataset}/{split.name}", origin_rows=origin[decoded.index],
+                      unreadable_rows=origin[where < 0], face_found=decoded.face_found)
+    if aligner is not None and log is not None:
+        stems = [split.stems[i] for i in decoded.index.tolist()] if split.stems else None
+        summary = face_summary([data], aligner.name, stems)
+        if summary is not None:
+            log(summary_line(data.name, summary))
     return data.to(device), where
 
 
 def subset_rows(where: np.ndarray, rows: np.ndarray, what: str = "split") -> np.ndarray:
-    """Map rows of a parent split to rows of its decoded data, dropping (with a warning) unreadable images."""
+    """Deprecated: map rows of a parent split to rows of its decoded data, dropping unreadable images (warning)."""
+    _deprecated("subset_rows")
     mapped = where[rows]
     if (mapped < 0).any():
         warnings.warn(f"{what}: {int((mapped < 0).sum())} unreadable images left out", stacklevel=2)
@@ -174,7 +244,7 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, 
         raise ValueError("no samples to draw batches from")
     if batch_size < world_size:
         raise ValueError(f"batch size {batch_size} is smaller than the number of processes ({world_size})")
-    generator = torch.Generator().manual_seed(_mix(seed, epoch))
+    generator = torch.Generator().manual_seed(seed_for(seed, epoch))
     if sample_weights is not None:
         order = torch.multinomial(sample_weights.double().cpu(), num_samples, replacement=True, generator=generator)
     elif shuffle:
@@ -195,8 +265,8 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, 
     return list(torch.split(mine[: sum(sizes)], sizes))
 
 
-def _mix(*values: int) -> int:
-    """A 63-bit seed from several integers (stable across runs and platforms)."""
+def seed_for(*values: int) -> int:
+    """A 63-bit seed from several integers (stable across runs and platforms): per-epoch / per-rank generators."""
     h = 1469598103934665603
     for v in values:
         h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
@@ -207,8 +277,3 @@ def sample_weights_balanced(labels: torch.Tensor, num_classes: int) -> torch.Ten
     """Per-sample weights 1 / (count of its class): each class is drawn equally often on average."""
     counts = torch.bincount(labels.cpu(), minlength=num_classes).double()
     return (1.0 / counts.clamp(min=1))[labels.cpu()]
-
-
-def seed_for(*values: int) -> int:
-    """Public alias of the seed mixer used for per-epoch / per-rank generators."""
-    return _mix(*values)

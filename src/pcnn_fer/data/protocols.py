@@ -26,8 +26,10 @@ __all__ = [
     "check_folds",
     "cross_validation",
     "leave_one_subject_out",
+    "PROTOCOLS",
     "match_subset",
     "read_subset_list",
+    "stratified_kfold",
     "subject_kfold",
     "subset_key",
     "train_val",
@@ -87,6 +89,24 @@ def subject_kfold(split: Split, k: int = 10, seed: int = 0) -> list[Fold]:
     return folds
 
 
+def stratified_kfold(split: Split, k: int = 10, seed: int = 0) -> list[Fold]:
+    """``k`` subject-DEPENDENT folds: each class's samples are shuffled with ``seed`` and dealt round-robin to the
+    folds, ignoring subjects (the same person may be in train and test). Many papers report this protocol."""
+    if k < 2:
+        raise DatasetError(f"stratified k-fold needs k >= 2, got {k}")
+    labels = np.asarray(split.labels)
+    if k > len(labels):
+        raise DatasetError(f"{split.dataset}/{split.name}: {k} folds but only {len(labels)} samples")
+    rng = np.random.default_rng(seed)
+    sample_fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        sample_fold[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)  # continue the deal where the last class stopped: fold sizes stay balanced
+    return [Fold(f, np.flatnonzero(sample_fold != f), np.flatnonzero(sample_fold == f), ()) for f in range(k)]
+
+
 def leave_one_subject_out(split: Split) -> list[Fold]:
     """One fold per subject (sorted by subject id): that subject's samples are the test set."""
     subj = _subjects(split)
@@ -96,14 +116,25 @@ def leave_one_subject_out(split: Split) -> list[Fold]:
     return [Fold(i, np.flatnonzero(subj != s), np.flatnonzero(subj == s), (str(s),)) for i, s in enumerate(uniq)]
 
 
+#: Cross-validation protocols by name, with the words every summary prints about them.
+PROTOCOLS: dict[str, str] = {
+    "kfold": "subject-independent k-fold",
+    "loso": "subject-independent leave-one-subject-out",
+    "random": "subject-dependent stratified k-fold (a subject may appear in train and test)",
+}
+
+
 def cross_validation(split: Split, protocol: str = "kfold", k: int = 10, seed: int = 0) -> list[Fold]:
-    """Folds for ``protocol`` ``kfold`` (subject k-fold) or ``loso`` (leave one subject out)."""
+    """Folds for ``protocol``: ``kfold`` (subject k-fold), ``loso`` (leave one subject out) or ``random``
+    (subject-dependent stratified k-fold); see :data:`PROTOCOLS`."""
     p = protocol.lower().replace("-", "").replace("_", "")
     if p in ("kfold", "subjectkfold"):
         return subject_kfold(split, k=k, seed=seed)
     if p in ("loso", "leaveonesubjectout"):
         return leave_one_subject_out(split)
-    raise DatasetError(f"unknown protocol {protocol!r}; choose kfold or loso")
+    if p in ("random", "stratifiedkfold"):
+        return stratified_kfold(split, k=k, seed=seed)
+    raise DatasetError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
 
 
 def check_folds(split: Split, folds: Iterable[Fold]) -> None:

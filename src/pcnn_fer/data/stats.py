@@ -10,14 +10,12 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .datasets import DATASETS, DatasetError, get_dataset
 
-__all__ = ["add_data_parser", "add_stats_parser", "dataset_stats", "format_stats", "missing_images", "run_stats",
-           "stats_main"]
+__all__ = ["add_data_parser", "add_stats_parser", "dataset_stats", "format_stats", "missing_images", "run_stats"]
 
 
 def _collect(name: str, root: Path | str, mode: str | None, check_images: bool
@@ -110,22 +108,3 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub.required = True
     add_stats_parser(sub)
     return p
-
-
-def stats_main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
-    """Run ``data stats`` from a parsed Namespace, or parse ``argv`` (``[stats] --dataset NAME --root PATH ...``)."""
-    if isinstance(argv, argparse.Namespace):
-        return run_stats(argv)
-    parser = argparse.ArgumentParser(prog="pcnn data")
-    sub = parser.add_subparsers(dest="data_command", metavar="{stats}")
-    sub.required = True
-    add_stats_parser(sub)
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or args_list[0] != "stats":
-        args_list = ["stats", *args_list]
-    args = parser.parse_args(args_list)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(stats_main())

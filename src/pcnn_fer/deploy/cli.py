@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+from ..faces.imageio import MAX_PIXELS
 from . import DEFAULT_MAX_UPLOAD_MB  # importing the package registers the "onnx" backend
+from .body_guard import DEFAULT_READ_TIMEOUT
 from .onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET
 
 
@@ -40,13 +43,20 @@ def add_parser(subparsers: Any) -> None:
         description="Serve POST /predict (multipart image upload -> the predict JSON record), GET /health, the OpenAPI "
                     "docs at /docs and a web page at / (upload a photo or take a webcam snapshot).")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port; the URL printed says which)")
     s.add_argument("--checkpoint", default="default",
                    help="'default' (bundled), a .safetensors file, a run folder, or (with --backend onnx) a .onnx file")
     s.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="classifier backend")
     s.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
     s.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"], help="face detector")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest accepted upload")
+    s.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help="refuse (413) images whose header declares more pixels than this, before decoding them")
+    s.add_argument("--max-decodes", type=int,
+                   help="images decoded and analysed at once (default: the CPU cores); each 64 MP image takes about "
+                        "0.6 GB while it is decoded")
+    s.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+                   help="seconds an upload may send nothing before it is answered 408 and closed")
     s.add_argument("--workers", type=int, default=2,
                    help="recognizers (face detectors) working in parallel; they share the one loaded model")
     s.add_argument("--threads", type=int, help="CPU threads of the classifier (torch / onnxruntime intra-op)")
@@ -69,24 +79,37 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_serve_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range ``pcnn serve`` options with a :class:`~pcnn_fer.errors.UsageError` naming the option."""
+    for option, value, low in (("--workers", args.workers, 1), ("--max-pixels", args.max_pixels, 1),
+                               ("--max-decodes", args.max_decodes, 1), ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{option} must be at least {low}, got {value}")
+    for option, value in (("--max-upload-mb", args.max_upload_mb), ("--read-timeout", args.read_timeout)):
+        if not 0 < value < float("inf"):
+            raise UsageError(f"{option} must be a positive number, got {value}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Run ``pcnn serve`` until interrupted."""
-    from .server import create_app, is_loopback
+    """Run ``pcnn serve`` until interrupted: check the options, bind the port (a busy one fails here, before the
+    model is loaded), load the model, print the URL, serve."""
+    from .server import bind_socket, create_app, is_loopback, run_on_socket, url_of
 
-    if args.workers < 1:
-        raise ValueError("--workers must be at least 1")
-    if not is_loopback(args.host):
-        print(f"warning: listening on {args.host}: the API has no authentication and is reachable from other "
-              "machines", file=sys.stderr)
-    app = create_app(checkpoint=args.checkpoint, backend=args.backend, device=args.device, detector=args.detector,
-                     max_upload_mb=args.max_upload_mb, workers=args.workers, threads=args.threads)
-    import uvicorn
-
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"pcnn serve: {app.state.service.backend_name} backend, {len(app.state.service.classes)} classes; "
-          f"open http://{shown}:{args.port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    check_serve_args(args)
+    with bind_socket(args.host, args.port) as sock:
+        if not is_loopback(args.host):
+            print(f"warning: listening on {args.host}: the API has no authentication and is reachable from other "
+                  "machines", file=sys.stderr)
+        app = create_app(checkpoint=args.checkpoint, backend=args.backend, device=args.device,
+                         detector=args.detector, max_upload_mb=args.max_upload_mb, workers=args.workers,
+                         threads=args.threads, max_pixels=args.max_pixels, max_decodes=args.max_decodes,
+                         read_timeout=args.read_timeout)
+        print(f"pcnn serve: {app.state.service.backend_name} backend, {len(app.state.service.classes)} classes; "
+              f"open {url_of(sock)}/ (API docs at /docs)", flush=True)
+        run_on_socket(app, sock, args.log_level)
     return 0
 
 
-__all__ = ["add_parser", "run_export", "run_serve"]
+__all__ = ["add_parser", "run_export", "run_serve", "check_serve_args"]

@@ -47,25 +47,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _weights_file(checkpoint: str | Path) -> Path:
-    """The file :func:`pcnn_fer.weights.load_model` reads for ``checkpoint`` (it may not exist)."""
-    from ..weights import DEFAULT_MODEL
-
-    path = DEFAULT_MODEL if str(checkpoint) == "default" else Path(checkpoint).expanduser()
-    if path.is_dir():
-        path = path / "model.safetensors"
-    return path.with_suffix(".safetensors") if path.suffix == ".json" else path
-
-
 def export_cache_key(checkpoint: Any, input_size: int | None = None, opset: int = DEFAULT_OPSET) -> str:
     """Cache file name of a checkpoint's export: its sha256 (of the weights file, or of a module's weights), the
     input size (``native``: the model's own) and the opset."""
-    path = None if hasattr(checkpoint, "state_dict") else _weights_file(checkpoint)
-    if path is not None and not path.is_file():
-        from ..weights import load_model
+    from ..weights import resolve_model_path
 
-        load_model(checkpoint)  # raises the loader's own error for a missing or unusable checkpoint
-    digest = _model_digest(checkpoint) if path is None else _file_digest(path)
+    if hasattr(checkpoint, "state_dict"):
+        digest = _model_digest(checkpoint)
+    else:
+        digest = _file_digest(resolve_model_path(checkpoint))  # the loader's own error for a missing checkpoint
     return f"pcnn-{digest[:24]}-{input_size or 'native'}-opset{opset}-v{CACHE_FORMAT}.onnx"
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import PCNNError
+from ..errors import PCNNError, UsageError
 from ..fileio import publish
 
 INPUT_NAME = "input"
@@ -227,6 +227,26 @@ def check_parity(path: str | Path, model: Any, batch_sizes: tuple[int, ...] = (1
     return diffs
 
 
+def check_output_path(out: Path) -> None:
+    """Refuse, before any work, an ``out`` that cannot become an ONNX file: another suffix, a folder, a path under a
+    file, or a folder where no file can be created (the nearest existing folder is probed with a temporary file)."""
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder: give the file to write, e.g. {out / 'pcnn.onnx'}")
+    if out.suffix != ".onnx":
+        raise UsageError(f"ONNX files end in .onnx, got {out}")
+    folder = out.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {out}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".probe")
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: no file can be created in {folder} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, dynamic_batch: bool = False,
                 input_size: int | None = None, opset: int = DEFAULT_OPSET, optimize: bool = True,
                 tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
@@ -237,38 +257,40 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
     first. The exported file is checked against the PyTorch model with onnxruntime; when the largest difference of
     any logits exceeds ``tolerance`` an :class:`ExportError` is raised and nothing is written at ``out``.
     """
-    from ..models.pcnn import MIN_INPUT_SIZE, PCNN
+    from ..models.pcnn import MIN_INPUT_SIZE, PCNN, PCNNConfig
     from ..weights import load_model
 
+    out = Path(out)
+    check_output_path(out)
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be at least {MIN_OPSET} (GridSample / affine_grid of the STN), got {opset}")
+        raise UsageError(f"opset must be at least {MIN_OPSET} (GridSample / affine_grid of the STN), got {opset}")
     started = time.perf_counter()
     model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
-    if not isinstance(model, PCNN):
+    if not isinstance(getattr(model, "config", None), PCNNConfig):  # a PCNN or an ablation baseline
         raise TypeError(f"export_onnx needs a PCNN, got {type(model).__name__}")
     model = model.float().cpu().eval()
     size = int(input_size or model.config.input_size)
     if size < MIN_INPUT_SIZE:
-        raise ValueError(f"input size must be at least {MIN_INPUT_SIZE}, got {size}")
+        raise UsageError(f"input size must be at least {MIN_INPUT_SIZE}, got {size}")
     config = replace(model.config, input_size=size)
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"ONNX files end in .onnx, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(2 if dynamic_batch else 1, 3, size, size, generator=torch.Generator().manual_seed(1))
     batch_sizes = (1, 3) if dynamic_batch else (1,)
 
     candidates: list[tuple[str, Any]] = []
     notes: list[str] = []
-    if optimize and size % 2 == 0:
+    if optimize and isinstance(model, PCNN) and size % 2 == 0:
         from ..models.fuse import optimize_for_inference
 
         candidates.append(("optimized", optimize_for_inference(model, channels_last=False)))
-    elif optimize:
+    elif optimize and isinstance(model, PCNN):
         notes.append(f"odd input size {size}: exported the plain PCNN (the optimised form needs equal halves)")
     candidates.append(("plain", model))
 
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    except OSError as e:
+        raise ExportError(f"cannot write {out}: {e.strerror or e}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -292,8 +314,11 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
             doc = (f"PCNN facial expression recognition ({config.num_classes} classes: {', '.join(config.classes)}); "
                    f"input '{INPUT_NAME}' float32 Nx3x{size}x{size} normalised with mean {list(config.mean)} and "
                    f"std {list(config.std)}; outputs {', '.join(OUTPUT_NAMES)}")
-            _finalize(tmp, onnx_metadata(config, graph, dynamic_batch, opset), doc)
-            publish(tmp, out)
+            try:
+                _finalize(tmp, onnx_metadata(config, graph, dynamic_batch, opset), doc)
+                publish(tmp, out)
+            except OSError as e:
+                raise ExportError(f"cannot write {out}: {e.strerror or e}") from None
             return ExportResult(path=out, graph=graph, opset=opset, dynamic_batch=dynamic_batch, input_size=size,
                                 max_abs_diff=worst, diffs=diffs, batch_sizes=batch_sizes,
                                 seconds=time.perf_counter() - started, size_bytes=out.stat().st_size, notes=notes)

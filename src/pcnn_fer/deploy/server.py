@@ -4,24 +4,30 @@
   (``source``, ``frame``, ``skipped``, ``faces`` [box, landmarks, label, score, probabilities, regions, …]).
 * ``GET /health`` – status, backend, model classes, input size, regions, class colours, limits.
 * ``GET /`` – the web page (upload or webcam snapshot, faces boxed with their expression and per-region bars);
-  ``/static/*`` its script and style; ``/docs`` the OpenAPI (Swagger) page.
+  ``/static/*`` its script and style; ``/docs`` the OpenAPI (Swagger UI) page, served from local copies of its
+  script and style (package ``fastapi-offline``), so that it works without internet access.
 
 The model is loaded once. Requests are decoded and recognised in Starlette's thread pool, so the event loop never
 blocks; a small pool of recognizers (one face detector each) shares the one classifier backend, whose calls are
-serialised by a lock unless the backend declares itself thread-safe (onnxruntime sessions are).
+serialised by a lock unless the backend declares itself thread-safe (onnxruntime sessions are). At most
+``max_decodes`` images (default: the CPU cores) are decoded and analysed at once, which bounds memory
+(:mod:`.memory`).
 
 Bad uploads never crash the server: bodies over the limit get 413 (checked on ``Content-Length`` and while
-streaming), a request that is not ``multipart/form-data`` or a file part whose type is not an image gets 415, and an
-empty, truncated or undecodable image gets 422 – each with a one-line ``detail`` message.
+streaming), and so do images whose header declares more than ``max_pixels`` pixels (checked before decoding); a
+body that stops arriving gets 408 (:mod:`.body_guard`); a request that is not ``multipart/form-data`` or a file part
+whose type is not an image gets 415; an empty, truncated or undecodable image gets 422 – each with a one-line
+``detail`` message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
-import json
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,23 +37,23 @@ from typing import Any
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import UsageError
 from ..faces.detect import FaceDetector
 from ..faces.imageio import MAX_PIXELS, ImageLoadError, load_image
 from ..faces.recognizer import ClassifierBackend, Recognizer, create_backend
 from . import DEFAULT_MAX_UPLOAD_MB
+from .body_guard import DEFAULT_READ_TIMEOUT, BodyGuardMiddleware
+from .memory import TRIM_PIXELS, DecodeSlots, ImageTooLargeError, default_max_decodes, header_pixels, release_memory
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Part content types accepted besides ``image/*`` (the bytes are decoded and checked anyway).
 GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
-#: Oversized bodies up to this many times the limit are read and discarded before the 413 is sent, so that clients
-#: that write the whole body before reading (curl, httpx, most libraries) see the 413 instead of a reset.
-DRAIN_FACTOR = 4
-
 log = logging.getLogger("pcnn_fer.serve")
 
 
@@ -68,13 +74,17 @@ class LockedBackend:
 
 class InferenceService:
     """The model, loaded once, behind a pool of ``workers`` recognizers (each with its own face detector) that share
-    one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread."""
+    one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread. At most
+    ``max_decodes`` images (default: the CPU cores) are decoded and analysed at once."""
 
     def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "torch", device: str = "cpu",
                  detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS, max_decodes: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if max_pixels < 1:
+            raise UsageError(f"max_pixels must be at least 1, got {max_pixels}")
+        self.decodes = DecodeSlots(max_decodes or default_max_decodes())
         if threads:
             import torch
 
@@ -113,87 +123,20 @@ class InferenceService:
 
     def predict(self, data: bytes, source: str | None = None) -> dict[str, Any]:
         """Decode ``data`` and recognise its faces → the ``pcnn predict`` JSON record. Raises
-        :class:`~pcnn_fer.faces.imageio.ImageLoadError` for inputs that cannot be decoded."""
-        rgb = load_image(data, max_pixels=self.max_pixels)  # decoded outside the pool: decoding runs in parallel
-        with self.borrow() as rec:
-            result = rec.predict_array(rgb, source=source)
+        :class:`~pcnn_fer.deploy.memory.ImageTooLargeError` when the header declares more than ``max_pixels``
+        pixels (nothing is decoded) and :class:`~pcnn_fer.faces.imageio.ImageLoadError` for inputs that cannot be
+        decoded."""
+        pixels = header_pixels(data, self.max_pixels)
+        with self.decodes.hold():  # the decoded image lives only inside a slot: memory is bounded by the slots
+            rgb = load_image(data, max_pixels=self.max_pixels)
+            with self.borrow() as rec:
+                result = rec.predict_array(rgb, source=source)
+            del rgb
+        if pixels and pixels >= TRIM_PIXELS:
+            release_memory()
         with self._count_lock:
             self.served += 1
         return result.to_dict()
-
-
-class BodyLimitMiddleware:
-    """Pure ASGI middleware answering 413 to request bodies larger than ``limit`` bytes, judged on the declared
-    ``Content-Length`` and on the bytes actually received (chunked uploads)."""
-
-    def __init__(self, app: Any, limit: int, message: str) -> None:
-        self.app, self.limit, self.message = app, int(limit), message
-
-    async def _reply(self, send: Any) -> None:
-        body = json.dumps({"detail": self.message}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _drain(self, receive: Any, already: int) -> None:
-        """Read and discard the rest of the body, up to DRAIN_FACTOR × the limit."""
-        seen = already
-        while seen <= DRAIN_FACTOR * self.limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            seen += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Pass the request on, or answer 413 when its body is too large."""
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            if int(declared) <= DRAIN_FACTOR * self.limit:
-                await self._drain(receive, 0)
-            await self._reply(send)
-            return
-        state = {"received": 0, "exceeded": False, "replied": False, "started": False}
-
-        async def limited_receive() -> dict:
-            """The app's receive: counts body bytes, drains and disconnects past the limit."""
-            if state["exceeded"]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit:
-                    state["exceeded"] = True
-                    if message.get("more_body", False):
-                        await self._drain(receive, state["received"])
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: dict) -> None:
-            """The app's send, replaced by the 413 once the limit was exceeded."""
-            if state["exceeded"]:
-                if not state["replied"] and not state["started"]:
-                    state["replied"] = True
-                    await self._reply(send)
-                return
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not state["exceeded"]:
-                raise
-        if state["exceeded"] and not state["replied"] and not state["started"]:
-            state["replied"] = True
-            await self._reply(send)
 
 
 class FaceRecord(BaseModel):
@@ -229,6 +172,9 @@ class Health(BaseModel):
     detector: str
     workers: int
     max_upload_mb: float
+    max_pixels: int
+    max_decodes: int
+    read_timeout_s: float
     version: str
     served: int
 
@@ -243,19 +189,61 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
+def docs_assets_dir() -> Path | None:
+    """The folder of the local Swagger UI script and style shipped by ``fastapi-offline``, or None without it."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = Path(fastapi_offline.__file__).resolve().parent / "static"
+    needed = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
+    return folder if all((folder / name).is_file() for name in needed) else None
+
+
+def add_docs_pages(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from local copies of its script and style (``/docs-assets``), so that it works offline;
+    without ``fastapi-offline`` a plain page that says how to get it and links the raw schema. (No ``/redoc``: ReDoc
+    loads its logo from the web.)"""
+    assets = docs_assets_dir()
+    title = f"{app.title} API"
+    if assets is None:
+        @app.get("/docs", include_in_schema=False)
+        async def docs_unavailable() -> HTMLResponse:
+            """A plain page: the interactive one needs fastapi-offline."""
+            return HTMLResponse(f"<!doctype html><title>{title}</title><h1>{title}</h1><p>The interactive API page "
+                                "needs the <code>fastapi-offline</code> package (<code>pip install "
+                                "fastapi-offline</code>, part of the <code>deploy</code> extra). The OpenAPI schema "
+                                f'is at <a href="{app.openapi_url}">{app.openapi_url}</a>.</p>')
+        return
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        """Swagger UI (local script; the online validator badge is off)."""
+        return get_swagger_ui_html(openapi_url=str(app.openapi_url), title=title,
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+
 def create_app(service: InferenceService | None = None, *, checkpoint: Any = "default", backend: str = "torch",
                device: str = "cpu", detector: str | FaceDetector = "auto",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2, threads: int | None = None,
-               ) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,
+               read_timeout: float = DEFAULT_READ_TIMEOUT) -> FastAPI:
     """The FastAPI application. Pass a ready :class:`InferenceService` or the options to build one (the model is
-    loaded here, once)."""
+    loaded here, once). ``read_timeout``: seconds an upload may go without sending any bytes before it gets 408."""
     from .. import __version__
     from ..faces.draw import class_color
     from ..models.pcnn import REGIONS
 
-    if max_upload_mb <= 0:
-        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
-    service = service or InferenceService(checkpoint, backend, device, detector, workers, threads)
+    if not max_upload_mb > 0:
+        raise UsageError(f"max_upload_mb must be positive, got {max_upload_mb}")
+    if not read_timeout > 0:
+        raise UsageError(f"read_timeout must be positive, got {read_timeout}")
+    service = service or InferenceService(checkpoint, backend, device, detector, workers, threads,
+                                          max_pixels=max_pixels, max_decodes=max_decodes)
     limit = int(max_upload_mb * 2**20)
     limit_text = f"{max_upload_mb:g} MB"
 
@@ -264,10 +252,15 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         version=__version__,
         description="Facial expression recognition with PCNN. Upload a photo to `POST /predict` (multipart field "
                     "`file`); every face found is returned with its box, landmarks, expression, class probabilities "
-                    f"and the probabilities of each of PCNN's five regions. Uploads are limited to {limit_text}.")
+                    f"and the probabilities of each of PCNN's five regions. Uploads are limited to {limit_text} "
+                    f"and {service.max_pixels / 1e6:g} MP.",
+        docs_url=None, redoc_url=None)
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, limit=limit + 64 * 1024,
-                       message=f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)")
+    app.add_middleware(BodyGuardMiddleware, limit=limit + 64 * 1024,
+                       message=f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)",
+                       read_timeout=read_timeout,
+                       timeout_message=f"upload stalled: no data for {read_timeout:g} s (pcnn serve --read-timeout)")
+    add_docs_pages(app)
 
     def error(status: int, detail: str) -> HTTPException:
         """An HTTP error with a one-line JSON detail."""
@@ -301,11 +294,14 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         return {"status": "ok", "backend": service.backend_name, "classes": list(service.classes),
                 "input_size": int(service.config.input_size), "regions": list(REGIONS),
                 "colors": {c: _hex(class_color(c)) for c in service.classes}, "detector": service.detector_name,
-                "workers": service.workers, "max_upload_mb": max_upload_mb, "version": __version__,
+                "workers": service.workers, "max_upload_mb": max_upload_mb, "max_pixels": service.max_pixels,
+                "max_decodes": service.decodes.limit, "read_timeout_s": read_timeout, "version": __version__,
                 "served": service.served}
 
     @app.post("/predict", response_model=PredictionRecord, summary="Recognise the expressions of all faces in a photo",
-              responses={413: {"model": Error, "description": "upload larger than the limit"},
+              responses={408: {"model": Error, "description": "the upload stopped arriving (--read-timeout)"},
+                         413: {"model": Error, "description": "upload larger than the limit, or an image with more "
+                                                              "pixels than the limit (from its header)"},
                          415: {"model": Error, "description": "not multipart/form-data, or the file is not an image"},
                          422: {"model": Error, "description": "empty, truncated or undecodable image"}})
     async def predict(request: Request,
@@ -331,6 +327,8 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         started = time.perf_counter()
         try:
             record = await run_in_threadpool(service.predict, data, name)
+        except ImageTooLargeError as e:
+            raise error(413, f"cannot use {name!r}: {e.reason}") from None
         except ImageLoadError as e:
             raise error(422, f"cannot use {name!r}: {e.reason}") from None
         except Exception as e:  # noqa: BLE001 - report, never crash the server
@@ -381,13 +379,46 @@ def serve_in_background(app: Any, host: str = "127.0.0.1", port: int = 0, log_le
         thread.join(timeout=15)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any) -> None:
-    """Load the model, build the app (:func:`create_app` ``options``) and serve it with uvicorn until interrupted."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: any free port), ready for uvicorn. Raises
+    :class:`~pcnn_fer.errors.UsageError` naming the address when the port is out of range, busy or not ours."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a TIME_WAIT port is reusable
+        sock.bind((address, port))
+    except OSError as e:
+        sock.close()
+        why = "the port is already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise UsageError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The ``http://host:port`` base URL of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_on_socket(app: Any, sock: socket.socket, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn on an already bound socket until interrupted."""
     import uvicorn
 
-    app = create_app(**options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    config = uvicorn.Config(app, log_level=log_level)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
-__all__ = ["create_app", "InferenceService", "BodyLimitMiddleware", "LockedBackend", "serve", "serve_in_background",
-           "is_loopback", "STATIC_DIR", "DEFAULT_MAX_UPLOAD_MB"]
+def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any) -> None:
+    """Bind ``host``:``port`` first (a busy port fails before the model is loaded), then build the app
+    (:func:`create_app` ``options``) and serve it with uvicorn until interrupted."""
+    sock = bind_socket(host, port)
+    with sock:
+        run_on_socket(create_app(**options), sock, log_level)
+
+
+__all__ = ["create_app", "InferenceService", "BodyGuardMiddleware", "LockedBackend", "serve", "serve_in_background",
+           "bind_socket", "run_on_socket", "url_of", "is_loopback", "add_docs_pages", "STATIC_DIR",
+           "DEFAULT_MAX_UPLOAD_MB"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_parser", "run_train", "run_evaluate", "run_cv"]
+from .precision import AMP_CHOICES
+
+__all__ = ["add_align_flag", "add_parser", "run_train", "run_evaluate", "run_cv"]
 
 
 def _positive_int(text: str) -> int:
@@ -25,6 +27,10 @@ def _cap(text: str) -> int:
 def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Flags that override recipe fields (None = keep the recipe's value)."""
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    g.add_argument("--model", help="model preset, e.g. an ablation baseline: small-resnet, small-resnet-wide, "
+                                   "small-global, small-nomdim (see docs/robustness.md)")
+    g.add_argument("--loss", choices=["two-phase", "ce"], help="training loss (ce: cross-entropy of the global "
+                                                               "logits only, the ablation of the two-phase loss)")
     g.add_argument("--epochs", type=_positive_int, help="number of epochs")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--batch-size", type=_positive_int, help="global batch size (split across DDP processes)")
@@ -35,6 +41,8 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema-decay", type=float, help="validate and ship an EMA of the weights (e.g. 0.998; 0 = off)")
+    g.add_argument("--init-lr-scale", type=float,
+                   help="with --init: learning-rate factor of the pretrained tensors (the heads keep --lr)")
     g.add_argument("--augment", help="augmentation preset (paper, strong, none)")
     g.add_argument("--input-size", type=_positive_int, help="model input size in pixels")
     g.add_argument("--max-steps", type=_cap, help="cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
@@ -46,12 +54,16 @@ def _add_recipe_overrides(p: argparse.ArgumentParser) -> None:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
-                   help="mixed precision on CUDA (fp16 uses a GradScaler)")
+    g.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision: auto (default) = bf16 on CPUs with native bf16 and on CUDA, else fp32; "
+                        "fp16 (CUDA only) uses a GradScaler")
     g.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster on GPUs; 1.2x for the small preset on a CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training model")
     g.add_argument("--balanced", action="store_true", help="class-balanced sampling (with replacement)")
+    g.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled model "
+                        "(default, fer2013); heads are mapped by class name")
     g.add_argument("--init-resnet", metavar="PATH",
                    help="initialise the trunks from a torchvision-format ResNet-18 (e.g. MS-Celeb) state dict")
     g.add_argument("--mode", help="training label mode for datasets that have several (FERPlus: majority, plurality, "
@@ -66,6 +78,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--cache-dir", help="decoded-tensor cache (default $PCNN_FER_CACHE or ~/.cache/pcnn_fer)")
     g.add_argument("--no-cache", action="store_true", help="decode the images without the on-disk cache")
+    add_align_flag(g)
+
+
+def add_align_flag(p: Any) -> None:
+    """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
+    p.add_argument("--align-faces", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode each image as its face, detected and aligned as pcnn predict does (images without a "
+                        "face: centre crop, counted); default: on for JAFFE, off for other datasets")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -106,10 +126,12 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
     e.add_argument("--batch-size", type=_positive_int, default=256)
     e.add_argument("--device", default="auto")
-    e.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    e.add_argument("--amp", default="none", choices=AMP_CHOICES,
+                   help="autocast precision (auto = bf16 where the CPU/GPU has it natively; default fp32)")
     e.add_argument("--out", required=True, help="output folder for metrics.json and confusion.png")
     e.add_argument("--cache-dir")
     e.add_argument("--no-cache", action="store_true")
+    add_align_flag(e)
     e.set_defaults(func=run_evaluate)
 
     c = subparsers.add_parser(
@@ -118,7 +140,9 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--dataset", required=True)
     c.add_argument("--root", required=True)
     c.add_argument("--folds", type=_positive_int, default=10, help="number of folds (kfold protocol)")
-    c.add_argument("--protocol", default="kfold", choices=["kfold", "loso"])
+    c.add_argument("--protocol", default="kfold", choices=["kfold", "loso", "random"],
+                   help="kfold / loso: subject-independent (default kfold); random: subject-dependent stratified "
+                        "k-fold (a subject's images may be in train and test)")
     c.add_argument("--recipe", "--preset", dest="recipe", default="paper")
     c.add_argument("--out", required=True)
     c.add_argument("--only-folds", type=int, nargs="+", metavar="K", help="run only these fold indices")
@@ -130,8 +154,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 RECIPE_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs",
-                "label_smoothing", "ema_decay", "augment", "input_size", "max_steps", "max_val_samples",
-                "select_metric")
+                "label_smoothing", "ema_decay", "init_lr_scale", "augment", "input_size", "max_steps",
+                "max_val_samples", "select_metric", "model", "loss")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,13 +173,13 @@ def train_options(args: argparse.Namespace, out: str) -> Any:
 
     return TrainOptions(dataset=args.dataset, root=args.root, out=out, device=args.device, amp=args.amp,
                         channels_last=args.channels_last, compile=args.compile, balanced=args.balanced,
-                        init_resnet=args.init_resnet, mode=args.mode, val_mode=args.val_mode,
+                        init_resnet=args.init_resnet, init=args.init, mode=args.mode, val_mode=args.val_mode,
                         val_fraction=args.val_fraction, seed=args.seed,
                         select_on=getattr(args, "select_on", None),
                         allow_test_selection=getattr(args, "allow_test_selection", False),
                         max_train_samples=args.max_train_samples, eval_batch_size=args.eval_batch_size,
                         progress=not args.no_progress, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                        time_budget=getattr(args, "time_budget", None))
+                        time_budget=getattr(args, "time_budget", None), align_faces=args.align_faces)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""``pcnn cv``: subject-independent cross-validation (CK+: 10 folds by subject; JAFFE: 10 folds or LOSO).
+"""``pcnn cv``: cross-validation, subject-independent by default (CK+: 10 folds by subject; JAFFE: 10 folds or LOSO),
+subject-dependent with ``--protocol random``.
 
 Each fold trains on the other folds' subjects (a validation split carved from them, by subject, selects the epoch)
 and is evaluated once on its own subjects. Every fold lives in ``OUT/foldNN`` (a normal run directory plus
@@ -16,9 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import get_dataset
-from ..data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
-from ..data.protocols import cross_validation, train_val_split
+from ..data.align import FaceAligner, face_summary, wants_alignment
+from ..data.datasets import dataset_root, get_dataset
+from ..data.loader import load_tensor_data
+from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
 from ..weights import load_model
 from .checkpoint import load_checkpoint
 from .distributed import env_world_size
@@ -45,14 +47,15 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
     if env_world_size() > 1:
         raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
     reader = get_dataset(opts.dataset)
-    root = Path(opts.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
     split = reader.load(root, reader.train_split, opts.mode)
-    if split.subjects is None:
-        raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible")
-    tag_rows(split)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    subject_independent = protocol != "random"
+    if subject_independent and split.subjects is None:
+        raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
+                         "(--protocol random gives subject-dependent folds)")
     fold_list = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
     if only_folds:
         bad = [k for k in only_folds if not 0 <= k < len(fold_list)]
@@ -60,9 +63,12 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
             raise ValueError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
         fold_list = [f for f in fold_list if f.index in set(only_folds)]
     device = resolve_device(opts.device)
-    full, where = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
-    log(f"{reader.name}: {len(split)} images, {len(set(split.subjects))} subjects, {protocol} with "
-        f"{len(fold_list)} fold(s), recipe {recipe.name}")
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
+    full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache, aligner, log)
+    detector = aligner.name if aligner else None
+    subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
+    log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
+        f"recipe {recipe.name}")
     results = []
     for fold in fold_list:
         fold_dir = out / f"fold{fold.index:02d}"
@@ -76,16 +82,18 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
         val_data = None
         if use_val:
             train_split, val_split = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
-                                                     by_subject=True)
-            val_data = full.subset(subset_rows(where, rows_of(val_split), "val"), name=f"fold{fold.index}-val")
-        train_data = full.subset(subset_rows(where, rows_of(train_split), "train"), name=f"fold{fold.index}-train")
-        test_data = full.subset(subset_rows(where, rows_of(test_split), "test"), name=f"fold{fold.index}-test")
+                                                     by_subject=subject_independent)
+            val_data = full.subset(val_split, name=f"fold{fold.index}-val")
+        train_data = full.subset(train_split, name=f"fold{fold.index}-train")
+        test_data = full.subset(test_split, name=f"fold{fold.index}-test")
         resume_state = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
         info = {"dataset": reader.name, "fold": fold.index, "test_subjects": list(fold.test_subjects),
-                "val_split": f"fold{fold.index} train-val({opts.val_fraction:g}, by subject)" if use_val else None,
-                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0}
+                "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
+                              f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
+                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0,
+                "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
         log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
-            f"({len(fold.test_subjects)} subjects)")
+            + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
         if resume_state is None or int(resume_state["epoch"]) < recipe.epochs:
             fit(recipe, replace(opts, out=str(fold_dir)), train_data, val_data, fold_dir, resume_state=resume_state,
                 info=info, log=log)
@@ -96,7 +104,8 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
                    "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                    "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                    "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
-                   "fold": fold.index, "test_subjects": list(fold.test_subjects)}
+                   "fold": fold.index, "test_subjects": list(fold.test_subjects),
+                   "face_alignment": face_summary([test_data], detector)}
         write_json(metrics_path, metrics)
         plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                        title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
@@ -104,9 +113,11 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
         results.append(metrics)
     summary = _summary(reader.name, protocol, len(cross_validation(split, protocol, folds, opts.seed)), results,
                        recipe, opts, use_val)
+    summary["face_alignment"] = face_summary([full], detector)
     write_json(out / "cv.json", summary)
-    log(f"{reader.name} {protocol}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f}% over "
-        f"{len(results)} fold(s) (pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
+    log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
+        f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "
+        f"(pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
     return summary
 
 
@@ -117,14 +128,16 @@ def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[s
     correct = sum(sum(row[i] for i, row in enumerate(r["confusion_matrix"])) for r in results)
     total = sum(r["num_samples"] for r in results)
     return {
-        "dataset": dataset, "protocol": protocol, "folds": total_folds, "complete": len(results) == total_folds,
+        "dataset": dataset, "protocol": protocol, "protocol_description": PROTOCOLS[protocol],
+        "subject_independent": protocol != "random", "folds": total_folds, "complete": len(results) == total_folds,
         "per_fold": [{"fold": r["fold"], "accuracy": r["accuracy"], "mean_class_accuracy": r["mean_class_accuracy"],
                       "num_samples": r["num_samples"], "test_subjects": r["test_subjects"]} for r in results],
         "accuracy_mean": acc_mean, "accuracy_std": acc_std,
         "mean_class_accuracy_mean": mca_mean, "mean_class_accuracy_std": mca_std,
         "pooled_accuracy": 100.0 * correct / total if total else float("nan"),
         "std": "population standard deviation over folds (ddof=0)",
-        "selection": "validation split carved by subject from each fold's train" if use_val else "last epoch",
+        "selection": (f"validation split carved ({'stratified' if protocol == 'random' else 'by subject'}) from "
+                      "each fold's train") if use_val else "last epoch",
         "recipe": recipe.to_dict(), "options": opts.to_dict(),
     }
 

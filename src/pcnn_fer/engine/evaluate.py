@@ -10,6 +10,7 @@ name: predictions are restricted to the classes both share, and samples of a cla
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +18,33 @@ import numpy as np
 import torch
 
 from ..classes import canonical_name, class_mapping, describe_mapping
-from ..data.datasets import DatasetError, DatasetReader, Split, get_dataset
+from ..data.align import FaceAligner, face_summary, wants_alignment
+from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
-from ..weights import WeightsError, load_model
+from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
+from .precision import resolve_amp
 from .recipes import Recipe
 from .train import resolve_device
 
-__all__ = ["METRIC_KEYS", "default_split", "evaluate_command", "evaluate_split", "load_any_model"]
+__all__ = ["METRIC_KEYS", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split", "load_any_model",
+           "load_target", "match_classes", "metrics_of_logits"]
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint")
+                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
+                                "face_alignment")
 
 
 def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
     """A PCNN in eval mode from ``default``, a run directory, a ``.safetensors`` model, a training checkpoint
     (``last.pt``) or an official PCNN ``.pth``; WeightsError (a ValueError) when it cannot be used."""
-    if str(checkpoint) == "default":
-        return load_model("default", device=device)
+    if str(checkpoint) in BUNDLED_MODELS:
+        return load_model(checkpoint, device=device)
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise WeightsError(f"no such checkpoint: {path}")
@@ -74,22 +79,9 @@ def default_split(reader: DatasetReader, root: str | Path) -> str:
     return present[0]
 
 
-def evaluate_split(
-    model: PCNN,
-    split: Split,
-    device: torch.device,
-    batch_size: int = 256,
-    tta: str | None = None,
-    amp: str = "none",
-    cache: str | Path | None = None,
-    use_cache: bool = True,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
-
-    Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
-    ``mean_class_accuracy``, ``per_class_accuracy`` and ``confusion_matrix`` (rows = true class).
-    """
+def match_classes(model: PCNN, split: Split, log: Any = print) -> tuple[Split, dict[int, int]]:
+    """``split`` without the samples of classes the model lacks (logged) and the dataset → model class-index
+    mapping of the classes both share (by canonical name)."""
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to evaluate")
     model_classes = tuple(model.classes)
@@ -111,57 +103,114 @@ def evaluate_split(
         split = split.subset(keep)
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name}: no sample of a class the model knows")
-    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache)
-    model = model.to(device).eval()
-    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
-                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+    return split, mapping
+
+
+def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
+                      split_classes: tuple[str, ...], num_model_classes: int) -> dict[str, Any]:
+    """Metrics of model ``logits`` against dataset ``labels``, predicting only the classes of ``mapping``
+    (:func:`match_classes`): ``classes`` (the shared ones, in the dataset's order) plus
+    :func:`~pcnn_fer.engine.loop.metrics_from_confusion`'s keys."""
     shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
-    allowed = torch.full((len(model_classes),), float("-inf"), device=logits.device)
+    allowed = torch.full((num_model_classes,), float("-inf"), device=logits.device)
     allowed[[mapping[i] for i in shared_ds]] = 0.0
     pred_model = (logits + allowed).argmax(1).cpu()
-    pos_of_model = torch.full((len(model_classes),), -1, dtype=torch.long)
-    pos_of_ds = torch.full((len(split.classes),), -1, dtype=torch.long)
+    pos_of_model = torch.full((num_model_classes,), -1, dtype=torch.long)
+    pos_of_ds = torch.full((len(split_classes),), -1, dtype=torch.long)
     for k, ds in enumerate(shared_ds):
         pos_of_model[mapping[ds]] = k
         pos_of_ds[ds] = k
     pred = pos_of_model[pred_model]
-    target = pos_of_ds[data.labels.cpu()]
-    classes = [split.classes[i] for i in shared_ds]
+    target = pos_of_ds[labels.cpu()]
+    classes = [split_classes[i] for i in shared_ds]
     cm = confusion_matrix(pred, target, len(classes))
     return {"classes": classes, **metrics_from_confusion(cm, classes)}
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
-    """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+def evaluate_split(
+    model: PCNN,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 256,
+    tta: str | None = None,
+    amp: str = "none",
+    cache: str | Path | None = None,
+    use_cache: bool = True,
+    log: Any = print,
+    align: FaceAligner | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
+
+    Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
+    ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
+    ``face_alignment`` (with ``align``, faces aligned when decoding: the count of faces found and centre-square
+    fallbacks; else None).
+    """
+    split, mapping = match_classes(model, split, log)
+    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache, align, log)
+    model = model.to(device).eval()
+    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+    return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes)),
+            "face_alignment": face_summary([data], align.name if align else None)}
+
+
+@dataclass
+class EvaluationTarget:
+    """A loaded model and the dataset split the command line names (``pcnn evaluate``, ``pcnn robustness``)."""
+
+    reader: DatasetReader
+    device: torch.device
+    amp: str  # resolved: none, bf16 or fp16
+    model: PCNN
+    split_name: str
+    split: Split
+    subset: str | None  # file name of the subset list, if one was applied
+
+    @property
+    def title(self) -> str:
+        """``dataset/split`` plus ``[subset]``."""
+        return f"{self.reader.name}/{self.split_name}" + (f" [{self.subset}]" if self.subset else "")
+
+
+def load_target(args: argparse.Namespace) -> EvaluationTarget:
+    """Resolve ``--dataset --root --device --amp --checkpoint --split --mode --subset-list`` (printing the
+    precision used) into an :class:`EvaluationTarget`."""
     reader = get_dataset(args.dataset)
-    root = Path(args.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)
-    if args.amp != "none" and device.type != "cuda":
-        raise ValueError(f"--amp {args.amp} needs a CUDA device")
+    amp, amp_reason = resolve_amp(args.amp, device)
+    print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp})")
     model = load_any_model(args.checkpoint, device=device)
     split_name = args.split or default_split(reader, root)
     split = reader.load(root, split_name, args.mode)
-    subset_name = None
+    subset = None
     if args.subset_list:
         split = apply_subset(split, args.subset_list)
-        subset_name = Path(args.subset_list).name
+        subset = Path(args.subset_list).name
+    return EvaluationTarget(reader, device, amp, model, split_name, split, subset)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+    target = load_target(args)
+    reader, model, split_name, split, subset_name = (target.reader, target.model, target.split_name, target.split,
+                                                     target.subset)
     print(f"evaluating {args.checkpoint} ({len(model.classes)} classes, {model.config.input_size}px) on "
-          f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "") + f": {len(split)} samples")
-    result = evaluate_split(model, split, device, batch_size=args.batch_size,
-                            tta=None if args.tta == "none" else args.tta, amp=args.amp,
-                            cache=args.cache_dir, use_cache=not args.no_cache)
+          f"{target.title}: {len(split)} samples")
+    result = evaluate_split(model, split, target.device, batch_size=args.batch_size,
+                            tta=None if args.tta == "none" else args.tta, amp=target.amp,
+                            cache=args.cache_dir, use_cache=not args.no_cache,
+                            align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
                "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
-               "checkpoint": str(args.checkpoint)}
+               "checkpoint": str(args.checkpoint), "face_alignment": result["face_alignment"]}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
-    title = f"{reader.name}/{split_name}" + (f" [{subset_name}]" if subset_name else "")
     plot_confusion(out / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
-                   title=f"{title}: {metrics['accuracy']:.2f}%")
+                   title=f"{target.title}: {metrics['accuracy']:.2f}%")
     print(f"accuracy {metrics['accuracy']:.2f}% (mean-class {metrics['mean_class_accuracy']:.2f}%) on "
           f"{metrics['num_samples']} samples -> {out / 'metrics.json'}")
     return 0

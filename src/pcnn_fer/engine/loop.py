@@ -107,7 +107,7 @@ def train_epoch(
         correct += (global_logits.detach().argmax(1) == labels).sum()
         bar.update(1)
         if bar.disable is False and (step % log_every == 0 or step == len(batches) - 1):
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -24,27 +24,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.datasets import DatasetError, DatasetReader, get_dataset
+from ..data.align import FaceAligner, face_summary, wants_alignment
+from ..data.datasets import DatasetError, DatasetReader, dataset_root, get_dataset
 from ..data.loader import (
     TensorData,
     epoch_batches,
     load_tensor_data,
-    rows_of,
     sample_weights_balanced,
     seed_for,
-    subset_rows,
-    tag_rows,
 )
 from ..data.protocols import train_val_split
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
-from ..loss import TwoPhaseLoss
+from ..loss import make_loss
 from ..models.pcnn import PCNN
 from ..weights import load_resnet_trunks, save_model
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .distributed import DistInfo, barrier, broadcast_int, cleanup, init_distributed
 from .ema import WeightAverage
+from .finetune import init_from_pretrained, is_head_parameter
 from .logs import plot_history, write_history, write_json
-from .loop import AMP_DTYPES, evaluate_data, train_epoch
+from .loop import evaluate_data, train_epoch
+from .precision import AMP_CHOICES, resolve_amp
 from .recipes import Recipe
 
 __all__ = ["TrainOptions", "build_optimizer", "build_scheduler", "fit", "load_train_val", "lr_factor",
@@ -62,11 +62,12 @@ class TrainOptions:
     root: str
     out: str
     device: str = "auto"
-    amp: str = "none"
+    amp: str = "auto"  # none, bf16, fp16, or auto (bf16 where the hardware has it natively)
     channels_last: bool = False
     compile: bool = False
     balanced: bool = False
     init_resnet: str | None = None
+    init: str | None = None  # fine-tune from a trained PCNN (run dir, .safetensors, official .pth, bundled name)
     mode: str | None = None  # training label mode (None: recipe's, if the dataset has it, else the dataset default)
     val_mode: str | None = None
     val_fraction: float = 0.1
@@ -79,10 +80,13 @@ class TrainOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     time_budget: float | None = None  # minutes; fewer epochs (decided during warm-up) so that the run fits
+    align_faces: bool | None = None  # decode face-aligned (None: the dataset's default, on for JAFFE)
 
     def __post_init__(self) -> None:
-        if self.amp not in AMP_DTYPES:
-            raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.init and self.init_resnet:
+            raise ValueError("--init and --init-resnet exclude each other (one source of initial weights)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
@@ -100,6 +104,7 @@ class TrainOptions:
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {f.name for f in fields(cls)}
+        data = {"align_faces": False, **data}  # runs stored before the option decoded without alignment
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -129,14 +134,20 @@ def resolve_device(name: str | None, dist_info: DistInfo | None = None) -> torch
     return device
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW with the recipe's weight decay (optionally not on BN / biases)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if recipe.decay_norm_bias:
-        groups = [{"params": [p for _, p in params], "weight_decay": recipe.weight_decay}]
-    else:
-        groups = [{"params": [p for _, p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
-                  {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, recipe: Recipe, finetune: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW with the recipe's weight decay (optionally not on BN / biases).
+
+    When ``finetune`` (a run started with ``--init``), everything but the heads learns at ``lr * init_lr_scale``.
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            slow = finetune and not is_head_parameter(name)
+            decay = recipe.decay_norm_bias or p.ndim > 1
+            groups.setdefault((slow, decay), []).append(p)
+    groups = [{"params": params, "weight_decay": recipe.weight_decay if decay else 0.0,
+               "lr": recipe.lr * (recipe.init_lr_scale if slow else 1.0)}
+              for (slow, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
                                nesterov=recipe.nesterov and recipe.momentum > 0)
@@ -203,9 +214,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     own validation split, else a seeded validation split carved from train (by subject where subjects are known).
     """
     reader = get_dataset(opts.dataset)
-    root = Path(opts.root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+    root = dataset_root(opts.root, reader.name)
     train_mode = _mode_for(reader, opts.mode, recipe.label_mode)
     val_mode = _mode_for(reader, opts.val_mode, recipe.val_mode)
     present = reader.splits(root)
@@ -219,6 +228,8 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_split = reader.load(root, train_name, train_mode)
     info: dict[str, Any] = {"dataset": reader.name, "train_split": train_name, "train_mode": train_mode,
                             "val_mode": val_mode, "test_selection": False}
+    aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
+    decode = {"cache": opts.cache_dir, "use_cache": opts.use_cache, "align": aligner, "log": log}
     val_name = opts.select_on
     if val_name is None:
         if reader.val_split is not None and reader.val_split in present:
@@ -236,16 +247,15 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
         if val_name not in present:
             raise DatasetError(f"{reader.name}: no split {val_name!r} under {root}; present: {', '.join(present)}")
         val_split = reader.load(root, val_name, val_mode)
-        train_data, _ = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
-        val_data, _ = load_tensor_data(val_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
+        train_data, _ = load_tensor_data(train_split, recipe.input_size, device, **decode)
+        val_data, _ = load_tensor_data(val_split, recipe.input_size, device, **decode)
         info["val_split"] = val_name
     else:
-        tag_rows(train_split)
         tr, va = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
                                  by_subject=train_split.subjects is not None)
-        full, where = load_tensor_data(train_split, recipe.input_size, device, opts.cache_dir, opts.use_cache)
-        train_data = full.subset(subset_rows(where, rows_of(tr), "train"), name=f"{full.name}-minus-val")
-        val_data = full.subset(subset_rows(where, rows_of(va), "val"), name=f"{full.name}-val")
+        full, _ = load_tensor_data(train_split, recipe.input_size, device, **decode)
+        train_data = full.subset(tr, name=f"{full.name}-minus-val")
+        val_data = full.subset(va, name=f"{full.name}-val")
         how = "by subject" if train_split.subjects is not None else "stratified"
         info["val_split"] = f"{train_name}-val({opts.val_fraction:g}, {how}, seed {opts.seed})"
     if len(train_data) == 0 or len(val_data) == 0:
@@ -255,6 +265,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     train_data = _seeded_subset(train_data, opts.max_train_samples, opts.seed, "train")
     val_data = _seeded_subset(val_data, recipe.max_val_samples, opts.seed, "val")
     info["num_train"], info["num_val"] = len(train_data), len(val_data)
+    info["face_alignment"] = face_summary([train_data, val_data], aligner.name if aligner else None)
     return train_data, val_data, info
 
 
@@ -305,8 +316,12 @@ def fit(
     device = train_data.device
     main = dist_info.is_main
     say = log if main else (lambda *a, **k: None)
-    if opts.amp != "none" and device.type != "cuda":
-        raise ValueError(f"--amp {opts.amp} needs a CUDA device (training runs on {device})")
+    amp, amp_reason = resolve_amp(opts.amp, device)
+    # On a CPU, bf16 validation changes the accuracy (docs/performance.md): selection and shipped figures stay fp32.
+    eval_amp = amp if device.type == "cuda" else "none"
+    info["amp"] = {"requested": opts.amp, "used": amp, "reason": amp_reason, "validation": eval_amp}
+    say(f"precision: {'fp32' if amp == 'none' else amp} autocast ({amp_reason}; --amp {opts.amp}); "
+        f"validation in {'fp32' if eval_amp == 'none' else eval_amp}")
     _setup_backends(device)
     _seed_everything(opts.seed)
 
@@ -315,10 +330,14 @@ def fit(
         skipped = load_resnet_trunks(model, opts.init_resnet)
         say(f"initialised the trunks from {opts.init_resnet}" + (f" ({len(skipped)} tensors skipped)"
                                                                  if skipped else ""))
+    if opts.init and resume_state is None:
+        report = init_from_pretrained(model, opts.init)
+        say(report.describe())
+        info["init"] = report.to_dict()
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, recipe)
+    optimizer = build_optimizer(model, recipe, finetune=bool(opts.init))
     ema = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
     weights = sample_weights_balanced(train_data.labels, train_data.num_classes) if opts.balanced else None
 
@@ -331,8 +350,8 @@ def fit(
     steps_per_epoch = len(batches_for(0))
     current = {"recipe": recipe}
     scheduler = build_scheduler(optimizer, lambda: current["recipe"], steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp == "fp16" and device.type == "cuda")
-    loss_fn = TwoPhaseLoss(recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+    loss_fn = make_loss(recipe.loss, recipe.alpha, recipe.beta, label_smoothing=recipe.label_smoothing).to(device)
     augment = BatchAugment(recipe.input_size, model.config.mean, model.config.std,
                                  AUGMENT_PRESETS[recipe.augment])
 
@@ -381,7 +400,7 @@ def fit(
         generator = torch.Generator(device=device).manual_seed(seed_for(opts.seed, epoch, dist_info.rank, 1))
         train_model.train()
         stats = train_epoch(train_model, train_data, batches_for(epoch), loss_fn, optimizer, scheduler, augment,
-                            generator=generator, amp=opts.amp, scaler=scaler, channels_last=opts.channels_last,
+                            generator=generator, amp=amp, scaler=scaler, channels_last=opts.channels_last,
                             dist_info=dist_info, progress=opts.progress,
                             description=f"epoch {epoch + 1}/{recipe.epochs}",
                             after_step=None if ema is None else (lambda: ema.update(model)))
@@ -389,7 +408,7 @@ def fit(
         val = None
         if val_data is not None:
             val = evaluate_data(selected_model, val_data, recipe.input_size, model.config.mean, model.config.std,
-                                batch_size=opts.eval_batch_size, amp=opts.amp, channels_last=opts.channels_last,
+                                batch_size=opts.eval_batch_size, amp=eval_amp, channels_last=opts.channels_last,
                                 dist_info=dist_info)
         metric = val[select_metric] if val is not None else float(epoch)
         is_best = val is None or metric > best_metric
@@ -465,7 +484,8 @@ def _model_extra(recipe: Recipe, opts: TrainOptions, info: dict[str, Any], epoch
                  val: dict[str, Any] | None) -> dict[str, Any]:
     return {"training": {"dataset": info.get("dataset", opts.dataset), "recipe": recipe.to_dict(), "epoch": epoch,
                          "train_label_mode": info.get("train_mode"), "selected_on": info.get("val_split"),
-                         "test_selection": bool(info.get("test_selection", False))},
+                         "test_selection": bool(info.get("test_selection", False)), "init": info.get("init"),
+                         "amp": info.get("amp")},
             "validation": val}
 
 

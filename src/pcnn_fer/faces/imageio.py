@@ -13,9 +13,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import PCNNError
+from ..imageio import composite, scale_to_uint8, to_rgb_array, upright
 
 #: Default limit on width × height (about a 9000×6000 photo is 54 MP); larger images are skipped, not decoded.
 MAX_PIXELS = 64_000_000
@@ -32,79 +33,31 @@ class ImageLoadError(PCNNError, ValueError):
         self.reason = reason
 
 
-def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Pixel data of any depth → uint8.
-
-    uint8 is kept; bool → 0/255; 16-bit data (and wider integers within 0–65535) ÷ 257; floats in [0, 1] × 255;
-    data already within 0–255 is kept; anything else (negative values, wider ranges) is min–max stretched.
-    """
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    a = arr.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros(arr.shape, np.uint8)
-    lo, hi = float(a[finite].min()), float(a[finite].max())
-    if np.issubdtype(arr.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
-        a = a * 255.0
-    elif lo >= 0 and (arr.dtype == np.uint16 or 255 < hi <= 65535) and not np.issubdtype(arr.dtype, np.floating):
-        a = a / 257.0
-    elif not (lo >= 0 and hi <= 255):
-        a = (a - lo) / max(hi - lo, 1e-12) * 255.0
-    return np.clip(np.where(finite, a, 0.0) + 0.5, 0, 255).astype(np.uint8)
-
-
-def _composite(rgba: np.ndarray, background: int = 255) -> np.ndarray:
-    """Alpha-composite an RGBA uint8 array over a plain background (white by default)."""
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
-    return (rgb + 0.5).astype(np.uint8)
-
-
 def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     """Any HxW, HxWx1, HxWx3 or HxWx4 array (uint8, 16-bit, int, float or bool) → contiguous HxWx3 uint8 RGB."""
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
-        gray = _scale_to_uint8(arr)
+        gray = scale_to_uint8(arr)
         return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageLoadError(f"unsupported array shape {arr.shape} (expected HxW, HxWx3 or HxWx4)")
-    arr = _scale_to_uint8(arr)
+    arr = scale_to_uint8(arr)
     if arr.shape[2] == 4:
-        return _composite(arr)
+        return composite(arr)
     return np.ascontiguousarray(arr)
 
 
 def pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """A PIL image of any mode → HxWx3 uint8 RGB (alpha composited over white, high bit depths scaled)."""
-    mode = img.mode
-    if mode == "RGB":
-        return np.asarray(img, dtype=np.uint8).copy()
-    if mode == "L":
-        return array_to_rgb(np.asarray(img))
-    if mode in ("1",):
-        return array_to_rgb(np.asarray(img.convert("L")))
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        data = np.asarray(img)
-        return array_to_rgb(data.astype(np.uint16) if mode.startswith("I;16") else data)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        return _composite(np.asarray(img.convert("RGBA")))
+    """A PIL image of any mode → HxWx3 uint8 RGB (alpha composited over white, high bit depths scaled).
+
+    The conversion is :func:`pcnn_fer.imageio.to_rgb_array`, the rule dataset readers decode training images by.
+    """
     try:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        return to_rgb_array(img)
     except (ValueError, OSError) as e:
-        raise ImageLoadError(f"unsupported image mode {mode!r} ({e})") from None
-
-
-def _exif_transpose(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored (the pixels are still usable)."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - Pillow raises assorted errors for malformed EXIF data
-        return img
+        raise ImageLoadError(f"unsupported image mode {img.mode!r} ({e})") from None
 
 
 def open_checked(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -157,7 +110,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.size[0] * image.size[1] > max_pixels:
             raise ImageLoadError(f"image too large: {image.size[0]}x{image.size[1]} exceeds {max_pixels} pixels")
-        return pil_to_rgb(_exif_transpose(image))
+        return pil_to_rgb(upright(image))
     if not isinstance(image, (str, Path, bytes, bytearray)):
         raise ImageLoadError(f"cannot read an image from a {type(image).__name__}")
     img = open_checked(image, max_pixels)
@@ -165,8 +118,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
-            img = _exif_transpose(img)
-            return pil_to_rgb(img)
+            return pil_to_rgb(upright(img))
     except ImageLoadError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as e:

@@ -1,5 +1,17 @@
-"""Model architectures: PCNN and its ResNet trunks."""
+"""Model architectures: PCNN, its ResNet trunks and its ablation baselines."""
 
-from .pcnn import MODEL_PRESETS, PCNN, REGIONS, PCNNConfig, count_parameters, create_model, preset_config
+from . import baselines  # noqa: F401 - registers the ablation architectures and their presets
+from .pcnn import (
+    ARCHITECTURES,
+    MODEL_PRESETS,
+    PCNN,
+    REGIONS,
+    PCNNConfig,
+    build_model,
+    count_parameters,
+    create_model,
+    preset_config,
+)
 
-__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "create_model", "preset_config", "count_parameters"]
+__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "ARCHITECTURES", "build_model", "create_model",
+           "preset_config", "count_parameters"]

@@ -16,6 +16,7 @@ modules it uses, is channels_last/torch.compile friendly and identity-initialise
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ class PCNNConfig:
     classes: tuple[str, ...] = ()  # canonical class names; empty → the first num_classes canonical names
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
 
     def __post_init__(self) -> None:
         h1, h2, w1 = self.crop_fractions
@@ -167,6 +169,8 @@ class PCNN(nn.Module):
     def __init__(self, config: PCNNConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         config = replace(config or PCNNConfig(), **overrides)
+        if config.arch != "pcnn":
+            raise ValueError(f"a {config.arch!r} config builds another architecture: use build_model(config)")
         self.config = config
         _, _, c3, c4 = stage_channels(config.width)
         self.regions = FaceRegions(config.crop_fractions)
@@ -230,9 +234,22 @@ def preset_config(name: str, **overrides: Any) -> PCNNConfig:
     return PCNNConfig(**params)
 
 
-def create_model(name: str = "paper", **overrides: Any) -> PCNN:
-    """Build a PCNN from a preset name plus keyword overrides, e.g. ``create_model("compact", num_classes=8)``."""
-    return PCNN(preset_config(name, **overrides))
+#: Architecture name (``PCNNConfig.arch``) → the class built from the config. :mod:`pcnn_fer.models.baselines`
+#: registers the ablation baselines (imported by the package, so they are always there).
+ARCHITECTURES: dict[str, Callable[[PCNNConfig], nn.Module]] = {"pcnn": PCNN}
+
+
+def build_model(config: PCNNConfig) -> nn.Module:
+    """The model of ``config.arch`` (PCNN or an ablation baseline) built from ``config``."""
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {config.arch!r}; available: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[config.arch](config)
+
+
+def create_model(name: str = "paper", **overrides: Any) -> nn.Module:
+    """Build a model from a preset name plus keyword overrides, e.g. ``create_model("compact", num_classes=8)``
+    (a PCNN, or an ablation baseline for presets such as ``small-resnet``)."""
+    return build_model(preset_config(name, **overrides))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -240,5 +257,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "create_model", "preset_config", "count_parameters",
-           "FaceRegions", "MDIM"]
+__all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "ARCHITECTURES", "build_model", "create_model",
+           "preset_config", "count_parameters", "FaceRegions", "MDIM"]

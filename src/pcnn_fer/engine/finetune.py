@@ -1,0 +1,105 @@
+"""Fine-tuning (``pcnn train --init CHECKPOINT``): start a run from a trained PCNN instead of random weights.
+
+Every tensor outside the heads must exist in the source with the same shape (same preset, width and stem), else
+the run stops with one line naming the first mismatching tensors. The global head and the five region heads are
+mapped row by row by canonical class name: a class the source knows keeps its row, a class it lacks starts fresh,
+and source classes the new dataset lacks are dropped. The mapping and the source's sha256 are returned as an
+:class:`InitReport`, printed by the trainer and stored in the run's ``model.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..classes import canonical_name
+from ..models.pcnn import PCNN
+from ..weights import WeightsError, load_model, resolve_model_path
+
+__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_pretrained", "is_head_parameter"]
+
+#: Parameter-name prefixes of the class-specific layers (mapped by class name, trained at the full learning rate).
+HEAD_PREFIXES = ("global_head.", "local_heads.", "local_head.")  # local_head: the global-only baseline's
+
+
+def is_head_parameter(name: str) -> bool:
+    """True for a parameter of the global head or a region head."""
+    return name.startswith(HEAD_PREFIXES)
+
+
+@dataclass
+class InitReport:
+    """Where a fine-tuning run's weights came from and how its classes were mapped."""
+
+    source: str
+    sha256: str
+    copied_tensors: int
+    class_map: dict[str, str | None]  # new class -> source class whose head rows it took (None: fresh)
+    dropped_classes: list[str]  # source classes the new dataset lacks
+
+    def describe(self) -> str:
+        """Several lines for the run's log."""
+        rows = [f"  {new} <- {old}" if old else f"  {new} <- (new class, fresh head rows)"
+                for new, old in self.class_map.items()]
+        dropped = f"\n  dropped from the source: {', '.join(self.dropped_classes)}" if self.dropped_classes else ""
+        return (f"initialised from {self.source} (sha256 {self.sha256[:12]}...): {self.copied_tensors} tensors "
+                f"copied; head rows by class:\n" + "\n".join(rows) + dropped)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (stored in model.json under ``training.init``)."""
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(name: str) -> str:
+    try:
+        return canonical_name(name)
+    except ValueError:
+        return name
+
+
+def init_from_pretrained(model: PCNN, spec: str | Path) -> InitReport:
+    """Copy the weights of the trained PCNN ``spec`` (run dir, .safetensors, official .pth, or a bundled name such
+    as ``default``) into ``model``; see the module docstring for the rules."""
+    path = resolve_model_path(spec)
+    source = load_model(path)
+    src = source.state_dict()
+    own = model.state_dict()
+    body = [k for k in own if not is_head_parameter(k)]
+    mismatched = [f"{k} {tuple(src[k].shape)} vs {tuple(own[k].shape)}" for k in body
+                  if k in src and src[k].shape != own[k].shape]
+    missing = [k for k in body if k not in src]
+    unexpected = [k for k in src if not is_head_parameter(k) and k not in own]
+    if mismatched or missing or unexpected:
+        first = (mismatched + [f"{k} missing from the source" for k in missing]
+                 + [f"{k} only in the source" for k in unexpected])[:3]
+        raise WeightsError(f"{path}: --init needs the same architecture (preset, width, stem) as the recipe's model; "
+                           f"first mismatching tensors: {'; '.join(first)}")
+    new_state = {k: src[k].to(own[k].dtype) for k in body}
+    source_index = {_key(c): i for i, c in enumerate(source.classes)}
+    rows = [source_index.get(_key(c)) for c in model.classes]
+    for key, value in own.items():
+        if not is_head_parameter(key):
+            continue
+        mapped = value.clone()
+        for i, j in enumerate(rows):
+            if j is not None:
+                mapped[i] = src[key][j].to(value.dtype)
+        new_state[key] = mapped
+    model.load_state_dict(new_state)
+    kept = {j for j in rows if j is not None}
+    return InitReport(
+        source=str(path), sha256=_sha256(path), copied_tensors=len(body),
+        class_map={c: (source.classes[j] if j is not None else None) for c, j in zip(model.classes, rows)},
+        dropped_classes=[c for j, c in enumerate(source.classes) if j not in kept],
+    )
+

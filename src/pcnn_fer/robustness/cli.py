@@ -1,0 +1,70 @@
+"""``pcnn robustness``: argument parsing (no torch import here; the work is in :mod:`pcnn_fer.robustness.run`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..engine.cli import add_align_flag
+from ..engine.precision import AMP_CHOICES
+
+__all__ = ["add_parser", "run_robustness"]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text}") from None
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``robustness`` verb to the ``pcnn`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "robustness", help="accuracy under occlusion, pose and quality corruptions of the aligned face",
+        description="Evaluate a model (run directory, .safetensors, official .pth, or 'default') on a dataset split "
+                    "under seeded corruptions of the aligned faces (each PCNN region and random patches occluded, "
+                    "sunglasses, mask, hand; rotation, shift, scale; blur, low resolution, JPEG) at strengths 1-3; "
+                    "writes DIR/robustness.json and DIR/robustness.png. See docs/robustness.md.")
+    p.add_argument("--checkpoint", default="default", help="run dir, model file, official .pth, or 'default'")
+    p.add_argument("--dataset", help="dataset name (ferplus, fer2013, ckplus, jaffe, rafdb, affectnet, folder)")
+    p.add_argument("--root", help="dataset root folder")
+    p.add_argument("--split", help="split (default: the dataset's test split, else its validation split)")
+    p.add_argument("--mode", help="label mode (FERPlus: majority by default)")
+    p.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")
+    p.add_argument("--out", help="output folder for robustness.json and robustness.png")
+    p.add_argument("--corruptions", nargs="+", metavar="NAME",
+                   help="corruptions, groups (occlusion, pose, quality), regions (left_eye ...) or all (default)")
+    p.add_argument("--strengths", nargs="+", metavar="S", help="strengths 0-3 (0 = clean; default 1 2 3)")
+    p.add_argument("--seed", type=_int, default=0, help="seed of the corruptions' random choices (default 0)")
+    p.add_argument("--max-samples", type=_int, metavar="N", help="a seeded subset of N samples (faster)")
+    p.add_argument("--batch-size", type=_int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision, as in pcnn evaluate")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-cache", action="store_true")
+    add_align_flag(p)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--list", action="store_true", help="list the corruptions and their strengths, then exit")
+    p.set_defaults(func=run_robustness)
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    """``pcnn robustness``."""
+    from ..errors import UsageError
+
+    if args.list:
+        from .corruptions import CORRUPTIONS
+
+        for c in CORRUPTIONS.values():
+            print(f"{c.name:<18} {c.group:<10} {c.parameter}: {', '.join(f'{v:.3g}' for v in c.levels)}")
+        return 0
+    missing = [flag for flag, value in (("--dataset", args.dataset), ("--root", args.root), ("--out", args.out))
+               if not value]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} (or pass --list)")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    from .run import robustness_command
+
+    return robustness_command(args)
