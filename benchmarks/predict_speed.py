@@ -67,28 +67,31 @@ class ResNet18Classifier:
         return probs, np.full((len(batch), len(REGIONS), 8), 1 / 8, np.float32)
 
 
-def time_pipeline(rec: Recognizer, path: Path, repeats: int, warmup: int) -> dict[str, float]:
-    """Median stage times (ms) for one image file, and the number of faces."""
-    stages: dict[str, list[float]] = {"decode": [], "detect": [], "align": [], "classify": []}
-    faces = 0
+def time_pipelines(recs: dict[str, Recognizer], path: Path, repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Median stage times (ms) for one image file per pipeline, and the number of faces; the pipelines run in
+    interleaved rounds, so that machine noise hits them alike."""
+    stages = {name: {"decode": [], "detect": [], "align": [], "classify": []} for name in recs}
+    faces = dict.fromkeys(recs, 0)
     for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        rgb = load_image(path)
-        t1 = time.perf_counter()
-        detections = rec.detect(rgb)
-        t2 = time.perf_counter()
-        crops = [align_face(rgb, d, rec.input_size).image for d in detections]
-        t3 = time.perf_counter()
-        rec.classify(crops)
-        t4 = time.perf_counter()
-        faces = len(detections)
-        if i >= warmup:
-            for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                dt_ms = dt * 1000
-                stages[key].append(dt_ms)
-    out = {k: statistics.median(v) for k, v in stages.items()}
-    out["total"] = sum(out.values())
-    out["faces"] = faces
+        for name, rec in recs.items():
+            t0 = time.perf_counter()
+            rgb = load_image(path)
+            t1 = time.perf_counter()
+            detections = rec.detect(rgb)
+            t2 = time.perf_counter()
+            crops = [align_face(rgb, d, rec.input_size).image for d in detections]
+            t3 = time.perf_counter()
+            rec.classify(crops)
+            t4 = time.perf_counter()
+            faces[name] = len(detections)
+            if i >= warmup:
+                for key, dt in zip(stages[name], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    stages[name][key].append(dt * 1000)
+    out = {}
+    for name in recs:
+        out[name] = {k: statistics.median(v) for k, v in stages[name].items()}
+        out[name]["total"] = sum(out[name].values())
+        out[name]["faces"] = faces[name]
     return out
 
 
@@ -145,8 +148,8 @@ def main() -> None:
             torch.set_num_threads(threads)
             after_rec.backend = create_backend("auto", pcnn, args.device, threads=threads)
             for label, path in images:
-                for name, rec in (("before", before_rec), ("after", after_rec), ("ResNet-18", resnet_rec)):
-                    r = time_pipeline(rec, path, args.repeats, args.warmup)
+                recs = {"before": before_rec, "after": after_rec, "ResNet-18": resnet_rec}
+                for name, r in time_pipelines(recs, path, args.repeats, args.warmup).items():
                     per_face = r["total"] / max(1, r["faces"])
                     print(f"{name:<11} {threads:>7} {label:<16} {r['faces']:>5} {r['decode']:>7.1f} "
                           f"{r['detect']:>7.1f} {r['align']:>7.2f} {r['classify']:>8.1f} {r['total']:>7.1f} "
