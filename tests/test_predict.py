@@ -184,23 +184,27 @@ def test_gray_preprocessing_matches_training(recognizer):
     np.testing.assert_allclose(batch[0, :, 0, 0], expected, rtol=1e-5)
 
 
+class _Constant:
+    """A stand-in backend object (config + ``__call__(normalised NCHW batch)``) answering 1/8 for every class and
+    recording the batch shapes it saw."""
+
+    config = preset_config("tiny", num_classes=8)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, batch):
+        self.calls.append(batch.shape)
+        n, c = len(batch), self.config.num_classes
+        return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
+
+
 def test_backends_are_swappable(checkpoint):
-    calls = []
-
-    class Uniform:
-        """A stand-in backend object: config + __call__(normalised NCHW batch)."""
-
-        config = preset_config("tiny", num_classes=8)
-
-        def __call__(self, batch):
-            calls.append(batch.shape)
-            n, c = len(batch), self.config.num_classes
-            return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
-
-    rec = Recognizer(backend=Uniform(), detector="none", batch_size=2)
+    backend = _Constant()
+    rec = Recognizer(backend=backend, detector="none", batch_size=2)
     result = rec.predict(np.zeros((60, 50, 3), np.uint8))
-    assert calls == [(1, 3, 48, 48)] and result[0].score == pytest.approx(1 / 8)
-    assert len(rec.classify([np.zeros((48, 48, 3), np.uint8)] * 5)[0]) == 5 and calls[-1] == (1, 3, 48, 48)
+    assert backend.calls == [(1, 3, 48, 48)] and result[0].score == pytest.approx(1 / 8)
+    assert len(rec.classify([np.zeros((48, 48, 3), np.uint8)] * 5)[0]) == 5 and backend.calls[-1] == (1, 3, 48, 48)
     with pytest.raises(UsageError, match="unknown backend 'nope'; choose auto, torch, onnx"):
         Recognizer(checkpoint, backend="nope")
 
@@ -208,19 +212,8 @@ def test_backends_are_swappable(checkpoint):
 @pytest.mark.parametrize("array", [np.zeros(10), np.zeros(()), np.zeros((4, 4, 5)), np.zeros((2, 2, 2, 3)),
                                    np.array([["a", "b"], ["c", "d"]]), np.zeros((0, 5, 3))])
 def test_arrays_that_are_no_image_give_a_skipped_result(array):
-    rec = Recognizer(backend=_Constant(), detector="none")
-    result = rec.predict(array)
+    result = Recognizer(backend=_Constant(), detector="none").predict(array)
     assert result.skipped and len(result) == 0 and "array" in result.skipped
-
-
-class _Constant:
-    """A backend object answering 1/8 for every class (the tests above need no model)."""
-
-    config = preset_config("tiny", num_classes=8)
-
-    def __call__(self, batch):
-        n, c = len(batch), self.config.num_classes
-        return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled default model is not built yet")
