@@ -1,11 +1,14 @@
 """Shared test plumbing: where ../shared lives, one torch thread, a private decode cache, a small model file, real and
-synthetic datasets."""
+synthetic datasets, and the ``pcnn`` command in-process (``run_cli``) or as a subprocess (``pcnn_subprocess``)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,3 +86,51 @@ def checkpoint(tmp_path_factory) -> Path:
     """A random tiny 8-class PCNN file with the bundled model's geometry (48×48, lowres stem)."""
     torch.manual_seed(0)
     return save_model(create_model("tiny", num_classes=8), tmp_path_factory.mktemp("model") / "m.safetensors")
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """``run_cli(args)``: ``pcnn ARGS`` in-process (``pcnn_fer.cli.main``; arguments may be paths), returning (exit
+    code, stdout, stderr)."""
+    from pcnn_fer.cli import main
+
+    def run(args: list) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def pcnn_env(tmp_path) -> dict[str, str]:
+    """The environment of a subprocess that runs this checkout's ``pcnn_fer``: its ``src`` first on PYTHONPATH, one
+    OpenMP thread, a private decode cache."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PCNN_FER_CACHE": str(tmp_path / "subprocess-cache"),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+#: The real ``pcnn`` command of this checkout (``python -m pcnn_fer.cli``), for subprocesses with :func:`pcnn_env`.
+PCNN = [sys.executable, "-m", "pcnn_fer.cli"]
+
+
+@pytest.fixture
+def pcnn_subprocess(pcnn_env) -> Callable[..., subprocess.CompletedProcess]:
+    """``pcnn_subprocess(args, timeout=120)``: the real ``pcnn`` command in a subprocess (:func:`pcnn_env`); returns
+    the CompletedProcess with text stdout / stderr."""
+
+    def run(args: list, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([*PCNN, *[str(a) for a in args]], env=pcnn_env, capture_output=True, text=True,
+                              timeout=timeout, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def pcnn_popen(pcnn_env) -> Callable[..., subprocess.Popen]:
+    """``pcnn_popen(args, **popen_kwargs)``: the real ``pcnn`` command started in the background (:func:`pcnn_env`)."""
+
+    def start(args: list, **kwargs: Any) -> subprocess.Popen:
+        return subprocess.Popen([*PCNN, *[str(a) for a in args]], env=pcnn_env, **kwargs)
+
+    return start

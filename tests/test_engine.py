@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 
 from pcnn_fer import load_model, save_model
-from pcnn_fer.cli import main
 from pcnn_fer.data.loader import TensorData, epoch_batches
 from pcnn_fer.engine.checkpoint import (
     CheckpointError,
@@ -28,11 +28,18 @@ from pcnn_fer.engine.checkpoint import (
     save_checkpoint,
 )
 from pcnn_fer.engine.loop import confusion_matrix, metrics_from_confusion
-from pcnn_fer.engine.recipes import RECIPES, format_recipes, get_recipe, recipe_cost
-from pcnn_fer.engine.train import lr_factor
+from pcnn_fer.engine.optim import lr_factor
+from pcnn_fer.engine.recipe_table import format_recipes, recipe_cost
+from pcnn_fer.engine.recipes import RECIPES, get_recipe
 
-CKPLUS = SHARED_DATA / "ckplus48"
-needs_ckplus = pytest.mark.skipif(not (CKPLUS / "CK+48").is_dir(), reason=f"CK+48 not found under {CKPLUS}")
+
+@pytest.fixture
+def ckplus(real_dataset) -> Path:
+    """The real CK+48 root (``../shared/data/ckplus48``); skips the test without it."""
+    root = real_dataset("ckplus48")
+    if not (root / "CK+48").is_dir():
+        pytest.skip(f"CK+48 not found under {root}")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +48,6 @@ def folder(tmp_path_factory, make_image_folder) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("folder"))
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """``pcnn ARGS`` in-process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # --- units ---------------------------------------------------------------------------------------------------------
@@ -77,8 +79,8 @@ def test_recipe_cost_and_listing():
         assert name in table
 
 
-def test_list_presets_cli(capsys):
-    code, out, _ = run_cli(["train", "--list-presets"], capsys)
+def test_list_presets_cli(run_cli):
+    code, out, _ = run_cli(["train", "--list-presets"])
     assert code == 0 and "ferplus-compact" in out and "GFLOPs" in out
 
 
@@ -144,10 +146,10 @@ def test_checkpoint_roundtrip_and_rng(tmp_path):
 # --- end to end on a synthetic folder --------------------------------------------------------------------------------
 
 
-def test_train_folder_end_to_end(folder, tmp_path, capsys):
+def test_train_folder_end_to_end(folder, tmp_path, run_cli):
     run = tmp_path / "run"
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--out", run,
-                              "--no-progress", "--epochs", "3"], capsys)
+                              "--no-progress", "--epochs", "3"])
     assert code == 0, err
     for name in ("last.pt", "model.safetensors", "model.json", "history.csv", "history.json", "curves.png",
                  "results.json"):
@@ -169,16 +171,16 @@ def test_train_folder_end_to_end(folder, tmp_path, capsys):
     assert info["training"]["recipe"]["name"] == "tiny"
     # a second train into the same directory is refused (resume instead)
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--out", run,
-                            "--no-progress"], capsys)
+                            "--no-progress"])
     assert code == 1 and "--resume" in err and len(err.strip().splitlines()) == 1
 
 
-def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, capsys):
+def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, run_cli):
     args = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--no-progress", "--epochs", "1",
             "--select-on", "test"]
-    code, _, err = run_cli([*args, "--out", tmp_path / "a"], capsys)
+    code, _, err = run_cli([*args, "--out", tmp_path / "a"])
     assert code == 1 and "test split" in err and "--allow-test-selection" in err
-    code, _, err = run_cli([*args, "--out", tmp_path / "b", "--allow-test-selection"], capsys)
+    code, _, err = run_cli([*args, "--out", tmp_path / "b", "--allow-test-selection"])
     assert code == 0, err
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["test_selection"] is True and results["selected_on"] == "test"
@@ -196,29 +198,29 @@ def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, capsys):
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--mode", "majority"], "has no modes"),
     (["--recipe", "tiny"], "missing --dataset, --root, --out"),
 ])
-def test_train_bad_input(folder, tmp_path, capsys, args, message):
+def test_train_bad_input(folder, tmp_path, run_cli, args, message):
     args = [a.replace("{folder}", str(folder)) for a in args]
     if "--recipe" in args and "missing" not in message:
         args += ["--out", str(tmp_path / "run")]
-    code, _, err = run_cli(["train", *args, "--no-progress"], capsys)
+    code, _, err = run_cli(["train", *args, "--no-progress"])
     assert code == 1
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_train_empty_split(tmp_path, capsys, make_image_folder):
+def test_train_empty_split(tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", per_class=4, splits=("train",))
     for c in ("happy", "sad", "surprise"):
         (root / "val" / c).mkdir(parents=True)
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--out",
-                            tmp_path / "run", "--no-progress"], capsys)
+                            tmp_path / "run", "--no-progress"])
     assert code == 1 and "empty" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_resume_missing_or_corrupt(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--resume", tmp_path], capsys)
+def test_resume_missing_or_corrupt(tmp_path, run_cli):
+    code, _, err = run_cli(["train", "--resume", tmp_path])
     assert code == 1 and "no training checkpoint" in err
     (tmp_path / "last.pt").write_bytes(b"\x00" * 100)
-    code, _, err = run_cli(["train", "--resume", tmp_path], capsys)
+    code, _, err = run_cli(["train", "--resume", tmp_path])
     assert code == 1 and "unreadable training checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
@@ -241,19 +243,18 @@ def _states_equal(a: dict, b: dict) -> bool:
     return True
 
 
-@needs_ckplus
-def test_ckplus_train_crash_resume_evaluate(tmp_path, capsys):
-    common = ["--dataset", "ckplus", "--root", CKPLUS, "--recipe", "tiny", "--no-progress"]
+def test_ckplus_train_crash_resume_evaluate(tmp_path, run_cli, ckplus):
+    common = ["--dataset", "ckplus", "--root", ckplus, "--recipe", "tiny", "--no-progress"]
     # A: two epochs in one go
-    code, out, err = run_cli(["train", *common, "--out", tmp_path / "A"], capsys)
+    code, out, err = run_cli(["train", *common, "--out", tmp_path / "A"])
     assert code == 0, err
     assert "by subject" in out  # CK+ has no validation split: carved by subject
     # B: "crash" after epoch 1 (a leftover temp file from a torn write must not matter), then resume
-    code, _, err = run_cli(["train", *common, "--out", tmp_path / "B", "--stop-after", "1"], capsys)
+    code, _, err = run_cli(["train", *common, "--out", tmp_path / "B", "--stop-after", "1"])
     assert code == 0, err
     assert load_checkpoint(tmp_path / "B")["epoch"] == 1
     (tmp_path / "B" / ".last.pt.torn.tmp").write_bytes(b"partial")
-    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"])
     assert code == 0, err
     assert "resuming" in out
     a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
@@ -267,12 +268,12 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, capsys):
     sb = load_model(tmp_path / "B").state_dict()
     assert _states_equal(sa, sb)
     # resuming a finished run is a no-op
-    code, out, _ = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    code, out, _ = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"])
     assert code == 0 and "nothing to do" in out
 
     # evaluate the selected model on all of CK+ (the run dir works as --checkpoint)
-    code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "A", "--dataset", "ckplus", "--root", CKPLUS,
-                              "--out", tmp_path / "eval"], capsys)
+    code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "A", "--dataset", "ckplus", "--root", ckplus,
+                              "--out", tmp_path / "eval"])
     assert code == 0, err
     assert "accuracy" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -294,10 +295,9 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, capsys):
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
 
 
-@needs_ckplus
-def test_ckplus_cv_two_folds(tmp_path, capsys):
-    code, out, err = run_cli(["cv", "--dataset", "ckplus", "--root", CKPLUS, "--folds", "10", "--only-folds", "0",
-                              "3", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"], capsys)
+def test_ckplus_cv_two_folds(tmp_path, run_cli, ckplus):
+    code, out, err = run_cli(["cv", "--dataset", "ckplus", "--root", ckplus, "--folds", "10", "--only-folds", "0",
+                              "3", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"])
     assert code == 0, err
     cv = json.loads((tmp_path / "cv.json").read_text())
     assert cv["folds"] == 10 and cv["complete"] is False and [f["fold"] for f in cv["per_fold"]] == [0, 3]
@@ -306,11 +306,11 @@ def test_ckplus_cv_two_folds(tmp_path, capsys):
     subjects = [set(f["test_subjects"]) for f in cv["per_fold"]]
     assert not subjects[0] & subjects[1]
     fold0 = json.loads((tmp_path / "fold00" / "metrics.json").read_text())
-    train_subjects = {p.name.split("_")[0] for p in (CKPLUS / "CK+48").rglob("*.png")} - set(fold0["test_subjects"])
+    train_subjects = {p.name.split("_")[0] for p in (ckplus / "CK+48").rglob("*.png")} - set(fold0["test_subjects"])
     assert train_subjects and not set(fold0["test_subjects"]) & train_subjects
     # re-running reuses finished folds
-    code, out, _ = run_cli(["cv", "--dataset", "ckplus", "--root", CKPLUS, "--folds", "10", "--only-folds", "0",
-                            "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"], capsys)
+    code, out, _ = run_cli(["cv", "--dataset", "ckplus", "--root", ckplus, "--folds", "10", "--only-folds", "0",
+                            "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"])
     assert code == 0 and "reusing" in out
 
 
@@ -329,9 +329,9 @@ def test_normalisation_tensors_are_made_once_per_device():
     assert augment.normalize._tensors[images.device] is cached
 
 
-def test_time_budget_lowers_epochs(folder, tmp_path, capsys):
+def test_time_budget_lowers_epochs(folder, tmp_path, run_cli):
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "50",
-                              "--time-budget", "0.001", "--out", tmp_path, "--no-progress"], capsys)
+                              "--time-budget", "0.001", "--out", tmp_path, "--no-progress"])
     assert code == 0, err
     assert "time budget" in out and "training 1 epochs instead of 50" in out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -339,7 +339,7 @@ def test_time_budget_lowers_epochs(folder, tmp_path, capsys):
     assert load_checkpoint(tmp_path)["recipe"]["epochs"] == 1  # a resume keeps the shortened schedule
 
 
-def test_balanced_sampling_and_resnet_init(folder, tmp_path, capsys):
+def test_balanced_sampling_and_resnet_init(folder, tmp_path, run_cli):
     from pcnn_fer.models.resnet import Trunk, make_stage, stage_channels
 
     trunk = Trunk(0.125, "lowres")
@@ -349,7 +349,7 @@ def test_balanced_sampling_and_resnet_init(folder, tmp_path, capsys):
     torch.save(state, tmp_path / "resnet_tiny.pth")
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
                               "--balanced", "--init-resnet", tmp_path / "resnet_tiny.pth", "--out", tmp_path / "run",
-                              "--no-progress"], capsys)
+                              "--no-progress"])
     assert code == 0, err
     assert "initialised the trunks" in out
     assert json.loads((tmp_path / "run" / "results.json").read_text())["options"]["balanced"] is True
@@ -379,40 +379,37 @@ def test_autocast_and_grad_scaler_branches_on_cpu():
         assert metrics["num_samples"] == 16
 
 
-def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, capsys):
-    """A real crash: SIGKILL the training process as soon as its first checkpoint exists, resume, compare."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
+def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, run_cli, pcnn_popen):
+    """A real crash: SIGKILL the training process as soon as its first checkpoint exists (epoch 1 of 6), resume,
+    compare with an uninterrupted run."""
     common = ["train", "--dataset", "folder", "--root", str(folder), "--recipe", "tiny", "--epochs", "6",
               "--no-progress"]
-    code, _, err = run_cli([*common, "--out", tmp_path / "A"], capsys)
+    code, _, err = run_cli([*common, "--out", tmp_path / "A"])
     assert code == 0, err
-    src = Path(__file__).resolve().parents[1] / "src"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "pcnn_fer.cli", *common, "--out", str(tmp_path / "B")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = pcnn_popen([*common, "--out", tmp_path / "B"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (tmp_path / "B" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # killed, not finished
     killed_at = load_checkpoint(tmp_path / "B")["epoch"]
-    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    assert 1 <= killed_at < 6, killed_at  # the kill came in the middle of the run
+    code, out, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"])
     assert code == 0, err
+    assert f"resuming {tmp_path / 'B'} after epoch {killed_at}" in out
     a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
-    assert b["epoch"] == 6 and (killed_at == 6 or "resuming" in out)
+    assert b["epoch"] == 6
     assert _states_equal(a["model"], b["model"]) and _states_equal(a["optimizer"]["state"], b["optimizer"]["state"])
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "rafdb" / "EmoLabel").is_dir(), reason="RAF-DB labels not found")
-def test_labels_without_images_is_one_clear_line(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", SHARED_DATA / "rafdb", "--recipe", "tiny",
-                            "--out", tmp_path, "--no-progress"], capsys)
+def test_labels_without_images_is_one_clear_line(tmp_path, run_cli, real_dataset):
+    rafdb = real_dataset("rafdb")
+    if not (rafdb / "EmoLabel").is_dir():
+        pytest.skip("RAF-DB labels not found")
+    code, _, err = run_cli(["train", "--dataset", "rafdb", "--root", rafdb, "--recipe", "tiny",
+                            "--out", tmp_path, "--no-progress"])
     assert code == 1 and "none of the" in err and "images exist" in err and len(err.strip().splitlines()) == 1
 
 
@@ -451,13 +448,13 @@ def test_weight_average_follows_the_ema_formula_and_round_trips():
         get_recipe("tiny").with_overrides(ema_decay=-0.1)
 
 
-def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, capsys):
+def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, run_cli):
     """With --ema-decay the selected model file holds the averaged weights, and a resumed run equals a straight one."""
     from safetensors.torch import load_file
 
     common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--ema-decay", "0.9",
               "--no-progress"]
-    code, _, err = run_cli([*common, "--epochs", "1", "--out", tmp_path / "one"], capsys)
+    code, _, err = run_cli([*common, "--epochs", "1", "--out", tmp_path / "one"])
     assert code == 0, err
     state = load_checkpoint(tmp_path / "one")
     assert state["recipe"]["ema_decay"] == 0.9 and state["ema"]["updates"] == 2  # 36 faces, batch 16: 2 full steps
@@ -467,11 +464,11 @@ def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, capsys)
     assert torch.equal(shipped[key].float(), ema_weights[key].float())
     assert not torch.equal(ema_weights[key], raw_weights[key])
 
-    code, _, err = run_cli([*common, "--epochs", "3", "--out", tmp_path / "A"], capsys)
+    code, _, err = run_cli([*common, "--epochs", "3", "--out", tmp_path / "A"])
     assert code == 0, err
-    code, _, err = run_cli([*common, "--epochs", "3", "--stop-after", "1", "--out", tmp_path / "B"], capsys)
+    code, _, err = run_cli([*common, "--epochs", "3", "--stop-after", "1", "--out", tmp_path / "B"])
     assert code == 0, err
-    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"])
     assert code == 0, err
     a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
     assert a["ema"]["updates"] == b["ema"]["updates"] == 6
@@ -529,10 +526,10 @@ def test_init_new_classes_start_fresh_and_other_architectures_are_refused(tmp_pa
         init_from_pretrained(create_model("small", num_classes=7, classes=ck), source_path)
 
 
-def test_train_init_records_provenance_and_uses_a_lower_trunk_lr(folder, tmp_path, capsys, checkpoint):
+def test_train_init_records_provenance_and_uses_a_lower_trunk_lr(folder, tmp_path, run_cli, checkpoint):
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
                               "--init", checkpoint, "--init-lr-scale", "0.25", "--out", tmp_path / "ft",
-                              "--no-progress"], capsys)
+                              "--no-progress"])
     assert code == 0, err
     assert "happiness <- happiness" in out and "dropped from the source" in out
     init = json.loads((tmp_path / "ft" / "model.json").read_text())["training"]["init"]
@@ -542,7 +539,7 @@ def test_train_init_records_provenance_and_uses_a_lower_trunk_lr(folder, tmp_pat
     lrs = sorted({g["initial_lr"] for g in state["optimizer"]["param_groups"]})
     assert lrs == pytest.approx([0.25 * 0.01, 0.01])
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "ferplus-cpu",
-                            "--init", checkpoint, "--out", tmp_path / "bad", "--no-progress"], capsys)
+                            "--init", checkpoint, "--out", tmp_path / "bad", "--no-progress"])
     assert code == 1 and "same architecture" in err and len(err.strip().splitlines()) == 1
 
 
@@ -559,15 +556,15 @@ def test_amp_auto_follows_the_cpu_probe(monkeypatch):
         precision.resolve_amp("fp16", cpu)
 
 
-def test_amp_bf16_on_cpu_trains_records_and_resumes_exactly(folder, tmp_path, capsys):
+def test_amp_bf16_on_cpu_trains_records_and_resumes_exactly(folder, tmp_path, run_cli):
     common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--amp", "bf16", "--no-progress"]
-    code, out, err = run_cli([*common, "--epochs", "2", "--out", tmp_path / "A"], capsys)
+    code, out, err = run_cli([*common, "--epochs", "2", "--out", tmp_path / "A"])
     assert code == 0, err
     assert "precision: bf16 autocast" in out
     assert json.loads((tmp_path / "A" / "model.json").read_text())["training"]["amp"]["used"] == "bf16"
-    code, _, err = run_cli([*common, "--epochs", "2", "--stop-after", "1", "--out", tmp_path / "B"], capsys)
+    code, _, err = run_cli([*common, "--epochs", "2", "--stop-after", "1", "--out", tmp_path / "B"])
     assert code == 0, err
-    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"], capsys)
+    code, _, err = run_cli(["train", "--resume", tmp_path / "B", "--no-progress"])
     assert code == 0, err
     a, b = load_checkpoint(tmp_path / "A"), load_checkpoint(tmp_path / "B")
     assert _states_equal(a["model"], b["model"])
@@ -593,14 +590,15 @@ def test_random_protocol_is_stratified_and_subject_dependent():
     assert "subject-dependent" in PROTOCOLS["random"]
 
 
-def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, capsys):
+def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, run_cli):
     code, out, err = run_cli(["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3",
                               "--only-folds", "0", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path / "cv",
-                              "--no-progress"], capsys)
+                              "--no-progress", "--threads", "1"])
     assert code == 0, err
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert summary["threads"] == 1 and summary["options"]["threads"] == 1
     assert summary["subject_independent"] is False and "subject-dependent" in summary["protocol_description"]
     assert "subject-dependent" in out.strip().splitlines()[-1]
     code, _, err = run_cli(["cv", "--dataset", "folder", "--root", folder, "--folds", "3", "--recipe", "tiny",
-                            "--out", tmp_path / "cv2", "--no-progress"], capsys)
+                            "--out", tmp_path / "cv2", "--no-progress"])
     assert code == 1 and "--protocol random" in err

@@ -13,18 +13,11 @@ from official_reference import OfficialLayoutPCNN
 from PIL import Image
 
 from pcnn_fer import create_model, save_model
-from pcnn_fer.cli import main
 from pcnn_fer.data.transforms import eval_transform
 from pcnn_fer.weights import DEFAULT_MODEL
 
 KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mean_class_accuracy",
         "per_class_accuracy", "confusion_matrix", "checkpoint", "face_alignment"]
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +30,10 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys, make_image_folder):
+def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
-                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+                              "--split", "test", "--out", tmp_path / "ev"])
     assert code == 0, err
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(m) == KEYS
@@ -57,18 +50,17 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, capsys, make_image_f
     lst = tmp_path / "subset.txt"
     lst.write_text("happy_000.png\nsad_001.png\n0/surprise_002.jpg\n")
     code, _, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
-                            "--split", "test", "--tta", "flip", "--subset-list", lst, "--out", tmp_path / "ev2"],
-                           capsys)
+                            "--split", "test", "--tta", "flip", "--subset-list", lst, "--out", tmp_path / "ev2"])
     assert code == 0, err
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert list(m2) == KEYS and m2["subset"] == "subset.txt" and m2["num_samples"] == 3
 
 
-def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsys, make_image_folder):
+def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, run_cli, make_image_folder):
     # dataset has anger (model lacks it: dropped) and lacks surprise (model's surprise output is never predicted)
     root = make_image_folder(tmp_path / "data", ("angry", "happy", "sad"), per_class=4, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
-                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+                              "--split", "test", "--out", tmp_path / "ev"])
     assert code == 0, err
     assert "class mapping" in out and "happiness -> happiness" in out and "dropped (not in target): anger" in out
     assert "dropped 4 of 12 samples" in out
@@ -77,7 +69,7 @@ def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, capsy
     assert np.array(m["confusion_matrix"]).shape == (2, 2)
 
 
-def test_official_checkpoint_evaluates(tmp_path, capsys, make_image_folder):
+def test_official_checkpoint_evaluates(tmp_path, run_cli, make_image_folder):
     """An official PCNN .pth (converted on load: 224 px, ImageNet mean/std, official class order)."""
     torch.manual_seed(0)
     official = OfficialLayoutPCNN(num_classes=7).eval()
@@ -87,8 +79,7 @@ def test_official_checkpoint_evaluates(tmp_path, capsys, make_image_folder):
     official.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     root = make_image_folder(tmp_path / "data", ("contempt", "happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "pcnn_official.pth", "--dataset", "folder",
-                              "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4"],
-                             capsys)
+                              "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4"])
     assert code == 0, err
     assert "224px" in out and "dropped 2 of 6 samples" in out  # official models have no contempt class
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -108,24 +99,24 @@ def test_official_checkpoint_evaluates(tmp_path, capsys, make_image_folder):
     assert m["confusion_matrix"] == expected.tolist()
 
 
-def test_evaluate_training_checkpoint_and_run_dir(tmp_path, capsys, make_image_folder):
+def test_evaluate_training_checkpoint_and_run_dir(tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=6, splits=("train",))
     make_image_folder(root, ("happy", "sad", "surprise"), per_class=3, splits=("val",))
     run = tmp_path / "run"
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--epochs", "1",
-                            "--out", run, "--no-progress"], capsys)
+                            "--out", run, "--no-progress"])
     assert code == 0, err
     for ckpt in (run, run / "last.pt", run / "model.safetensors"):
         code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root, "--split",
-                                "val", "--out", tmp_path / "ev"], capsys)
+                                "val", "--out", tmp_path / "ev"])
         assert code == 0, err
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["num_samples"] == 9
 
 
-def test_default_checkpoint(tmp_path, capsys, make_image_folder):
+def test_default_checkpoint(tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", "default", "--dataset", "folder", "--root", root,
-                              "--split", "test", "--out", tmp_path / "ev"], capsys)
+                              "--split", "test", "--out", tmp_path / "ev"])
     if DEFAULT_MODEL.exists():
         assert code == 0, err
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoint"] == "default"
@@ -156,7 +147,7 @@ def _wrong_class_count(tmp_path: Path) -> Path:
     ("unknown_split", "no split"),
     ("amp_on_cpu", "needs a CUDA device"),
 ])
-def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message, make_image_folder):
+def test_evaluate_bad_input(tiny_model, tmp_path, run_cli, case, message, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad"), per_class=2, splits=("test",))
     ckpt: Path | str = tiny_model
     extra: list = []
@@ -188,7 +179,7 @@ def test_evaluate_bad_input(tiny_model, tmp_path, capsys, case, message, make_im
     if "--split" not in extra:
         extra += ["--split", "test"]
     code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root,
-                            "--out", tmp_path / "ev", *extra], capsys)
+                            "--out", tmp_path / "ev", *extra])
     assert code == 1, err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "ev" / "metrics.json").exists()

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from official_reference import OfficialLayoutPCNN
 
-from pcnn_fer import PCNN, TwoPhaseLoss, create_model, load_model, save_model
+from pcnn_fer import TwoPhaseLoss, create_model, load_model, save_model
 from pcnn_fer.bench import benchmark
 from pcnn_fer.cli import main
 from pcnn_fer.models import REGIONS, count_parameters
@@ -127,7 +127,8 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     half = load_model(save_model(model, tmp_path / "half.safetensors", half=True))
     with torch.no_grad():
         assert torch.allclose(model(x)[0], half(x)[0], atol=5e-2)
-    assert path.stat().st_size > half.config.num_classes
+    # fp16 halves the float tensors: the file is about half the size (BatchNorm counters and the header stay)
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * path.stat().st_size
 
 
 def test_torchvision_resnet_initialises_all_trunks(tmp_path) -> None:
@@ -231,4 +232,4 @@ def test_bench_json(capsys) -> None:
                 "relative_latency_b1", "relative_time_bn"]:
         assert key in row
     assert row["params"] == count_parameters(create_model("tiny")) and row["gflops"] > 0
-    assert isinstance(create_model("tiny"), PCNN)
+    assert (row["model"], row["input_size"], row["batch_size"]) == ("pcnn-tiny-optimized", 48, 2)

@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .devices import torch_device
 from .errors import UsageError
 from .models.fuse import optimize_for_inference
 from .models.pcnn import MODEL_PRESETS, PCNN, count_parameters, create_model
@@ -140,7 +141,7 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
         raise UsageError(f"input size must be at least 32, got {size}")
     if batch_size < 1 or rounds < 1:
         raise UsageError(f"--batch-size and --rounds must be at least 1, got {batch_size} and {rounds}")
-    dev = torch.device(device)
+    dev = torch_device(device)
     models = models or build_models(preset, size, num_classes, dev, channels_last, compile)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x1 = torch.randn(1, 3, size, size, device=dev)

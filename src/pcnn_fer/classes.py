@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .errors import UsageError
+
 #: The canonical expression names (FERPlus order, the superset of every supported dataset).
 CANONICAL_CLASSES: tuple[str, ...] = (
     "neutral",
@@ -51,10 +53,10 @@ OFFICIAL_PCNN_CLASSES: tuple[str, ...] = ("neutral", "happiness", "sadness", "su
 
 
 def canonical_name(name: str) -> str:
-    """Return the canonical class name for a dataset's spelling of it, or raise ValueError."""
+    """Return the canonical class name for a dataset's spelling of it, or raise UsageError (a ValueError)."""
     key = name.strip().lower()
     if key not in ALIASES:
-        raise ValueError(f"unknown expression class {name!r}; known: {', '.join(CANONICAL_CLASSES)}")
+        raise UsageError(f"unknown expression class {name!r}; known: {', '.join(CANONICAL_CLASSES)}")
     return ALIASES[key]
 
 
@@ -64,7 +66,7 @@ def official_pcnn_classes(num_classes: int) -> tuple[str, ...]:
         return OFFICIAL_PCNN_CLASSES
     if num_classes == 8:
         return (*OFFICIAL_PCNN_CLASSES, "contempt")
-    raise ValueError(f"official PCNN checkpoints have 7 or 8 classes, this one has {num_classes}")
+    raise UsageError(f"official PCNN checkpoints have 7 or 8 classes, this one has {num_classes}")
 
 
 def class_mapping(source: Sequence[str], target: Sequence[str]) -> dict[int, int]:
@@ -76,7 +78,7 @@ def class_mapping(source: Sequence[str], target: Sequence[str]) -> dict[int, int
         if j is not None:
             mapping[i] = j
     if not mapping:
-        raise ValueError(f"no shared classes between {list(source)} and {list(target)}")
+        raise UsageError(f"no shared classes between {list(source)} and {list(target)}")
     return mapping
 
 

@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .errors import PCNNError
+
 #: (module, function) pairs; each function adds its verb to the sub-parser collection and sets ``func``, a callable
 #: taking the parsed Namespace and returning an exit code.
 COMMANDS: list[tuple[str, str]] = [
@@ -18,10 +20,6 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.deploy.cli", "add_parser"),
     ("pcnn_fer.robustness.cli", "add_parser"),
 ]
-
-
-class CLIError(Exception):
-    """An error to print as one line (no traceback) with a non-zero exit code."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:
+    except (PCNNError, OSError) as e:  # anything else is a bug: its traceback is what a report needs
         if os.environ.get("PCNN_DEBUG"):  # full traceback for bug reports
             raise
-        print(f"pcnn {args.command}: error: {e}", file=sys.stderr)
+        message = describe_os_error(e) if isinstance(e, OSError) else str(e)
+        print(f"pcnn {args.command}: error: {message}", file=sys.stderr)
         return 1
 
+
+def describe_os_error(error: OSError) -> str:
+    """One line naming the file(s) an OSError is about: ``PATH: Permission denied`` (``SRC -> DST: ...`` for a move)."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    if error.filename2 is not None:
+        return f"{error.filename} -> {error.filename2}: {reason}"
+    return f"{error.filename}: {reason}"
 
 if __name__ == "__main__":
     sys.exit(main())

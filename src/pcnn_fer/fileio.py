@@ -1,10 +1,14 @@
 """Atomic file writes shared by every module that writes results: a temporary file in the target folder, then
-``os.replace``, so a crash or ``kill -9`` leaves the old file or the new one, never a torn one."""
+``os.replace``, so a crash or ``kill -9`` leaves the old file or the new one, never a torn one; and a folder that a
+failed job created is removed with the temporaries it left (:func:`removed_on_failure`)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,7 +40,38 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # e.g. a full disk: say which file could not be written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return path
+
+
+def temporaries(folder: str | Path) -> set[Path]:
+    """The temporary files (``.NAME.*.tmp``, as :func:`temporary_beside` names them) under ``folder``."""
+    folder = Path(folder)
+    return set(folder.rglob(".*.tmp")) if folder.is_dir() else set()
+
+
+@contextmanager
+def removed_on_failure(folder: str | Path, keep: Callable[[], bool] = lambda: False) -> Iterator[Path]:
+    """Create ``folder`` (and missing parents) for the body. If the body raises (Ctrl-C included), delete the
+    temporary files it left under ``folder`` and, unless ``keep()`` says the folder holds something worth keeping,
+    the folders this call created; a folder that existed before is never removed."""
+    folder = Path(folder)
+    created = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        created = candidate
+    before = temporaries(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for tmp in temporaries(folder) - before:
+            tmp.unlink(missing_ok=True)
+        if created is not None and not keep():
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .classes import official_pcnn_classes
-from .errors import PCNNError
+from .errors import PCNNError, UsageError
 from .fileio import atomic_write, publish, temporary_beside
 from .models.pcnn import PCNN, PCNNConfig, build_model
 from .models.resnet import Trunk
@@ -44,7 +44,7 @@ def save_model(model: PCNN, path: str | Path, half: bool = False, extra: Mapping
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"model files end in .safetensors, got {path}")
+        raise UsageError(f"model files end in .safetensors, got {path}")
     state = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -69,12 +69,37 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], PCNNConfig]:
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
     if CONFIG_KEY in metadata:
-        config_dict = json.loads(metadata[CONFIG_KEY])
+        source, config_dict = path, _parse_json(path, metadata[CONFIG_KEY], f"its {CONFIG_KEY} metadata")
     elif _config_path(path).exists():
-        config_dict = json.loads(_config_path(path).read_text())["config"]
+        source = _config_path(path)
+        sidecar = _parse_json(source, _read_text(source), "")
+        if not isinstance(sidecar, dict) or not isinstance(sidecar.get("config"), dict):
+            raise WeightsError(f"{source}: expected a JSON object with a 'config' object (the PCNN config of "
+                               f"{path.name}), as save_model writes it")
+        config_dict = sidecar["config"]
     else:
         raise WeightsError(f"{path}: no PCNN config in its metadata and no {_config_path(path).name} beside it")
-    return state, PCNNConfig.from_dict(config_dict)
+    try:
+        return state, PCNNConfig.from_dict(config_dict)
+    except UsageError as e:
+        raise WeightsError(f"{source}: bad PCNN config: {e}") from None
+
+
+def _read_text(path: Path) -> str:
+    """The text of ``path`` (WeightsError naming it when it cannot be read or is not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise WeightsError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _parse_json(path: Path, text: str, where: str) -> object:
+    """``text`` parsed as JSON; a malformed one is a WeightsError naming ``path`` (and ``where`` in it)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        place = f" ({where})" if where else ""
+        raise WeightsError(f"{path}{place}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
 def torch_load(path: str | Path) -> Mapping[str, torch.Tensor]:
@@ -214,6 +239,8 @@ def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -
         if own[key].shape != value.shape:
             raise WeightsError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
                                f"{tuple(own[key].shape)} (wrong class count or width?)")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WeightsError(f"{source}: {key} holds NaN or infinite values (a diverged or damaged model)")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model.eval()
 
@@ -246,7 +273,10 @@ def load_model(path: str | Path = "default", device: str | torch.device = "cpu",
         return _build(config, state, str(path)).to(device)
     state = torch_load(path)
     if is_official_checkpoint(state):
-        config, ours = convert_official_state_dict(state, **official_options)
+        try:
+            config, ours = convert_official_state_dict(state, **official_options)
+        except UsageError as e:  # e.g. crop fractions out of range
+            raise WeightsError(f"{path}: {e}") from None
         return _build(config, ours, str(path)).to(device)
     is_pcnn = any(k.startswith("global_trunk") for k in state)
     if "layer4.0.conv1.weight" in state and "fc.weight" in state and not is_pcnn:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..errors import UsageError
 from .datasets import DatasetError, Split
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _size_tuple(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     else:
         h, w = (int(s) for s in size)
     if h <= 0 or w <= 0:
-        raise ValueError(f"size must be positive, got {size}")
+        raise UsageError(f"size must be positive, got {size}")
     return h, w
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .align import FaceAligner, face_summary, summary_line
 from .cache import DecodedSplit, decode_split
 from .datasets import DatasetError, Split
@@ -241,9 +242,9 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, 
     of steps. ``drop_last`` drops a final partial batch unless it would be the only one.
     """
     if num_samples <= 0:
-        raise ValueError("no samples to draw batches from")
+        raise UsageError("no samples to draw batches from")
     if batch_size < world_size:
-        raise ValueError(f"batch size {batch_size} is smaller than the number of processes ({world_size})")
+        raise UsageError(f"batch size {batch_size} is smaller than the number of processes ({world_size})")
     generator = torch.Generator().manual_seed(seed_for(seed, epoch))
     if sample_weights is not None:
         order = torch.multinomial(sample_weights.double().cpu(), num_samples, replacement=True, generator=generator)

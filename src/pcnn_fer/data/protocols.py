@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, Split, SubsetInfo, get_dataset
+from .datasets import DatasetError, Split, SubsetInfo, get_dataset, open_text
 
 __all__ = [
     "Fold",
@@ -235,7 +235,7 @@ def read_subset_list(list_file: Path | str) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"subset list {path} not found")
     names = []
-    with open(path) as f:
+    with open_text(path) as f:
         for line_no, line in enumerate(f, start=1):
             parts = line.split()
             if not parts:

@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..errors import UsageError
 from ..faces.imageio import ImageLoadError
 
 #: Images of at least this many pixels are followed by :func:`release_memory` (smaller ones leave little behind).
@@ -83,7 +84,7 @@ class DecodeSlots:
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
-            raise ValueError(f"max_decodes must be at least 1, got {limit}")
+            raise UsageError(f"max_decodes must be at least 1, got {limit}")
         self.limit = int(limit)
         self._slots = threading.BoundedSemaphore(self.limit)
         self._lock = threading.Lock()

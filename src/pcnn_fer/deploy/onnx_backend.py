@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import UsageError
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session, read_metadata
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class OnnxClassifier:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
-                raise ValueError(f"{self.path} takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
+                raise UsageError(f"{self.path} takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
             parts = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i:i + 1]}) for i in range(x.shape[0])]
             if not parts:
                 c, r = self.config.num_classes, 5

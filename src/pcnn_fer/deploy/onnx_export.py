@@ -116,7 +116,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     props = _metadata_props(Path(path))
     if CONFIG_KEY not in props:
         raise ExportError(f"{path}: no {CONFIG_KEY!r} in the ONNX metadata (not exported by pcnn export?)")
-    config = PCNNConfig.from_dict(json.loads(props[CONFIG_KEY]))
+    try:
+        config = PCNNConfig.from_dict(json.loads(props[CONFIG_KEY]))
+    except ValueError as e:  # malformed JSON or a bad config (UsageError)
+        raise ExportError(f"{path}: bad {CONFIG_KEY!r} in the ONNX metadata: {e}") from None
     return {
         "config": config,
         "classes": tuple(json.loads(props.get("classes", "[]"))) or config.classes,
@@ -184,7 +187,7 @@ def ort_session(path: str | Path, threads: int | None = None, device: str = "cpu
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
     if optimization not in levels:
-        raise ValueError(f"optimization must be one of {', '.join(levels)}, got {optimization!r}")
+        raise UsageError(f"optimization must be one of {', '.join(levels)}, got {optimization!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[optimization]
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -197,12 +200,12 @@ def ort_session(path: str | Path, threads: int | None = None, device: str = "cpu
     providers: list[Any] = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu) - use --device "
+            raise UsageError("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu) - use --device "
                              "cpu")
         index = int(device.split(":")[1]) if ":" in device else 0
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     elif device != "cpu":
-        raise ValueError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
+        raise UsageError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
     return ort.InferenceSession(str(path), options, providers=providers)
 
 

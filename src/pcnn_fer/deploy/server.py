@@ -81,7 +81,7 @@ class InferenceService:
                  detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
                  max_pixels: int = MAX_PIXELS, max_decodes: int | None = None) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+            raise UsageError(f"workers must be at least 1, got {workers}")
         if max_pixels < 1:
             raise UsageError(f"max_pixels must be at least 1, got {max_pixels}")
         self.decodes = DecodeSlots(max_decodes or default_max_decodes())

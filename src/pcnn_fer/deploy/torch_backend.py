@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import torch_device
 from ..models.pcnn import PCNN, PCNNConfig
 from ..weights import load_model
 
@@ -20,7 +21,7 @@ class TorchClassifier:
     name = "torch"
 
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", optimize: bool = True) -> None:
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint, device=self.device)
         self.config: PCNNConfig = model.config
         if optimize and isinstance(model, PCNN) and self.config.input_size % 2 == 0:

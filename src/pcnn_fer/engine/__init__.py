@@ -1,6 +1,14 @@
 """Training, evaluation and cross-validation engine: recipes, the training loop, checkpoints, DDP and the CLI verbs
-``pcnn train``, ``pcnn evaluate`` and ``pcnn cv``."""
+``pcnn train``, ``pcnn evaluate`` and ``pcnn cv`` (module map: docs/training.md). Importing the package imports no
+torch, so the verbs' parsers build fast."""
 
-from .recipes import RECIPES, Recipe, get_recipe
+from .recipes import Recipe, get_recipe, named_recipes
 
 __all__ = ["RECIPES", "Recipe", "get_recipe"]
+
+
+def __getattr__(name: str) -> object:
+    """``RECIPES``: the named recipes, built on first use (:func:`~pcnn_fer.engine.recipes.named_recipes`)."""
+    if name == "RECIPES":
+        return named_recipes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,26 +10,31 @@ per-fold accuracies and their mean ± std.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data.align import FaceAligner, face_summary, wants_alignment
-from ..data.datasets import dataset_root, get_dataset
-from ..data.loader import load_tensor_data
-from ..data.protocols import PROTOCOLS, cross_validation, train_val_split
+from ..data.datasets import Split, dataset_root, get_dataset
+from ..data.loader import TensorData, load_tensor_data
+from ..data.protocols import PROTOCOLS, Fold, cross_validation, train_val_split
+from ..errors import UsageError
+from ..fileio import removed_on_failure
 from ..weights import load_model
 from .checkpoint import load_checkpoint
+from .devices import resolve_device, set_threads
 from .distributed import env_world_size
 from .logs import plot_confusion, write_json
 from .loop import evaluate_data
-from .recipes import Recipe, get_recipe
-from .train import TrainOptions, fit, resolve_device
+from .options import TrainOptions
+from .recipes import Recipe
+from .train import fit
 
-__all__ = ["cv_command", "run_cv", "summarise"]
+__all__ = ["cross_validate", "summarise"]
 
 
 def summarise(values: list[float]) -> tuple[float, float]:
@@ -41,27 +46,28 @@ def summarise(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
 
 
-def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
-           only_folds: list[int] | None = None, use_val: bool = True, log: Any = print) -> dict[str, Any]:
+def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
+                   only_folds: list[int] | None = None, use_val: bool = True, log: Any = print) -> dict[str, Any]:
     """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content."""
     if env_world_size() > 1:
-        raise RuntimeError("pcnn cv runs in a single process (launch it without torchrun)")
+        raise UsageError("pcnn cv runs in a single process (launch it without torchrun)")
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    threads = set_threads(opts.threads)
     reader = get_dataset(opts.dataset)
     root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
     split = reader.load(root, reader.train_split, opts.mode)
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
-    subject_independent = protocol != "random"
-    if subject_independent and split.subjects is None:
-        raise ValueError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
+    if protocol != "random" and split.subjects is None:
+        raise UsageError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
                          "(--protocol random gives subject-dependent folds)")
-    fold_list = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
+    all_folds = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
+    fold_list = all_folds
     if only_folds:
-        bad = [k for k in only_folds if not 0 <= k < len(fold_list)]
+        bad = [k for k in only_folds if not 0 <= k < len(all_folds)]
         if bad:
-            raise ValueError(f"--only-folds {bad}: folds are numbered 0..{len(fold_list) - 1}")
-        fold_list = [f for f in fold_list if f.index in set(only_folds)]
+            raise UsageError(f"--only-folds {bad}: folds are numbered 0..{len(all_folds) - 1}")
+        fold_list = [f for f in all_folds if f.index in set(only_folds)]
     device = resolve_device(opts.device)
     aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
     full, _ = load_tensor_data(split, recipe.input_size, device, opts.cache_dir, opts.use_cache, aligner, log)
@@ -69,56 +75,62 @@ def run_cv(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = 
     subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
-    results = []
-    for fold in fold_list:
-        fold_dir = out / f"fold{fold.index:02d}"
-        metrics_path = fold_dir / "metrics.json"
-        if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
-            log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
-            results.append(metrics)
-            continue
-        train_split, test_split = fold.split(split)
-        val_data = None
-        if use_val:
-            train_split, val_split = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
-                                                     by_subject=subject_independent)
-            val_data = full.subset(val_split, name=f"fold{fold.index}-val")
-        train_data = full.subset(train_split, name=f"fold{fold.index}-train")
-        test_data = full.subset(test_split, name=f"fold{fold.index}-test")
-        resume_state = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
-        info = {"dataset": reader.name, "fold": fold.index, "test_subjects": list(fold.test_subjects),
-                "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
-                              f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
-                "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0,
-                "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
-        log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
-            + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
-        if resume_state is None or int(resume_state["epoch"]) < recipe.epochs:
-            fit(recipe, replace(opts, out=str(fold_dir)), train_data, val_data, fold_dir, resume_state=resume_state,
-                info=info, log=log)
-        model = load_model(fold_dir, device=device)
-        m = evaluate_data(model, test_data, model.config.input_size, model.config.mean, model.config.std,
-                          batch_size=opts.eval_batch_size)
-        metrics = {"dataset": reader.name, "split": f"fold{fold.index}_test", "subset": None,
-                   "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
-                   "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
-                   "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
-                   "fold": fold.index, "test_subjects": list(fold.test_subjects),
-                   "face_alignment": face_summary([test_data], detector)}
-        write_json(metrics_path, metrics)
-        plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
-                       title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
-        log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
-        results.append(metrics)
-    summary = _summary(reader.name, protocol, len(cross_validation(split, protocol, folds, opts.seed)), results,
-                       recipe, opts, use_val)
-    summary["face_alignment"] = face_summary([full], detector)
-    write_json(out / "cv.json", summary)
+    with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))):
+        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, device, detector, log)
+                   for fold in fold_list]
+        summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val),
+                   "threads": threads, "face_alignment": face_summary([full], detector)}
+        write_json(out / "cv.json", summary)
     log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
         f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "
         f"(pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
     return summary
+
+
+def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
+          use_val: bool, device: torch.device, detector: str | None, log: Any) -> dict[str, Any]:
+    """Train (or resume, or reuse) one fold in ``OUT/foldNN`` and evaluate it on its test rows; its metrics
+    (``detector``: the face aligner's name when the data was decoded face-aligned)."""
+    fold_dir = Path(opts.out) / f"fold{fold.index:02d}"
+    metrics_path = fold_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
+        return metrics
+    subject_independent = protocol != "random"
+    train_split, test_split = fold.split(split)
+    val_data = None
+    if use_val:
+        train_split, val_split = train_val_split(train_split, val_fraction=opts.val_fraction, seed=opts.seed,
+                                                 by_subject=subject_independent)
+        val_data = full.subset(val_split, name=f"fold{fold.index}-val")
+    train_data = full.subset(train_split, name=f"fold{fold.index}-train")
+    test_data = full.subset(test_split, name=f"fold{fold.index}-test")
+    checkpoint = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
+    info = {"dataset": split.dataset, "fold": fold.index, "test_subjects": list(fold.test_subjects),
+            "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
+                          f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
+            "num_train": len(train_data), "num_val": len(val_data) if val_data is not None else 0,
+            "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
+    log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
+        + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
+    if checkpoint is None or int(checkpoint["epoch"]) < recipe.epochs:
+        fit(recipe, replace(opts, out=str(fold_dir)), train_data, val_data, fold_dir, checkpoint=checkpoint,
+            info=info, log=log)
+    model = load_model(fold_dir, device=device)
+    m = evaluate_data(model, test_data, model.config.input_size, model.config.mean, model.config.std,
+                      batch_size=opts.eval_batch_size)
+    metrics = {"dataset": split.dataset, "split": f"fold{fold.index}_test", "subset": None,
+               "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
+               "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
+               "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
+               "fold": fold.index, "test_subjects": list(fold.test_subjects),
+               "face_alignment": face_summary([test_data], detector)}
+    write_json(metrics_path, metrics)
+    plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
+                   title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
+    log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
+    return metrics
 
 
 def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[str, Any]], recipe: Recipe,
@@ -140,14 +152,3 @@ def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[s
                       "each fold's train") if use_val else "last epoch",
         "recipe": recipe.to_dict(), "options": opts.to_dict(),
     }
-
-
-def cv_command(args: argparse.Namespace) -> int:
-    """Run ``pcnn cv`` from parsed arguments."""
-    from .cli import recipe_overrides, train_options
-
-    recipe = get_recipe(args.recipe).with_overrides(**recipe_overrides(args))
-    opts = train_options(args, args.out)
-    run_cv(recipe, opts, folds=args.folds, protocol=args.protocol, only_folds=args.only_folds,
-           use_val=not args.no_val)
-    return 0

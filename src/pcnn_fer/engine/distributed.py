@@ -15,7 +15,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_world_size", "init_distributed"]
+from ..errors import UsageError
+
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_int", "cleanup", "env_rank", "env_world_size",
+           "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def init_distributed(device_type: str) -> DistInfo:
     if dist.is_available() and not dist.is_initialized():
         if device_type == "cuda":
             if local_rank >= torch.cuda.device_count():
-                raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
+                raise UsageError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl", timeout=timedelta(minutes=30),
                                     device_id=torch.device("cuda", local_rank))
@@ -90,3 +93,8 @@ def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
     t = torch.tensor([int(value)], device=device, dtype=torch.int64)
     dist.broadcast(t, 0)
     return int(t.item())
+
+
+def env_rank() -> int:
+    """``RANK`` from the environment (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = ["WeightAverage"]
 
 
@@ -22,7 +24,7 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(model).eval()

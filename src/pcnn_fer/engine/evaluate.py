@@ -25,11 +25,11 @@ from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
+from .devices import resolve_device, set_threads
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .recipes import Recipe
-from .train import resolve_device
 
 __all__ = ["METRIC_KEYS", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split", "load_any_model",
            "load_target", "match_classes", "metrics_of_logits"]
@@ -137,9 +137,11 @@ def evaluate_split(
     cache: str | Path | None = None,
     use_cache: bool = True,
     log: Any = print,
+    progress: bool = False,
     align: FaceAligner | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring).
+    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring); a
+    progress bar of the prediction when ``progress``.
 
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
     ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
@@ -150,7 +152,8 @@ def evaluate_split(
     data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache, align, log)
     model = model.to(device).eval()
     logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
-                            batch_size=batch_size, tta=tta, amp=amp, device=device)
+                            batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
+                            description="predict")
     return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes)),
             "face_alignment": face_summary([data], align.name if align else None)}
 
@@ -193,14 +196,15 @@ def load_target(args: argparse.Namespace) -> EvaluationTarget:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+    threads = set_threads(args.threads)
     target = load_target(args)
     reader, model, split_name, split, subset_name = (target.reader, target.model, target.split_name, target.split,
                                                      target.subset)
     print(f"evaluating {args.checkpoint} ({len(model.classes)} classes, {model.config.input_size}px) on "
-          f"{target.title}: {len(split)} samples")
+          f"{target.title}: {len(split)} samples, {threads} CPU thread(s)")
     result = evaluate_split(model, split, target.device, batch_size=args.batch_size,
                             tta=None if args.tta == "none" else args.tta, amp=target.amp,
-                            cache=args.cache_dir, use_cache=not args.no_cache,
+                            cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                             align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],

@@ -9,15 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write, publish
+from ..fileio import atomic_write
 
-__all__ = ["EPOCH_FIELDS", "plot_confusion", "plot_history", "publish", "write_history", "write_json"]
-
-
+__all__ = ["EPOCH_FIELDS", "history_figure", "plot_confusion", "plot_history", "write_history", "write_json"]
 
 #: Columns of ``history.csv`` (and keys of each ``history.json`` entry).
 EPOCH_FIELDS: tuple[str, ...] = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "time",
-                                 "img_per_s", "best")
+                                 "img_per_s", "best", "samples")
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -54,16 +52,16 @@ def _pyplot():
     return plt
 
 
-def plot_history(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
-    """PNG with the training loss (left) and train / validation accuracy (right) per epoch."""
+def history_figure(history: Sequence[dict[str, Any]]) -> Any:
+    """A matplotlib figure of the training loss (left) and train / validation accuracy (right) per epoch: integer
+    epoch ticks, legends below the plots (never over a curve)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     ax1.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss")
-    ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
-    ax1.grid(alpha=0.3)
-    ax1.legend()
     ax2.plot(epochs, [r["train_acc"] for r in history], marker="o", label="train acc")
     val = [(r["epoch"], r["val_acc"]) for r in history if r.get("val_acc") is not None]
     if val:
@@ -71,14 +69,23 @@ def plot_history(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
         ax2.plot([r["epoch"] for r in history if r.get("val_mean_class_acc") is not None],
                  [r["val_mean_class_acc"] for r in history if r.get("val_mean_class_acc") is not None],
                  marker=".", linestyle="--", label="val mean-class acc")
-    ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy (%)")
-    ax2.grid(alpha=0.3)
-    ax2.legend()
-    fig.tight_layout()
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    return fig
+
+
+def plot_history(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
+    """PNG of :func:`history_figure`."""
+    fig = history_figure(history)
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 

@@ -18,23 +18,17 @@ from tqdm import tqdm
 
 from ..data.loader import TensorData
 from ..data.transforms import BatchAugment, eval_transform, flip_batch
+from ..errors import PCNNError, UsageError
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["AMP_DTYPES", "autocast", "confusion_matrix", "evaluate_data",
-           "metrics_from_confusion", "predict_logits", "train_epoch", "unwrap"]
+__all__ = ["AMP_DTYPES", "TrainingDiverged", "autocast", "confusion_matrix", "evaluate_data",
+           "metrics_from_confusion", "predict_logits", "train_epoch"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # torch.compile
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+class TrainingDiverged(PCNNError, RuntimeError):
+    """The training loss became NaN or infinite (learning rate too high, or fp16 overflow)."""
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -116,7 +110,7 @@ def train_epoch(
     totals = all_reduce_sum(totals, dist_info)
     loss_total, correct_total, n = (float(v) for v in totals.tolist())
     if not math.isfinite(loss_total):
-        raise RuntimeError(f"training diverged: the loss became {loss_total} (lower --lr or use --amp bf16/none)")
+        raise TrainingDiverged(f"training diverged: the loss became {loss_total} (lower --lr or use --amp bf16/none)")
     return {"loss": loss_total / max(n, 1), "accuracy": 100.0 * correct_total / max(n, 1), "samples": int(n),
             "seconds": seconds, "images_per_second": n / seconds if seconds > 0 else float("nan")}
 
@@ -139,6 +133,7 @@ def predict_logits(
     channels_last: bool = False,
     device: torch.device | str | None = None,
     progress: bool = False,
+    description: str = "eval",
 ) -> torch.Tensor:
     """Global logits ``(N, C)`` (float32, on the images' device) of uint8 ``images`` ``(N, C, H, W)``.
 
@@ -151,7 +146,7 @@ def predict_logits(
     model.eval()
     out = []
     try:
-        for sl in tqdm(list(_chunks(images.shape[0], batch_size)), desc="eval", unit="batch", leave=False,
+        for sl in tqdm(list(_chunks(images.shape[0], batch_size)), desc=description, unit="batch", leave=False,
                        disable=not progress, dynamic_ncols=True):
             x = eval_transform(images[sl].to(device, non_blocking=True), input_size, tuple(mean), tuple(std))
             if channels_last:
@@ -162,7 +157,7 @@ def predict_logits(
                     flipped = model(flip_batch(x))[0].float()
                     logits = torch.log((logits.softmax(1) + flipped.softmax(1)) / 2)
                 elif tta not in (None, "none"):
-                    raise ValueError(f"unknown test-time augmentation {tta!r}; choose flip or none")
+                    raise UsageError(f"unknown test-time augmentation {tta!r}; choose flip or none")
             out.append(logits)
     finally:
         model.train(was_training)

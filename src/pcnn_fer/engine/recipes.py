@@ -1,219 +1,271 @@
 """Training recipes: typed, named bundles of model preset, input size, optimiser, schedule and augmentation.
 
-The command line calls them presets (``pcnn train --recipe NAME`` or ``--preset NAME``); every field can be
-overridden by a flag (``--epochs``, ``--lr``, ...), which :meth:`Recipe.with_overrides` applies.
+``pcnn train --recipe NAME`` picks one of :data:`RECIPES`; ``--recipe FILE.json`` (or ``.yaml`` with PyYAML) reads
+one from a file (see :func:`load_recipe`). Every field with a flag can be overridden on the command line (``--epochs``,
+``--lr``, ...): the flags are generated from the fields below (:mod:`pcnn_fer.engine.typed_fields`), so a new field
+needs only its line here. This module imports no torch (``pcnn train --help`` stays fast).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
-import torch
+from ..errors import UsageError
+from .typed_fields import check_types
 
-from ..data.transforms import AUGMENT_PRESETS
-from ..loss import LOSSES
-from ..models.pcnn import MODEL_PRESETS, count_parameters, create_model
-
-__all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_cost", "format_recipes"]
+__all__ = ["Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_file"]  # and RECIPES (lazy)
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
+SelectMetric = Literal["accuracy", "mean_class_accuracy"]
+
+
+def _help(text: str, **more: Any) -> Any:
+    return field(metadata={"help": text, **more})
+
+
+def _opt(default: Any, text: str, **more: Any) -> Any:
+    return field(default=default, metadata={"help": text, **more})
 
 
 @dataclass(frozen=True)
 class Recipe:
     """One training recipe. ``epochs``/``batch_size`` are global (a DDP run splits the batch across processes)."""
 
-    name: str
-    description: str
-    model: str
-    input_size: int
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: Optimizer = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    decay_norm_bias: bool = True  # False: no weight decay on BatchNorm parameters and biases
-    schedule: Schedule = "step"
-    step_epochs: int = 15  # StepLR period (epochs)
-    gamma: float = 0.5  # StepLR factor
-    warmup_epochs: float = 0.0  # linear warm-up (per step) before the schedule
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    augment: str = "paper"
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # > 0: validate, select and ship an exponential moving average of the weights
-    init_lr_scale: float = 0.1  # with --init: learning-rate factor of the pretrained tensors (heads keep lr)
-    alpha: float = 12.0  # two-phase loss weights
-    beta: float = 8.0
-    loss: str = "two-phase"  # a key of pcnn_fer.loss.LOSSES: "two-phase", or "ce" (the ablation: global CE only)
-    label_mode: str | None = None  # training label mode for datasets with modes (FERPlus); None: dataset default
-    val_mode: str | None = None  # validation label mode (None: dataset default, FERPlus majority)
-    select_metric: Literal["accuracy", "mean_class_accuracy"] = "accuracy"
-    max_steps: int | None = None  # cap on optimiser steps per epoch (smoke tests)
-    max_val_samples: int | None = None  # cap on validation samples (seeded subset; smoke tests)
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    name: str = field(metadata={"cli": False})
+    description: str = field(metadata={"cli": False})
+    model: str = _help("model architecture: a preset of pcnn_fer.models.MODEL_PRESETS, e.g. small, compact, paper, or "
+                       "an ablation baseline such as small-resnet (docs/robustness.md)")
+    input_size: int = _help("model input size in pixels")
+    epochs: int = _help("number of epochs")
+    batch_size: int = _help("global batch size (split across DDP processes)")
+    lr: float = _help("peak learning rate")
+    optimizer: Optimizer = _opt("sgd", "optimiser")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum (SGD)")
+    weight_decay: float = _opt(1e-4, "weight decay")
+    decay_norm_bias: bool = _opt(True, "weight decay on BatchNorm parameters and biases too")
+    schedule: Schedule = _opt("step", "learning-rate schedule after the warm-up (StepLR or cosine, per step)")
+    step_epochs: int = _opt(15, "StepLR period in epochs")
+    gamma: float = _opt(0.5, "StepLR factor")
+    warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up (per step) before the schedule, in epochs")
+    min_lr_ratio: float = _opt(0.0, "cosine floor as a fraction of --lr")
+    augment: str = _opt("paper", "augmentation preset of pcnn_fer.data.transforms (paper, strong, none)")
+    label_smoothing: float = _opt(0.0, "label smoothing of the loss")
+    ema_decay: float = _opt(0.0, "validate, select and ship an exponential moving average of the weights (e.g. "
+                                 "0.998; 0 = off)")
+    init_lr_scale: float = _opt(0.1, "with --init: learning-rate factor of the pretrained tensors (the heads keep "
+                                     "--lr)")
+    alpha: float = _opt(12.0, "two-phase loss weight of the global logits")
+    beta: float = _opt(8.0, "two-phase loss weight of the region logits")
+    loss: str = _opt("two-phase", "training loss: two-phase, or ce (cross-entropy of the global logits only, the "
+                                  "ablation of the two-phase loss); a key of pcnn_fer.loss.LOSSES")
+    label_mode: str | None = _opt(None, "training label mode for datasets that have several (FERPlus); None: the "
+                                        "dataset default", cli=False)  # the run option --mode overrides it
+    val_mode: str | None = _opt(None, "validation label mode (None: the dataset default, FERPlus majority)",
+                                cli=False)  # --val-mode overrides it
+    select_metric: SelectMetric = _opt("accuracy", "validation metric used for model selection")
+    max_steps: int | None = _opt(None, "cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
+    max_val_samples: int | None = _opt(None, "cap on validation samples (seeded subset; 0 = no cap)")
+    model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_PRESETS:
-            raise ValueError(f"recipe {self.name!r}: unknown model preset {self.model!r}; available: "
-                             f"{', '.join(MODEL_PRESETS)}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("step", "cosine"):
-            raise ValueError(f"schedule must be step or cosine, got {self.schedule!r}")
-        if self.augment not in AUGMENT_PRESETS:
-            raise ValueError(f"unknown augmentation preset {self.augment!r}; choose from {', '.join(AUGMENT_PRESETS)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch size must be at least 2 (BatchNorm), got {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if self.input_size < 32:
-            raise ValueError(f"input size must be at least 32, got {self.input_size}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0 or self.weight_decay < 0:
-            raise ValueError("warm-up epochs and weight decay must be non-negative")
-        if not 0.0 < self.init_lr_scale <= 1.0:
-            raise ValueError(f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
+        what = f"recipe {self.name!r}"
+        check_types(self, what)
+        from ..data.transforms import AUGMENT_PRESETS  # torch only when a recipe is built
+        from ..loss import LOSSES
+        from ..models.pcnn import MODEL_PRESETS
+
+        checks = [
+            (self.model in MODEL_PRESETS,
+             f"unknown model preset {self.model!r}; available: {', '.join(MODEL_PRESETS)}"),
+            (self.augment in AUGMENT_PRESETS,
+             f"unknown augmentation preset {self.augment!r}; choose from {', '.join(AUGMENT_PRESETS)}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be at least 2 (BatchNorm), got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.input_size >= 32, f"input size must be at least 32, got {self.input_size}"),
+            (self.step_epochs >= 1, f"step_epochs must be at least 1, got {self.step_epochs}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.warmup_epochs >= 0 and self.weight_decay >= 0, "warm-up epochs and weight decay must be "
+                                                                  "non-negative"),
+            (0.0 < self.init_lr_scale <= 1.0, f"init_lr_scale must be in (0, 1], got {self.init_lr_scale}"),
+            (0.0 <= self.ema_decay < 1.0, f"EMA decay must be in [0, 1), got {self.ema_decay}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max steps must be at least 1, got {self.max_steps}"),
+            (self.max_val_samples is None or self.max_val_samples >= 1,
+             f"max_val_samples must be at least 1, got {self.max_val_samples}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(f"{what}: {message}")
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with ``overrides`` applied (unknown names are an error; None clears the optional caps)."""
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
+        unknown = set(overrides) - {f.name for f in fields(self)}
         if unknown:
-            raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
+            raise UsageError(f"unknown recipe fields: {sorted(unknown)}")
         return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
+        """JSON-serialisable dict (what ``RUN_DIR/recipe.json`` holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**data)
+        """Inverse of :meth:`to_dict` (UsageError naming unknown or missing fields)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown recipe fields {unknown}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except TypeError as e:  # missing required fields
+            raise UsageError(f"incomplete recipe: {e}") from None
 
-    def create_model(self, classes: tuple[str, ...]) -> torch.nn.Module:
+    def create_model(self, classes: tuple[str, ...]) -> Any:
         """The recipe's PCNN for ``classes`` (canonical names)."""
+        from ..models.pcnn import create_model
+
         return create_model(self.model, num_classes=len(classes), classes=tuple(classes),
                             input_size=self.input_size, **self.model_overrides)
 
 
-#: The named recipes. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales gradients by
-#: α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per step" of a from-scratch ResNet on plain cross-entropy.
-#: ``ferplus-cpu`` epochs were sized from a measured 117 img/s (training steps only, channels_last, 2 idle CPU
-#: cores); the bundled model's run then measured 109-116 img/s, 250-265 s per epoch of FERPlus probability-mode train
-#: (27,947 faces) plus validation (3,191), and benchmarks/train_bundled_model.sh's ``--time-budget 114`` trained 25
-#: of the 26 epochs (108 minutes in all); a slower machine trains fewer.
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            name="paper",
-            description="the paper's recipe: PCNN at 224, SGD 0.01, halve every 15 epochs, 100 epochs",
-            model="paper", input_size=224, epochs=100, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
-            weight_decay=1e-4, schedule="step", step_epochs=15, gamma=0.5, augment="paper",
-        ),
-        Recipe(
-            name="tiny",
-            description="smoke test: tiny PCNN at 48, 4 steps x 2 epochs, seconds on a CPU",
-            model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", augment="strong", max_steps=4, max_val_samples=256,
-        ),
-        Recipe(
-            name="ferplus-compact",
-            description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
-            model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
-            augment="strong", label_mode="probability", val_mode="majority",
-        ),
-        Recipe(
-            name="ferplus-cpu",
-            description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
-            model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-            augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
-        ),
-        Recipe(
-            name="fer2013",
-            description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
-                        "select on PublicTest",
-            model="small", input_size=48, epochs=20, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-            augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=0.5,
-        ),
-        Recipe(
-            name="ckplus",
-            description="CK+ folds: fine-tune the bundled small PCNN (--init default), 10 subject-independent folds "
-                        "in minutes on a CPU",
-            model="small", input_size=48, epochs=12, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
-            init_lr_scale=0.1,
-        ),
-        Recipe(
-            name="jaffe",
-            description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
-            model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-            nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
-            init_lr_scale=0.1,
-        ),
-    )
-}
+#: The named recipes as plain fields; :data:`RECIPES` turns them into checked :class:`Recipe` objects on first use
+#: (checking model / augmentation / loss names imports torch, which ``pcnn train --help`` must not). Measured speeds
+#: and epoch sizing: docs/training.md. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales
+#: gradients by α + β = 20, so this is the usual "lr 0.2, lr·wd = 5e-5 per step" of a from-scratch ResNet on plain
+#: cross-entropy.
+_NAMED_RECIPES: tuple[dict[str, Any], ...] = (
+    dict(
+        name="paper",
+        description="the paper's recipe: PCNN at 224, SGD 0.01, halve every 15 epochs, 100 epochs",
+        model="paper", input_size=224, epochs=100, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
+        weight_decay=1e-4, schedule="step", step_epochs=15, gamma=0.5, augment="paper",
+    ),
+    dict(
+        name="tiny",
+        description="smoke test: tiny PCNN at 48, 4 steps x 2 epochs, seconds on a CPU",
+        model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", augment="strong", max_steps=4, max_val_samples=256,
+    ),
+    dict(
+        name="ferplus-compact",
+        description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
+        model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
+        augment="strong", label_mode="probability", val_mode="majority",
+    ),
+    dict(
+        name="ferplus-cpu",
+        description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
+        model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
+    ),
+    dict(
+        name="fer2013",
+        description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
+                    "select on PublicTest",
+        model="small", input_size=48, epochs=20, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=0.5,
+    ),
+    dict(
+        name="ckplus",
+        description="CK+ folds: fine-tune the bundled small PCNN (--init default), 10 subject-independent folds "
+                    "in minutes on a CPU",
+        model="small", input_size=48, epochs=12, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
+        init_lr_scale=0.1,
+    ),
+    dict(
+        name="jaffe",
+        description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
+        model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
+        init_lr_scale=0.1,
+    ),
+)
+
+
+@functools.cache
+def named_recipes() -> dict[str, Recipe]:
+    """The named recipes by name (built and checked once)."""
+    return {spec["name"]: Recipe(**spec) for spec in _NAMED_RECIPES}
+
+
+def __getattr__(name: str) -> Any:
+    """``RECIPES``: :func:`named_recipes`, built on first use."""
+    if name == "RECIPES":
+        return named_recipes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: Suffixes of recipe files ``--recipe`` reads.
+RECIPE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name`` (ValueError naming the available ones otherwise)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    """The recipe called ``name`` (UsageError naming the available ones otherwise)."""
+    recipes = named_recipes()
+    if name not in recipes:
+        raise UsageError(f"unknown recipe {name!r}; available: {', '.join(recipes)} (or a .json/.yaml recipe file)")
+    return recipes[name]
 
 
-def recipe_cost(recipe: Recipe, num_classes: int = 7) -> tuple[int, float]:
-    """(parameters, forward GFLOPs per image at the recipe's input size), counted by ``FlopCounterMode`` on the
-    meta device (no memory, no compute; falls back to the CPU)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def load_recipe(spec: str) -> Recipe:
+    """A named recipe, or the recipe in file ``spec`` (``.json``, or ``.yaml``/``.yml`` when PyYAML is installed)."""
+    if Path(spec).suffix.lower() in RECIPE_FILE_SUFFIXES:
+        return read_recipe_file(spec)
+    return get_recipe(spec)
 
-    classes = tuple(f"class_{i}" for i in range(num_classes)) if num_classes > 8 else ()
-    for device in ("meta", "cpu"):
+
+def read_recipe_file(path: str | Path) -> Recipe:
+    """The recipe in a JSON/YAML file: an object of :class:`Recipe` fields. With ``"base": NAME`` the named recipe
+    supplies every field the file does not set; ``name`` defaults to the file's stem. Errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot read recipe file {path}: {e.strerror or e}") from None
+    data = _parse(path, text)
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a recipe file holds an object of recipe fields, got {type(data).__name__}")
+    data = dict(data)
+    base = data.pop("base", None)
+    data.setdefault("name", path.stem)
+    try:
+        if base is not None:
+            known = {f.name for f in fields(Recipe)}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise UsageError(f"unknown recipe fields {unknown}")
+            data.setdefault("description", f"{get_recipe(str(base)).description} (changed by {path.name})")
+            return get_recipe(str(base)).with_overrides(**data)
+        return Recipe.from_dict({"description": f"from {path.name}", **data})
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() == ".json":
         try:
-            with torch.device(device):
-                model = create_model(recipe.model, num_classes=num_classes, classes=classes,
-                                     input_size=recipe.input_size, **recipe.model_overrides)
-                x = torch.zeros(1, 3, recipe.input_size, recipe.input_size)
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                model.eval()(x)
-            return count_parameters(model), counter.get_total_flops() / 1e9
-        except (NotImplementedError, RuntimeError):
-            continue
-    raise RuntimeError(f"could not count the FLOPs of recipe {recipe.name!r}")
-
-
-def format_recipes() -> str:
-    """A table of every recipe with its cost (parameters, GFLOPs/image) and main hyper-parameters."""
-    header = (f"{'recipe':<16} {'model':<8} {'input':>5} {'params':>8} {'GFLOPs':>7} {'optim':<10} {'lr':>6} "
-              f"{'schedule':<14} {'epochs':>6} {'batch':>5} {'augment':<7} {'labels':<12}")
-    lines = [header, "-" * len(header)]
-    for r in RECIPES.values():
-        params, gflops = recipe_cost(r)
-        optim = r.optimizer + ("+nesterov" if r.nesterov and r.optimizer == "sgd" else "")
-        if r.schedule == "step":
-            sched = f"step/{r.step_epochs}x{r.gamma:g}"
-        else:
-            sched = "cosine" + (f"+wu{r.warmup_epochs:g}" if r.warmup_epochs else "")
-        lines.append(f"{r.name:<16} {r.model:<8} {r.input_size:>5} {params / 1e6:>7.2f}M {gflops:>7.3f} {optim:<10} "
-                     f"{r.lr:>6g} {sched:<14} {r.epochs:>6} {r.batch_size:>5} {r.augment:<7} "
-                     f"{r.label_mode or 'default':<12}")
-        lines.append(f"{'':<16} {r.description}")
-    lines.append("GFLOPs: forward FLOPs per image (multiply-add = 2) at the recipe's input size, 7 classes.")
-    return "\n".join(lines)
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    try:
+        import yaml  # optional dependency
+    except ImportError:
+        raise UsageError(f"{path}: reading YAML recipes needs PyYAML (pip install pyyaml); or write it as "
+                         ".json") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..deploy.backends import ClassifierBackend, create_backend
+from ..errors import UsageError
 from ..models.pcnn import REGIONS, PCNNConfig
 from .align import AlignedFace, align_face
 from .detect import Detection, FaceDetector, WholeImageDetector, create_detector, detect_traced
@@ -127,9 +128,9 @@ class Recognizer:
                  backend: str | ClassifierBackend = "auto", batch_size: int = 32, color: str = "auto",
                  max_pixels: int = MAX_PIXELS, keep_crops: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if color not in ("auto", "gray", "rgb"):
-            raise ValueError(f"color must be auto, gray or rgb, got {color!r}")
+            raise UsageError(f"color must be auto, gray or rgb, got {color!r}")
         self.backend = create_backend(backend, checkpoint, device)
         self.config: PCNNConfig = self.backend.config
         self.detector = create_detector(detector)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import UsageError
 from .pcnn import PCNN, REGIONS, _pool
 from .resnet import BasicBlock, Trunk
 
@@ -78,7 +79,7 @@ class InferencePCNN(nn.Module):
         """Same contract as :meth:`PCNN.forward`."""
         left_eye, right_eye, left_cheek, right_cheek, mouth = self.regions(x)
         if left_eye.shape != right_eye.shape or left_cheek.shape != right_cheek.shape:
-            raise ValueError(f"the optimised PCNN needs an even input width (equal left/right crops), got "
+            raise UsageError(f"the optimised PCNN needs an even input width (equal left/right crops), got "
                              f"{x.shape[-1]}; use the plain PCNN for this size")
         eyes = self.pairs[0](torch.cat([left_eye, right_eye], 1)).chunk(2, 1)
         cheeks = self.pairs[1](torch.cat([left_cheek, right_cheek], 1)).chunk(2, 1)

@@ -16,7 +16,9 @@ modules it uses, is channels_last/torch.compile friendly and identity-initialise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..classes import CANONICAL_CLASSES
-from .resnet import Stem, Trunk, init_resnet_weights, make_stage, stage_channels
+from ..errors import UsageError
+from .resnet import STEMS, Stem, Trunk, init_resnet_weights, make_stage, stage_channels
 
 #: The five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right).
 REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
@@ -54,24 +57,35 @@ class PCNNConfig:
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
 
     def __post_init__(self) -> None:
-        h1, h2, w1 = self.crop_fractions
-        if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
-            raise ValueError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {self.crop_fractions}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        num_classes = _integer("num_classes", self.num_classes, minimum=2)
         if not self.classes:
-            if self.num_classes > len(CANONICAL_CLASSES):
-                object.__setattr__(self, "classes", tuple(f"class_{i}" for i in range(self.num_classes)))
+            if num_classes > len(CANONICAL_CLASSES):
+                object.__setattr__(self, "classes", tuple(f"class_{i}" for i in range(num_classes)))
             else:
-                object.__setattr__(self, "classes", CANONICAL_CLASSES[: self.num_classes])
-        object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "crop_fractions", tuple(float(f) for f in self.crop_fractions))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if len(self.classes) != self.num_classes:
-            raise ValueError(f"{len(self.classes)} class names given for num_classes={self.num_classes}")
-        if self.theta_init not in ("identity", "official"):
-            raise ValueError(f"theta_init must be 'identity' or 'official', got {self.theta_init!r}")
+                object.__setattr__(self, "classes", CANONICAL_CLASSES[:num_classes])
+        values = {
+            "num_classes": num_classes,
+            "width": _number("width", self.width, above=0.0),
+            "stem": _choice("stem", self.stem, STEMS),
+            "crop_fractions": _numbers("crop_fractions", self.crop_fractions),
+            "theta_init": _choice("theta_init", self.theta_init, ("identity", "official")),
+            "stn_grid": _integer("stn_grid", self.stn_grid, minimum=1),
+            "stn_hidden": _integer("stn_hidden", self.stn_hidden, minimum=1),
+            "dropout": _number("dropout", self.dropout, at_least=0.0, below=1.0),
+            "input_size": _integer("input_size", self.input_size, minimum=MIN_INPUT_SIZE),
+            "classes": _class_names(self.classes, num_classes),
+            "mean": _numbers("mean", self.mean),
+            "std": _numbers("std", self.std),
+        }
+        h1, h2, w1 = values["crop_fractions"]
+        if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
+            raise UsageError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {list(self.crop_fractions)}")
+        if not isinstance(self.arch, str):
+            raise UsageError(f"arch must be an architecture name, got {self.arch!r}")
+        if min(values["std"]) <= 0:
+            raise UsageError(f"std must be 3 positive numbers (pixels are divided by it), got {list(self.std)}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the config."""
@@ -80,12 +94,65 @@ class PCNNConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PCNNConfig:
         """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
+        if not isinstance(data, Mapping):
+            raise UsageError(f"a PCNN config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown PCNN config keys: {sorted(unknown)}")
-        tuples = {"crop_fractions", "classes", "mean", "std"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+            raise UsageError(f"unknown PCNN config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum`` (UsageError for strings, bools, fractions, smaller numbers)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value != int(value):
+        raise UsageError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value: Any, above: float | None = None, at_least: float | None = None,
+            below: float | None = None) -> float:
+    """``value`` as a finite float within the given bounds (UsageError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    if (above is not None and value <= above) or (at_least is not None and value < at_least) or (
+            below is not None and value >= below):
+        bounds = [f"> {above}" if above is not None else "", f">= {at_least}" if at_least is not None else "",
+                  f"< {below}" if below is not None else ""]
+        raise UsageError(f"{name} must be {' and '.join(b for b in bounds if b)}, got {value!r}")
+    return float(value)
+
+
+def _numbers(name: str, values: Any) -> tuple[float, float, float]:
+    """``values`` as 3 finite floats (UsageError otherwise)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
+        raise UsageError(f"{name} must be a list of 3 numbers, got {values!r}")
+    a, b, c = (_number(name, v) for v in values)
+    return a, b, c
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices`` (UsageError otherwise)."""
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _class_names(classes: Any, num_classes: int) -> tuple[str, ...]:
+    """``classes`` as a tuple of ``num_classes`` distinct non-empty names (UsageError otherwise)."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+        raise UsageError(f"classes must be a list of names, got {classes!r}")
+    names = tuple(classes)
+    if not all(isinstance(c, str) and c.strip() for c in names):
+        raise UsageError(f"classes must be non-empty strings, got {list(names)}")
+    if len(names) != num_classes:
+        raise UsageError(f"{len(names)} class names given for num_classes={num_classes}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"class names repeat: {list(names)}")
+    return names
 
 
 class FaceRegions(nn.Module):
@@ -110,7 +177,7 @@ class FaceRegions(nn.Module):
         """Return the five crops in :data:`REGIONS` order."""
         height, width = x.shape[-2:]
         if min(height, width) < MIN_INPUT_SIZE:
-            raise ValueError(f"PCNN needs inputs of at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}")
+            raise UsageError(f"PCNN needs inputs of at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}")
         boxes = self.boxes(height, width)
         return [x[:, :, t:b, left:right] for t, b, left, right in (boxes[name] for name in REGIONS)]
 
@@ -229,7 +296,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 def preset_config(name: str, **overrides: Any) -> PCNNConfig:
     """The :class:`PCNNConfig` of a named preset, with keyword overrides."""
     if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown PCNN preset {name!r}; available: {', '.join(MODEL_PRESETS)}")
+        raise UsageError(f"unknown PCNN preset {name!r}; available: {', '.join(MODEL_PRESETS)}")
     params = {**MODEL_PRESETS[name], **overrides}
     return PCNNConfig(**params)
 
@@ -242,7 +309,7 @@ ARCHITECTURES: dict[str, Callable[[PCNNConfig], nn.Module]] = {"pcnn": PCNN}
 def build_model(config: PCNNConfig) -> nn.Module:
     """The model of ``config.arch`` (PCNN or an ablation baseline) built from ``config``."""
     if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {config.arch!r}; available: {', '.join(ARCHITECTURES)}")
+        raise UsageError(f"unknown architecture {config.arch!r}; available: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[config.arch](config)
 
 

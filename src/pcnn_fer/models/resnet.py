@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 Stem = Literal["imagenet", "lowres"]
 STEMS: tuple[str, ...] = ("imagenet", "lowres")
 
@@ -18,7 +20,7 @@ STEMS: tuple[str, ...] = ("imagenet", "lowres")
 def stage_channels(width: float) -> tuple[int, int, int, int]:
     """Channel counts of the four ResNet-18 stages for a width multiplier (64·w, 128·w, 256·w, 512·w, at least 8)."""
     if width <= 0:
-        raise ValueError(f"width multiplier must be positive, got {width}")
+        raise UsageError(f"width multiplier must be positive, got {width}")
     return tuple(max(8, int(round(c * width))) for c in (64, 128, 256, 512))  # type: ignore[return-value]
 
 
@@ -63,7 +65,7 @@ class Trunk(nn.Module):
     def __init__(self, width: float = 1.0, stem: Stem = "imagenet", in_chans: int = 3) -> None:
         super().__init__()
         if stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
+            raise UsageError(f"unknown stem {stem!r}; choose one of {STEMS}")
         c1, c2, c3, _ = stage_channels(width)
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, c1, 7, 2, 3, bias=False)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import UsageError
 from ..faces.align import TEMPLATE_5PT
 from ..models.pcnn import REGIONS, FaceRegions
 
@@ -325,6 +326,6 @@ def expand_names(names: list[str] | tuple[str, ...] | None) -> list[str]:
         elif name in REGIONS or name == "patch":
             chosen |= {f"{name}:{fill}" for fill in FILLS}
         else:
-            raise ValueError(f"unknown corruption {name!r}; choose from all, {', '.join(GROUPS)}, "
+            raise UsageError(f"unknown corruption {name!r}; choose from all, {', '.join(GROUPS)}, "
                              f"{', '.join(CORRUPTIONS)}")
     return [name for name in CORRUPTIONS if name in chosen]

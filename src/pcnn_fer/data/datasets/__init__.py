@@ -17,6 +17,7 @@ from ._base import (
     get_dataset,
     load_split,
     open_image,
+    open_text,
     register_dataset,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "get_dataset",
     "load_split",
     "open_image",
+    "open_text",
     "register_dataset",
 ]

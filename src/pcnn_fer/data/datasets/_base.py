@@ -16,10 +16,11 @@ import csv
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from PIL import Image
@@ -44,6 +45,7 @@ __all__ = [
     "list_images",
     "load_split",
     "open_image",
+    "open_text",
     "register_dataset",
 ]
 
@@ -62,6 +64,19 @@ class DatasetError(PCNNError, ValueError):
 def line_error(path: Path | str, line_no: int, msg: str) -> DatasetError:
     """The DatasetError for a malformed line: ``path:line_no: msg``."""
     return DatasetError(f"{path}:{line_no}: {msg}")
+
+
+@contextmanager
+def open_text(path: Path | str) -> Iterator[TextIO]:
+    """``path`` open for reading text (``newline=""``, ready for :mod:`csv`); a file that cannot be read or is not
+    text is a DatasetError naming it (the reader's own DatasetErrors pass through)."""
+    try:
+        with open(path, newline="") as f:
+            yield f
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not a text file (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ...classes import canonical_name
-from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, register_dataset
+from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, open_text, register_dataset
 
 __all__ = ["AFFECTNET_CLASSES", "AffectNetReader"]
 
@@ -77,7 +77,7 @@ class AffectNetReader(DatasetReader):
         img_dir = next((r / d for d in _AFFECTNET_IMAGE_DIRS if (r / d).is_dir()), r)
         paths: list[Path] = []
         labels: list[int] = []
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             reader = csv.reader(f)
             try:
                 header = [h.strip().lower() for h in next(reader)]

@@ -18,6 +18,7 @@ from ._base import (
     line_error,
     list_dirs,
     list_images,
+    open_text,
     register_dataset,
 )
 
@@ -92,7 +93,7 @@ class FER2013Reader(DatasetReader):
 
     def _parse_csv(self, path: Path) -> dict[str, tuple[list[int], list[np.ndarray], list[int]]]:
         out: dict[str, tuple[list[int], list[np.ndarray], list[int]]] = {}
-        with open(path, newline="") as f, warnings.catch_warnings():
+        with open_text(path) as f, warnings.catch_warnings():
             warnings.simplefilter("error", DeprecationWarning)  # older numpy: fromstring warns on bad data
             reader = csv.reader(f)
             try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...classes import CANONICAL_CLASSES
-from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, register_dataset
+from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, open_text, register_dataset
 
 __all__ = ["FERPLUS_CLASSES", "FERPLUS_VOTE_COLUMNS", "FERPlusReader", "ferplus_label"]
 
@@ -128,7 +128,7 @@ class FERPlusReader(DatasetReader):
         names: list[str] = []
         votes: list[list[float]] = []
         lines: list[int] = []
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             for line_no, row in enumerate(csv.reader(f), start=1):
                 if not row or all(not c.strip() for c in row):
                     continue

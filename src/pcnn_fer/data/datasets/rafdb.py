@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, register_dataset
+from ._base import DatasetError, DatasetReader, Split, dataset_root, find_root, line_error, open_text, register_dataset
 
 __all__ = ["RAFDB_CLASSES", "RAFDBReader"]
 
@@ -45,7 +45,7 @@ class RAFDBReader(DatasetReader):
         r = self._locate(root)
         path = r / self.LABEL_FILE
         out = []
-        with open(path) as f:
+        with open_text(path) as f:
             for line_no, line in enumerate(f, start=1):
                 parts = line.split()
                 if not parts:

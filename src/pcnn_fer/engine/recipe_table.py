@@ -1,0 +1,51 @@
+"""``pcnn train --list-recipes``: every recipe with its cost (parameters, forward GFLOPs per image) and its main
+hyper-parameters."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.pcnn import count_parameters, create_model
+from .recipes import RECIPES, Recipe
+
+__all__ = ["format_recipes", "recipe_cost"]
+
+
+def recipe_cost(recipe: Recipe, num_classes: int = 7) -> tuple[int, float]:
+    """(parameters, forward GFLOPs per image at the recipe's input size), counted by ``FlopCounterMode`` on the
+    meta device (no memory, no compute; falls back to the CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    classes = tuple(f"class_{i}" for i in range(num_classes)) if num_classes > 8 else ()
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                model = create_model(recipe.model, num_classes=num_classes, classes=classes,
+                                     input_size=recipe.input_size, **recipe.model_overrides)
+                x = torch.zeros(1, 3, recipe.input_size, recipe.input_size)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model.eval()(x)
+            return count_parameters(model), counter.get_total_flops() / 1e9
+        except (NotImplementedError, RuntimeError):
+            continue
+    raise RuntimeError(f"could not count the FLOPs of recipe {recipe.name!r}")
+
+
+def format_recipes() -> str:
+    """A table of every recipe with its cost (parameters, GFLOPs/image) and main hyper-parameters."""
+    header = (f"{'recipe':<16} {'model':<8} {'input':>5} {'params':>8} {'GFLOPs':>7} {'optim':<10} {'lr':>6} "
+              f"{'schedule':<14} {'epochs':>6} {'batch':>5} {'augment':<7} {'labels':<12}")
+    lines = [header, "-" * len(header)]
+    for r in RECIPES.values():
+        params, gflops = recipe_cost(r)
+        optim = r.optimizer + ("+nesterov" if r.nesterov and r.optimizer == "sgd" else "")
+        if r.schedule == "step":
+            sched = f"step/{r.step_epochs}x{r.gamma:g}"
+        else:
+            sched = "cosine" + (f"+wu{r.warmup_epochs:g}" if r.warmup_epochs else "")
+        lines.append(f"{r.name:<16} {r.model:<8} {r.input_size:>5} {params / 1e6:>7.2f}M {gflops:>7.3f} {optim:<10} "
+                     f"{r.lr:>6g} {sched:<14} {r.epochs:>6} {r.batch_size:>5} {r.augment:<7} "
+                     f"{r.label_mode or 'default':<12}")
+        lines.append(f"{'':<16} {r.description}")
+    lines.append("GFLOPs: forward FLOPs per image (multiply-add = 2) at the recipe's input size, 7 classes.")
+    return "\n".join(lines)
