@@ -1,10 +1,15 @@
-"""ONNX export (``pcnn export``): parity with PyTorch, dynamic/static batch, metadata; the onnxruntime backend
-through ``Recognizer`` and ``pcnn predict``; ``pcnn bench --backend onnx``."""
+"""ONNX export (``pcnn export``): parity with PyTorch, dynamic/static batch, metadata; the backend factory (``auto``
+picks onnxruntime when installed, torch without it) through ``Recognizer`` and ``pcnn predict``; the export cache;
+``pcnn bench --backend onnx``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +24,10 @@ import onnx  # noqa: E402
 from pcnn_fer import create_model, save_model  # noqa: E402
 from pcnn_fer.cli import main  # noqa: E402
 from pcnn_fer.deploy import OnnxClassifier, onnx_backend, onnx_export  # noqa: E402
+from pcnn_fer.deploy.backends import create_backend, describe_backend  # noqa: E402
 from pcnn_fer.deploy.onnx_export import OUTPUT_NAMES, ExportError, check_parity, export_onnx, read_metadata  # noqa: E402
+from pcnn_fer.deploy.torch_backend import TorchClassifier  # noqa: E402
 from pcnn_fer.faces import Recognizer  # noqa: E402
-from pcnn_fer.faces.recognizer import BACKENDS, TorchClassifier  # noqa: E402
 from pcnn_fer.models.pcnn import REGIONS  # noqa: E402
 from pcnn_fer.weights import ASSETS, load_model  # noqa: E402
 
@@ -121,7 +127,6 @@ def test_parity_failure_exits_non_zero_and_writes_nothing(exported, checkpoint, 
 
 def test_onnx_backend_matches_torch_through_recognizer(exported, checkpoint):
     path, _ = exported
-    assert BACKENDS["onnx"] is OnnxClassifier
     torch_rec = Recognizer(checkpoint, backend="torch")
     onnx_rec = Recognizer(str(path), backend="onnx")
     assert onnx_rec.classes == torch_rec.classes and onnx_rec.gray == torch_rec.gray
@@ -146,17 +151,21 @@ def test_onnx_backend_exports_a_checkpoint_once_into_the_cache(exported, checkpo
     path, _ = exported
     calls = []
 
-    def fake_export(model, out, dynamic_batch, opset):
+    def fake_export(model, out, dynamic_batch, opset, input_size):
         calls.append(out)
-        assert dynamic_batch and opset >= 18
+        assert dynamic_batch and opset >= 18 and input_size is None
         shutil.copy(path, out)
 
     monkeypatch.setenv("PCNN_FER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(onnx_backend, "export_onnx", fake_export)
     first = OnnxClassifier(str(checkpoint))
     assert len(calls) == 1 and first.path.parent == tmp_path / "cache" / "onnx" and first.path.is_file()
-    second = Recognizer(checkpoint, backend="onnx")
+    # named after the checkpoint file's sha256 (with its config file), the input size and the opset
+    digest = hashlib.sha256(Path(checkpoint).read_bytes() + Path(checkpoint).with_suffix(".json").read_bytes())
+    assert first.path.name == f"pcnn-{digest.hexdigest()[:24]}-native-opset18-v2.onnx"
+    second = Recognizer(checkpoint)  # the default backend: auto, onnxruntime being installed
     assert len(calls) == 1 and second.backend.path == first.path
+    assert describe_backend(second.backend) == "onnx (auto: onnxruntime is installed)"
     out = tmp_path / "out"
     assert main(["predict", str(ASTRONAUT), "--checkpoint", str(checkpoint), "--backend", "onnx", "--out", str(out),
                  "--save-json", "--no-annotate", "--quiet"]) == 0
@@ -167,6 +176,49 @@ def test_onnx_backend_exports_a_checkpoint_once_into_the_cache(exported, checkpo
     got = records[0]["faces"][0]
     assert got["box"] == expected["box"] and got["label"] == expected["label"]
     assert max(abs(got["probabilities"][c] - expected["probabilities"][c]) for c in expected["probabilities"]) <= 1e-4
+
+
+def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoint, exported, monkeypatch, tmp_path):
+    """``auto`` is onnxruntime here, within the export's parity tolerance of torch; in a process where onnxruntime
+    cannot be imported it is torch, and says why."""
+    auto = create_backend("auto", checkpoint)
+    assert isinstance(auto, OnnxClassifier) and auto.note == "onnx (auto: onnxruntime is installed)"
+    batch = np.random.default_rng(3).standard_normal((4, 3, 48, 48)).astype(np.float32)
+    for got, want in zip(auto(batch), TorchClassifier(checkpoint)(batch), strict=True):
+        assert np.abs(got - want).max() <= 1e-4
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from pcnn_fer.deploy.backends import create_backend, describe_backend\n"
+            f"b = create_backend('auto', {str(checkpoint)!r})\n"
+            "print(type(b).__name__, '|', describe_backend(b))\n"
+            "try:\n    create_backend('onnx', 'default')\nexcept RuntimeError as e:\n    print(e)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["TorchClassifier | torch (auto: onnxruntime is not installed)",
+                                        "the onnx backend needs onnxruntime: onnxruntime is not installed (pip install "
+                                        "onnxruntime, or use --backend torch)"]
+    # a model that cannot be exported falls back to torch too; an unusable checkpoint is an error either way
+    from pcnn_fer.weights import WeightsError
+
+    def broken_export(*args, **kwargs):
+        raise ExportError("parity check failed")
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", broken_export)
+    fallback = create_backend("auto", checkpoint, cache=tmp_path)
+    assert isinstance(fallback, TorchClassifier)
+    assert fallback.note == "torch (auto: no onnx model: parity check failed)"
+
+    with pytest.raises(WeightsError, match="no such model file"):
+        create_backend("auto", "/nonexistent/model.safetensors")
+
+
+def test_bench_rejects_empty_runs():
+    for flag in ("--batch-size", "--rounds"):
+        proc = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "bench", "--preset", "tiny", flag, "0"],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip() == f"pcnn bench: error: {flag} must be at least 1, got 0"
 
 
 def test_bench_with_onnx_backend(capsys):

@@ -12,6 +12,7 @@ import pytest
 from conftest import ASTRONAUT_FACE, SAMPLES, needs_samples
 from PIL import Image
 
+from pcnn_fer.errors import UsageError
 from pcnn_fer.faces.align import (
     BOX_TEMPLATES,
     TEMPLATE_5PT,
@@ -21,7 +22,16 @@ from pcnn_fer.faces.align import (
     convert_box,
     similarity_transform,
 )
-from pcnn_fer.faces.detect import Detection, FaceDetector, HaarDetector, WholeImageDetector, create_detector
+from pcnn_fer.faces.detect import (
+    AutoDetector,
+    Detection,
+    DlibHOGDetector,
+    FaceDetector,
+    HaarDetector,
+    WholeImageDetector,
+    create_detector,
+    dlib_available,
+)
 from pcnn_fer.faces.imageio import ImageLoadError, load_image
 from pcnn_fer.models.pcnn import FaceRegions, preset_config
 
@@ -171,6 +181,68 @@ def test_haar_fallback_and_box_conversion(astronaut):
         assert 95 < faces[0].landmarks[:4, 1].mean() < 112
 
 
+needs_dlib = pytest.mark.skipif(not dlib_available(), reason="dlib and face-recognition-models are not installed")
+
+
+def _same_faces(a: list[Detection], b: list[Detection]) -> bool:
+    """Both lists hold the same faces: one-to-one, boxes overlapping by IoU >= 0.6."""
+    return len(a) == len(b) and all(max((iou(x.box, y.box) for y in b), default=0) >= 0.6 for x in a)
+
+
+@needs_samples
+@needs_dlib
+def test_fast_detection_finds_the_same_faces(astronaut):
+    """The default HOG (luminance, working copy at most 2 MP, threshold 0.25) finds the same faces as the colour
+    detector at dlib's threshold 0.2 (before) on the test photos: the sample, the 4×4 tiling (downscaled from
+    4.2 MP) and a 12 MP canvas with the face pasted at 300 and 500 px; and the mission patch is no face."""
+    import cv2
+
+    before = DlibHOGDetector(gray=False, threshold=0.2)
+    now = DlibHOGDetector()
+    assert now.gray and now.threshold == 0.25
+    canvas = cv2.resize(np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB")), (4000, 3000))
+    head = astronaut[40:210, 137:307]
+    canvas[500:800, 600:900] = cv2.resize(head, (300, 300))
+    canvas[1800:2300, 2500:3000] = cv2.resize(head, (500, 500))
+    tiled = np.tile(astronaut, (4, 4, 1))
+    for name, rgb, count in (("sample", astronaut, 1), ("4x4", tiled, 16), ("canvas", canvas, 2)):
+        faces = now.detect(rgb)
+        assert len(faces) == count and _same_faces(faces, before.detect(rgb)), name
+
+
+@needs_samples
+@needs_dlib
+def test_tiled_jpeg_gives_sixteen_faces_not_the_patch(astronaut, detector):
+    """Astronaut tiled 4×4 as a JPEG (quality 90): 16 faces; the mission patch (0.20 at dlib's colour HOG, the old
+    threshold) is not reported. Every face carries its detection score."""
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(astronaut, (4, 4, 1))).save(buf, "JPEG", quality=90)
+    rgb = load_image(buf.getvalue())
+    faces = detector.detect(rgb)
+    assert len(faces) == 16
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        cx, cy = ((x1 + x2) / 2) % 512, ((y1 + y2) / 2) % 512
+        assert ASTRONAUT_FACE[0] < cx < ASTRONAUT_FACE[2] and ASTRONAUT_FACE[1] < cy < ASTRONAUT_FACE[3]
+        assert face.score >= 0.25 and face.detector == "dlib-hog"
+
+
+@needs_samples
+@needs_dlib
+def test_auto_detector_falls_back_to_the_cnn_and_says_so(detector):
+    """camera.png: HOG finds nothing (twice: as is and upsampled), the CNN finds the cameraman; the cat has none."""
+    from pcnn_fer.faces.detect import detect_traced
+
+    camera = np.asarray(Image.open(SAMPLES / "camera.png").convert("RGB"))
+    faces, tried = detect_traced(detector, camera)
+    assert tried == ["dlib-hog 1x", "dlib-hog 2x", "dlib-cnn"]
+    assert len(faces) == 1 and faces[0].detector == "dlib-cnn" and faces[0].landmarks is not None
+    x1, y1, x2, y2 = faces[0].box
+    assert 175 < (x1 + x2) / 2 < 270 and 105 < (y1 + y2) / 2 < 200  # the cameraman's face
+    assert detect_traced(detector, camera, thorough=False) == ([], ["dlib-hog 1x", "dlib-hog 2x"])  # video frames
+    assert detect_traced(DlibHOGDetector(), camera)[0] == []
+
+
 @needs_samples
 def test_huge_images_are_downscaled_for_detection(astronaut, detector):
     import cv2
@@ -186,7 +258,7 @@ def test_plugin_detector_protocol():
             return [Detection([1, 2, 30, 40], None, 0.5, "fixed")]
 
     assert isinstance(Fixed(), FaceDetector) and create_detector(Fixed()).detect(np.zeros((50, 50, 3), np.uint8))
-    with pytest.raises(ValueError, match="unknown face detector"):
+    with pytest.raises(UsageError, match="unknown face detector"):
         create_detector("magic")
     whole = WholeImageDetector().detect(np.zeros((48, 40, 3), np.uint8))
     assert whole[0].box.tolist() == [0, 0, 40, 48] and whole[0].landmarks is None
@@ -259,9 +331,11 @@ def test_auto_falls_back_to_haar_without_dlib(monkeypatch, astronaut):
     import pcnn_fer.faces.detect as detect
 
     monkeypatch.setattr(detect, "dlib_available", lambda: False)
-    fallback = detect.create_detector("auto")
+    auto = detect.create_detector("auto")
+    assert isinstance(auto, AutoDetector) and not auto.fallback
+    fallback = auto.primary
     assert isinstance(fallback, HaarDetector) and not fallback.landmarks
-    (face,) = fallback.detect(astronaut)
+    (face,) = auto.detect(astronaut)
     assert face.landmarks is None and on_face(face.box)
     aligned = align_face(astronaut, face, 48)  # box-only alignment through the Haar box template
     eyes = apply_affine(aligned.matrix, [[203, 102], [246, 104]]) / 48  # the eye centres, read off the photo

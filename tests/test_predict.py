@@ -1,10 +1,16 @@
-"""``Recognizer`` and ``pcnn predict`` end to end: samples, bad inputs, videos, JSON/CSV outputs, annotations."""
+"""``Recognizer`` and ``pcnn predict`` end to end: samples, bad inputs, videos, JSON/CSV/JSONL outputs, annotations,
+output safety, exit codes, and a folder job killed and resumed."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +18,11 @@ import pytest
 from conftest import ASTRONAUT_FACE, SAMPLES, needs_samples
 from PIL import Image
 
+from pcnn_fer.errors import UsageError
 from pcnn_fer.faces import Recognizer
 from pcnn_fer.faces.cli import add_parser
 from pcnn_fer.faces.draw import class_color
-from pcnn_fer.faces.recognizer import BACKENDS, Prediction, register_backend
+from pcnn_fer.faces.recognizer import Prediction
 from pcnn_fer.models.pcnn import REGIONS, preset_config
 from pcnn_fer.weights import DEFAULT_MODEL
 
@@ -30,8 +37,16 @@ def on_face(box) -> bool:
 
 
 @pytest.fixture(scope="module")
-def recognizer(checkpoint) -> Recognizer:
-    """One recognizer shared by the tests (model and detector loaded once)."""
+def session_cache(tmp_path_factory):
+    """The test session's private cache folder (as conftest sets it per test), for module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PCNN_FER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def recognizer(checkpoint, session_cache) -> Recognizer:
+    """One recognizer shared by the tests (model and detector loaded once; the default backend)."""
     return Recognizer(checkpoint, keep_crops=True)
 
 
@@ -41,6 +56,22 @@ def run_cli(*argv: str) -> int:
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["predict", *argv])
     return args.func(args)
+
+
+def pcnn_command(*argv: str) -> list[str]:
+    """The real ``pcnn`` command line (the console script's entry point, run from this tree's sources)."""
+    return [sys.executable, "-m", "pcnn_fer.cli", *argv]
+
+
+def pcnn_env() -> dict[str, str]:
+    """The environment for ``pcnn`` subprocesses: this tree's sources first, one thread, unbuffered output."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def pcnn(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``pcnn`` command; its exit code, stdout and stderr."""
+    return subprocess.run(pcnn_command(*argv), cwd=cwd, env=pcnn_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +122,7 @@ def test_recognizer_on_samples(recognizer):
         assert set(probs) == set(recognizer.classes) and abs(sum(probs.values()) - 1) < 1e-4
     assert face.crop.shape == (48, 48, 3)
     cat = recognizer.predict(str(SAMPLES / "chelsea.png"))
-    assert len(cat) == 0 and cat.skipped is None and cat.summary() == "no face found"
+    assert len(cat) == 0 and cat.skipped is None and cat.summary().startswith("no face found")
     # PIL images and arrays work as well, with the same result
     same = recognizer.predict(Image.open(SAMPLES / "astronaut.png"))
     np.testing.assert_allclose(same[0].box, face.box)
@@ -129,7 +160,7 @@ def test_no_detect_and_small_inputs(checkpoint):
 def test_torch_backend_matches_the_plain_model(checkpoint):
     import torch
 
-    from pcnn_fer.faces.recognizer import TorchClassifier
+    from pcnn_fer.deploy.torch_backend import TorchClassifier
     from pcnn_fer.weights import load_model
 
     model = load_model(checkpoint)
@@ -153,30 +184,36 @@ def test_gray_preprocessing_matches_training(recognizer):
     np.testing.assert_allclose(batch[0, :, 0, 0], expected, rtol=1e-5)
 
 
+class _Constant:
+    """A stand-in backend object (config + ``__call__(normalised NCHW batch)``) answering 1/8 for every class and
+    recording the batch shapes it saw."""
+
+    config = preset_config("tiny", num_classes=8)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, batch):
+        self.calls.append(batch.shape)
+        n, c = len(batch), self.config.num_classes
+        return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
+
+
 def test_backends_are_swappable(checkpoint):
-    calls = []
-
-    class Uniform:
-        """A stand-in backend (as an onnxruntime one would be): config + __call__(normalised NCHW batch)."""
-
-        def __init__(self, checkpoint, device):
-            self.config = preset_config("tiny", num_classes=8)
-
-        def __call__(self, batch):
-            calls.append(batch.shape)
-            n, c = len(batch), self.config.num_classes
-            return np.full((n, c), 1 / c), np.full((n, len(REGIONS), c), 1 / c)
-
-    register_backend("uniform-test", Uniform)
-    try:
-        rec = Recognizer(checkpoint, backend="uniform-test", detector="none", batch_size=2)
-        result = rec.predict(np.zeros((60, 50, 3), np.uint8))
-        assert calls == [(1, 3, 48, 48)] and result[0].score == pytest.approx(1 / 8)
-        assert len(rec.classify([np.zeros((48, 48, 3), np.uint8)] * 5)[0]) == 5 and calls[-1] == (1, 3, 48, 48)
-    finally:
-        BACKENDS.pop("uniform-test")
-    with pytest.raises(ValueError, match="unknown backend"):
+    backend = _Constant()
+    rec = Recognizer(backend=backend, detector="none", batch_size=2)
+    result = rec.predict(np.zeros((60, 50, 3), np.uint8))
+    assert backend.calls == [(1, 3, 48, 48)] and result[0].score == pytest.approx(1 / 8)
+    assert len(rec.classify([np.zeros((48, 48, 3), np.uint8)] * 5)[0]) == 5 and backend.calls[-1] == (1, 3, 48, 48)
+    with pytest.raises(UsageError, match="unknown backend 'nope'; choose auto, torch, onnx"):
         Recognizer(checkpoint, backend="nope")
+
+
+@pytest.mark.parametrize("array", [np.zeros(10), np.zeros(()), np.zeros((4, 4, 5)), np.zeros((2, 2, 2, 3)),
+                                   np.array([["a", "b"], ["c", "d"]]), np.zeros((0, 5, 3))])
+def test_arrays_that_are_no_image_give_a_skipped_result(array):
+    result = Recognizer(backend=_Constant(), detector="none").predict(array)
+    assert result.skipped and len(result) == 0 and "array" in result.skipped
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled default model is not built yet")
@@ -320,3 +357,177 @@ def test_predict_is_registered_in_the_pcnn_command(monkeypatch, checkpoint, caps
     if not DEFAULT_MODEL.exists():
         assert cli.main(["predict", str(SAMPLES / "chelsea.png")]) == 1
         assert "bundled model is missing" in capsys.readouterr().err
+
+
+# --- output safety, exit codes, messages (the real pcnn command) ---------------------------------------------------
+
+@needs_samples
+def test_outputs_never_overwrite_inputs(checkpoint, tmp_path):
+    """``cd photos && pcnn predict me.png --out .``, ``pcnn predict photos --out photos`` and a video into its own
+    folder are refused before any work, and the inputs stay as they were."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "me.png").write_bytes((SAMPLES / "astronaut.png").read_bytes())
+    make_video(photos / "clip.mp4", "mp4v", frames=3)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    for argv, cwd in ((["me.png", "--out", "."], photos), ([str(photos), "--out", str(photos)], None),
+                      (["clip.mp4", "--out", "."], photos)):
+        proc = pcnn("predict", *argv, "--checkpoint", str(checkpoint), "--backend", "torch", cwd=cwd)
+        assert proc.returncode == 1, proc.stderr
+        assert "refusing to overwrite the input" in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+        assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+
+def test_output_names_avoid_inputs(tmp_path):
+    from pcnn_fer.faces.outputs import annotated_paths, check_no_overwrite, check_out_folder
+    from pcnn_fer.faces.sources import expand_sources
+
+    for name in ("take.avi", "a.bmp", "predictions.json"):
+        (tmp_path / name).write_bytes(b"x")
+    sources = expand_sources([str(tmp_path / "take.avi"), str(tmp_path / "a.bmp"), str(tmp_path / "predictions.json")])
+    paths = annotated_paths(sources, tmp_path)
+    # beside the inputs under other names: the video's .avi fallback steps aside from the input
+    assert paths == {0: [tmp_path / "take.mp4", tmp_path / "take_1.avi"], 1: [tmp_path / "a.png"],
+                     2: [tmp_path / "predictions.png"]}
+    check_no_overwrite(sources, [p for ps in paths.values() for p in ps])
+    with pytest.raises(UsageError, match="refusing to overwrite the input .*predictions.json"):
+        check_no_overwrite(sources, [tmp_path / "predictions.json"])
+    with pytest.raises(UsageError, match="cannot create the folder"):
+        check_out_folder(tmp_path / "a.bmp" / "sub")
+
+
+def test_out_must_be_a_writable_folder_before_any_work(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    crop = tmp_path / "face.png"
+    Image.new("L", (48, 48), 100).save(crop)
+    cases = [(a_file, "exists and is not a folder")]
+    if Path("/sys/kernel").is_dir():
+        cases.append((Path("/sys/pcnn-fer-test"), "cannot create the folder"))
+    for out, message in cases:
+        proc = pcnn("predict", str(crop), "--no-detect", "--save-json", "--out", str(out), "--checkpoint",
+                    str(tmp_path / "no-such-model.safetensors"))  # a model would fail to load: nothing got that far
+        assert proc.returncode == 1 and message in proc.stderr and f"--out {out}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "model" not in proc.stderr
+    assert a_file.read_text() == "not a folder"
+
+
+def test_exit_code_says_when_no_input_could_be_read(checkpoint, tmp_path):
+    proc = pcnn("predict", str(tmp_path / "missing.png"), str(tmp_path / "nothing" / "*.jpg"), "--no-detect",
+                "--checkpoint", str(checkpoint), "--backend", "torch")
+    assert proc.returncode == 1, proc.stderr
+    assert "skipped (no such file or directory)" in proc.stdout and "Traceback" not in proc.stderr
+    assert "no input could be read (2 skipped)" in proc.stderr
+
+
+def test_backend_choices_and_training_checkpoint_hint(checkpoint, tmp_path):
+    import torch
+
+    from pcnn_fer.weights import load_model
+
+    assert "{auto,torch,onnx}" in pcnn("predict", "--help").stdout
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(Path(checkpoint).read_bytes())
+    torch.save({"model": load_model(checkpoint).state_dict(), "epoch": 3, "recipe": {"model": "tiny"}}, run / "last.pt")
+    crop = tmp_path / "face.png"
+    Image.new("L", (48, 48), 100).save(crop)
+    proc = pcnn("predict", str(crop), "--no-detect", "--checkpoint", str(run / "last.pt"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{run / 'last.pt'} is a training checkpoint: pass the run folder {run}" in proc.stderr, proc.stderr
+    from pcnn_fer.deploy.backends import create_backend
+
+    with pytest.raises(UsageError, match="is a training checkpoint: pass the run folder"):
+        create_backend("torch", run / "last.pt")
+    assert create_backend("torch", run).config.num_classes == 8
+
+
+# --- large folders: batched, streamed as JSONL, resumable -----------------------------------------------------------
+
+def _face_folder(folder: Path, count: int) -> Path:
+    """``count`` distinct 48×48 gray faces-to-be (random textures), named in order."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"f{i:04d}.png")
+    return folder
+
+
+def test_folder_job_killed_and_resumed_gives_the_same_results(checkpoint, tmp_path):
+    """A real kill -9 part way through (made certain: the job's stdout is a full pipe nobody reads, so it stops after
+    a few dozen lines), then ``--resume``: the JSONL (and JSON) equal an uninterrupted run's, byte for byte."""
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("needs Linux pipes with a settable size")
+    folder = _face_folder(tmp_path / "faces", 150)
+    common = ["predict", str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--batch-size", "8",
+              "--save-jsonl", "--save-json"]
+    assert pcnn(*common, "--out", str(tmp_path / "whole"), "--quiet").returncode == 0
+    whole = (tmp_path / "whole" / "predictions.jsonl").read_bytes()
+    assert len(whole.splitlines()) == 150
+
+    out = tmp_path / "killed"
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # about 60 per-image lines, then the job blocks
+    proc = subprocess.Popen(pcnn_command(*common, "--out", str(out)), env=pcnn_env(), stdout=write_end,
+                            stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    jsonl = out / "predictions.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while not (jsonl.is_file() and jsonl.read_bytes().count(b"\n") >= 20):
+            assert proc.poll() is None, "the job ended before it was killed"
+            assert time.monotonic() < deadline, "the job wrote no results"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        os.close(read_end)
+    partial = jsonl.read_bytes().count(b"\n")
+    assert 20 <= partial < 150 and not (out / "predictions.json").exists()
+    resumed = pcnn(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after" in resumed.stderr
+    assert jsonl.read_bytes() == whole
+    assert (out / "predictions.json").read_bytes() == (tmp_path / "whole" / "predictions.json").read_bytes()
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["source"] for r in records] == [str(folder / f"f{i:04d}.png") for i in range(150)]
+    # resuming a finished job does nothing and keeps the file
+    assert run_cli(*common[1:], "--out", str(out), "--resume", "--quiet") == 0 and jsonl.read_bytes() == whole
+
+
+def test_resume_refuses_results_of_other_inputs(checkpoint, tmp_path):
+    folder = _face_folder(tmp_path / "faces", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text(json.dumps({"source": "elsewhere.png", "frame": None, "skipped": None,
+                                                       "faces": []}) + "\n")
+    with pytest.raises(UsageError, match="results of other inputs"):
+        run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--resume")
+    (out / "predictions.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(UsageError, match="predictions.jsonl:1: not a pcnn predict record"):
+        run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--resume")
+
+
+def test_resume_points_fall_on_batch_boundaries():
+    from pcnn_fer.faces.outputs import resume_point
+    from pcnn_fer.faces.sources import Source
+    from pcnn_fer.faces.stream import chunk_starts, chunks
+
+    images = [Source("image", f"i{k}.png") for k in range(7)]
+    video, after = Source("video", "v.mp4"), Source("image", "last.png")
+    sources = [*images, video, after]
+    assert chunk_starts(sources, 3) == [0, 3, 6, 7, 8, 9]
+    from pcnn_fer.faces.sources import Frame
+
+    frames = [Frame(s, None, None) for s in images] + [Frame(video, k, None) for k in range(4)] + [Frame(after, None,
+                                                                                                         None)]
+    assert [len(c) for c in chunks(frames, 3)] == [3, 3, 1, 3, 1, 1]
+    names = [s.name for s in sources]
+    assert resume_point(sources, names[:5], 3) == (3, 3)  # cut back to the batch that started at input 3
+    assert resume_point(sources, names[:6], 3) == (6, 6)
+    assert resume_point(sources, names[:7] + ["v.mp4"] * 2, 3) == (7, 7)  # the video it stopped in is done again
+    assert resume_point(sources, names[:7] + ["v.mp4"] * 4 + ["last.png"], 3) == (12, 9)
+    with pytest.raises(UsageError, match="results of other inputs"):
+        resume_point(sources, ["other.png"], 3)

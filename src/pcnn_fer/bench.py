@@ -9,6 +9,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -88,6 +90,46 @@ def build_models(preset: str, input_size: int, num_classes: int, device: torch.d
     return models
 
 
+class OrtModule(nn.Module):
+    """The onnxruntime backend behind a ``torch.nn.Module`` face (tensors in, logits out), so that
+    ``pcnn bench --backend onnx`` times it with the same harness and inputs as the PyTorch models."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, return_regions: bool = True) -> tuple[torch.Tensor, ...]:
+        """The exported model's logits for ``x`` (made contiguous NCHW float32 first)."""
+        out = self.backend.logits(x.detach().cpu().float().contiguous().numpy())
+        tensors = tuple(torch.from_numpy(o) for o in out)
+        return tensors if return_regions else tensors[:2]
+
+
+def onnx_bench_models(preset: str, input_size: int | None, num_classes: int = 7, device: str = "cpu",
+                      channels_last: bool = True, threads: int | None = None, spinning: bool | None = None,
+                      compile: bool = False) -> dict[str, nn.Module]:
+    """The models of ``pcnn bench --backend onnx``: :func:`build_models` plus ``pcnn-<preset>-onnx``, the same PCNN
+    exported to ONNX and run by the ``onnx`` backend of :func:`pcnn_fer.deploy.backends.create_backend` with as many
+    intra-op threads as torch uses."""
+    import shutil
+    import tempfile
+
+    from .deploy.backends import create_backend
+
+    if device != "cpu":
+        raise UsageError("pcnn bench --backend onnx times onnxruntime on the cpu only")
+    size = input_size or MODEL_PRESETS[preset]["input_size"]
+    models = build_models(preset, size, num_classes, torch.device(device), channels_last, compile)
+    folder = Path(tempfile.mkdtemp(prefix="pcnn-bench-onnx-"))  # random weights: not worth keeping in the cache
+    try:
+        backend = create_backend("onnx", models[f"pcnn-{preset}"], device, threads=threads or torch.get_num_threads(),
+                                 spinning=spinning, cache=folder)
+        models[f"pcnn-{preset}-onnx"] = OrtModule(backend)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the session holds the model in memory
+    return models
+
+
 def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: int = 32, device: str = "cpu",
               num_classes: int = 7, rounds: int = 7, channels_last: bool = True, compile: bool = False,
               models: dict[str, nn.Module] | None = None) -> list[BenchResult]:
@@ -97,6 +139,8 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
     size = input_size or MODEL_PRESETS[preset]["input_size"]
     if size < 32:
         raise UsageError(f"input size must be at least 32, got {size}")
+    if batch_size < 1 or rounds < 1:
+        raise UsageError(f"--batch-size and --rounds must be at least 1, got {batch_size} and {rounds}")
     dev = torch_device(device)
     models = models or build_models(preset, size, num_classes, dev, channels_last, compile)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -146,14 +190,15 @@ def format_table(results: list[BenchResult]) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """CLI handler of ``pcnn bench``."""
+    for flag, value in (("--batch-size", args.batch_size), ("--rounds", args.rounds)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     models = None
-    if getattr(args, "backend", "torch") == "onnx":  # adds pcnn-<preset>-onnx (onnxruntime) to the same run
-        from .deploy.onnx_backend import bench_models
-
-        models = bench_models(args.preset, args.input_size, device=args.device,
-                              channels_last=not args.no_channels_last, compile=args.compile)
+    if args.backend == "onnx":  # adds pcnn-<preset>-onnx (onnxruntime) to the same run
+        models = onnx_bench_models(args.preset, args.input_size, device=args.device,
+                                   channels_last=not args.no_channels_last, compile=args.compile)
     results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
                         channels_last=not args.no_channels_last, compile=args.compile, models=models)
     for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form

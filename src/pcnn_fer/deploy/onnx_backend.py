@@ -1,62 +1,79 @@
-"""onnxruntime classifier backend (``Recognizer(backend="onnx")``, ``pcnn predict/serve --backend onnx``) and the
-ONNX entry of ``pcnn bench --backend onnx``.
+"""onnxruntime classifier backend (``--backend onnx``, and what ``--backend auto`` picks when onnxruntime is
+installed).
 
 :class:`OnnxClassifier` accepts an exported ``.onnx`` file (its config is read from the model's metadata) or
 anything :func:`pcnn_fer.weights.load_model` accepts (``"default"``, a ``.safetensors`` file, a run folder, a PCNN
-module). Those are exported once, with a dynamic batch, into a cache keyed by the weights' content
-(``$PCNN_FER_CACHE`` or ``$XDG_CACHE_HOME/pcnn_fer`` or ``~/.cache/pcnn_fer``, sub-folder ``onnx``).
+module). Those are exported once, with a dynamic batch, into ``onnx/`` under the project's cache folder
+(:func:`pcnn_fer.data.cache.cache_dir`: ``$PCNN_FER_CACHE`` or ``~/.cache/pcnn_fer``), in a file named after the
+checkpoint file's sha256, the input size and the opset (:func:`export_cache_key`); later runs load that file
+without exporting again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import UsageError
-from ..models.pcnn import PCNNConfig
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session, read_metadata
 
-#: Bump when the exported graph or its metadata change, so that stale cache entries are not reused.
-CACHE_FORMAT = 1
+if TYPE_CHECKING:
+    from ..models.pcnn import PCNNConfig
+
+#: Bump when the exported graph, its metadata or the cache key change, so that stale cache entries are not reused.
+CACHE_FORMAT = 2
 
 
-def cache_dir() -> Path:
-    """Where checkpoints exported on the fly are kept: ``$PCNN_FER_CACHE/onnx``, else ``$XDG_CACHE_HOME/pcnn_fer/onnx``,
-    else ``~/.cache/pcnn_fer/onnx``."""
-    if os.environ.get("PCNN_FER_CACHE"):
-        return Path(os.environ["PCNN_FER_CACHE"]) / "onnx"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "pcnn_fer" / "onnx"
-
-
-def _model_digest(model: torch.nn.Module) -> str:
-    """Content hash of a PCNN's config and weights."""
-    import json
-
+def _model_digest(model: Any) -> str:
+    """Content hash of a PCNN module's config and weights."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for key, value in model.state_dict().items():
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()[:20]
+    return h.hexdigest()
 
 
-def cached_export(checkpoint: Any = "default", cache: str | Path | None = None, opset: int = DEFAULT_OPSET) -> Path:
+def _file_digest(path: Path) -> str:
+    """sha256 of a weights file and, when there is one, of the ``.json`` config beside it."""
+    h = hashlib.sha256()
+    for part in (path, path.with_suffix(".json")):
+        if part.is_file():
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def export_cache_key(checkpoint: Any, input_size: int | None = None, opset: int = DEFAULT_OPSET) -> str:
+    """Cache file name of a checkpoint's export: its sha256 (of the weights file, or of a module's weights), the
+    input size (``native``: the model's own) and the opset."""
+    from ..weights import resolve_model_path
+
+    if hasattr(checkpoint, "state_dict"):
+        digest = _model_digest(checkpoint)
+    else:
+        digest = _file_digest(resolve_model_path(checkpoint))  # the loader's own error for a missing checkpoint
+    return f"pcnn-{digest[:24]}-{input_size or 'native'}-opset{opset}-v{CACHE_FORMAT}.onnx"
+
+
+def cached_export(checkpoint: Any = "default", cache: str | Path | None = None, opset: int = DEFAULT_OPSET,
+                  input_size: int | None = None) -> Path:
     """The ONNX file (dynamic batch) of a checkpoint, exported on first use into the cache and reused afterwards."""
-    from ..weights import load_model
+    from ..data.cache import cache_dir
 
-    model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
-    if not isinstance(getattr(model, "config", None), PCNNConfig):  # a PCNN or an ablation baseline
-        raise TypeError(f"the onnx backend exports PCNN models, got {type(model).__name__}")
-    folder = Path(cache) if cache is not None else cache_dir()
-    path = folder / f"pcnn-{_model_digest(model)}-opset{opset}-v{CACHE_FORMAT}.onnx"
+    folder = Path(cache) if cache is not None else cache_dir() / "onnx"
+    path = folder / export_cache_key(checkpoint, input_size, opset)
     if not path.is_file():
+        import logging
+
+        logging.getLogger("pcnn_fer.backends").warning("exporting the model to ONNX once (cached as %s)", path)
         folder.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path, dynamic_batch=True, opset=opset)  # atomic: concurrent exporters are harmless
+        # atomic and parity-checked: concurrent exporters are harmless, a failed check writes nothing
+        export_onnx(checkpoint, path, dynamic_batch=True, opset=opset, input_size=input_size)
     return path
 
 
@@ -67,7 +84,7 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 class OnnxClassifier:
-    """onnxruntime backend with the :class:`~pcnn_fer.faces.recognizer.ClassifierBackend` contract.
+    """onnxruntime backend with the :class:`~pcnn_fer.deploy.backends.ClassifierBackend` contract.
 
     ``checkpoint``: an exported ``.onnx`` file, or a checkpoint / PCNN module (exported to the cache on first use);
     ``device``: ``cpu`` or ``cuda[:N]`` (needs onnxruntime-gpu); ``threads``: intra-op threads (None: onnxruntime's
@@ -112,49 +129,4 @@ class OnnxClassifier:
         return _softmax(global_logits, 1), _softmax(region_logits, 2)
 
 
-class OrtModule(torch.nn.Module):
-    """An onnxruntime session behind a ``torch.nn.Module`` face (tensors in, tensors out), so that ``pcnn bench``
-    times it with the same harness and inputs as the PyTorch models."""
-
-    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = ort_session(path, threads=threads, spinning=spinning)
-
-    def forward(self, x: torch.Tensor, return_regions: bool = True) -> tuple[torch.Tensor, ...]:
-        """The exported model's logits for ``x`` (made contiguous NCHW float32 first)."""
-        arr = x.detach().cpu().float().contiguous().numpy()
-        out = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: arr})
-        tensors = tuple(torch.from_numpy(o) for o in out)
-        return tensors if return_regions else tensors[:2]
-
-
-def bench_models(preset: str, input_size: int | None, num_classes: int = 7, device: str = "cpu",
-                 channels_last: bool = True, threads: int | None = None, spinning: bool | None = None,
-                 compile: bool = False) -> dict[str, torch.nn.Module]:
-    """The models of ``pcnn bench --backend onnx``: :func:`pcnn_fer.bench.build_models` (``compile`` passed on when
-    set) plus ``pcnn-<preset>-onnx``, the same PCNN exported to ONNX and run by onnxruntime with as many intra-op
-    threads as torch uses."""
-    import shutil
-    import tempfile
-
-    from ..bench import build_models
-    from ..models.pcnn import MODEL_PRESETS, PCNN
-
-    if device != "cpu":
-        raise UsageError("pcnn bench --backend onnx times onnxruntime on the cpu only")
-    size = input_size or MODEL_PRESETS[preset]["input_size"]
-    extra = {"compile": True} if compile else {}
-    models = build_models(preset, size, num_classes, torch.device(device), channels_last, **extra)
-    pcnn = models[f"pcnn-{preset}"]
-    assert isinstance(pcnn, PCNN)
-    folder = Path(tempfile.mkdtemp(prefix="pcnn-bench-onnx-"))
-    try:
-        path = export_onnx(pcnn, folder / f"pcnn-{preset}-{size}.onnx", dynamic_batch=True).path
-        models[f"pcnn-{preset}-onnx"] = OrtModule(path, threads=threads or torch.get_num_threads(), spinning=spinning)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # the session holds the model in memory
-    return models
-
-
-__all__ = ["OnnxClassifier", "OrtModule", "cached_export", "cache_dir", "bench_models", "CACHE_FORMAT"]
+__all__ = ["OnnxClassifier", "cached_export", "export_cache_key", "CACHE_FORMAT"]

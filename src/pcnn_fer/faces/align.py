@@ -11,10 +11,12 @@ run through the same dlib HOG detector and 5-point landmark model used at infere
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .detect import LANDMARK_NAMES, Detection
+if TYPE_CHECKING:
+    from .detect import Detection
 
 #: Mean 5-point landmark positions in FER2013 crops, as fractions of the crop size (x right, y down), in
 #: :data:`~pcnn_fer.faces.detect.LANDMARK_NAMES` order. Measured by benchmarks/face_template.py (see docs/faces.md).
@@ -141,6 +143,6 @@ def align_face(rgb: np.ndarray, detection: Detection, size: int) -> AlignedFace:
     return AlignedFace(warp(rgb, matrix, size), matrix)
 
 
-__all__ = ["TEMPLATE_5PT", "TEMPLATE_MOUTH", "BOX_TEMPLATES", "TEMPLATE_FACES", "LANDMARK_NAMES", "AlignedFace",
+__all__ = ["TEMPLATE_5PT", "TEMPLATE_MOUTH", "BOX_TEMPLATES", "TEMPLATE_FACES", "AlignedFace",
            "align_face", "alignment_matrix", "similarity_transform", "box_transform", "convert_box", "warp",
            "apply_affine", "invert_affine"]

@@ -1,21 +1,20 @@
-"""``pcnn predict``: recognise expressions in images, folders, globs, videos and webcams."""
+"""``pcnn predict``: recognise expressions in images, folders, globs, videos and webcams.
+
+Argument checks and output planning happen before any model is loaded; then the command drains
+:meth:`Recognizer.predict_stream <pcnn_fer.faces.recognizer.Recognizer.predict_stream>`, writing each result as it
+comes (:mod:`pcnn_fer.faces.outputs`) and reporting it on the console.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..deploy.backends import BACKEND_NAMES
 from ..errors import UsageError
-from ..fileio import atomic_write
 from .imageio import MAX_PIXELS
-from .sources import Frame, Source, expand_sources, iter_frames, video_frame_count
 
 DEFAULT_OUT = Path("runs") / "predict"
 
@@ -26,25 +25,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "predict", help="recognise facial expressions in photos, folders, videos or a webcam",
         description="Detect faces, align them onto the training crops and classify their expressions. SOURCE: image "
                     "files, folders (recursive), glob patterns, video files, or a webcam index (0, 1, ...). Unusable "
-                    "inputs and images without faces are reported, not errors.")
+                    "inputs and images without faces are reported; the exit code is 1 only when no input could be "
+                    "read.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--checkpoint", default="default", help="model: 'default' (bundled) or a .safetensors file")
-    p.add_argument("--backend", default="torch", help="classifier backend (default: torch)")
+    p.add_argument("--checkpoint", default="default", help="model: 'default' (bundled), a .safetensors file, a run "
+                   "folder, or (onnx) an exported .onnx file")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
     p.add_argument("--out", type=Path, help="write annotated images/videos (and JSON/CSV) to this folder")
     p.add_argument("--save-json", action="store_true", help="write OUT/predictions.json (one record per input/frame)")
+    p.add_argument("--save-jsonl", action="store_true",
+                   help="stream OUT/predictions.jsonl, one record per line as results come (resumable)")
     p.add_argument("--save-csv", action="store_true", help="write OUT/predictions.csv (one row per face)")
+    p.add_argument("--resume", action="store_true",
+                   help="carry on an interrupted job: keep OUT/predictions.jsonl and skip the inputs it already holds "
+                        "(implies --save-jsonl)")
     p.add_argument("--no-annotate", action="store_true", help="with --out: do not write annotated images/videos")
     p.add_argument("--no-detect", action="store_true", help="each input is already a cropped face")
     p.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"],
-                   help="face detector (auto: dlib HOG + 5 landmarks, Haar cascade when dlib is missing)")
+                   help="face detector (auto: dlib HOG + 5 landmarks, then dlib's CNN on still images where HOG finds "
+                        "nothing; Haar when dlib is missing; dlib: HOG alone)")
     p.add_argument("--detect-threshold", type=float,
-                   help="dlib HOG detector: minimum window score (default 0.2; dlib's own default is 0.0)")
+                   help="dlib HOG detector: minimum window score (default 0.25; dlib's own default is 0.0)")
     p.add_argument("--color", default="auto", choices=["auto", "gray", "rgb"],
                    help="feed faces as gray (FER-trained models) or colour; auto decides from the model input size")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, mps)")
     p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (torch.set_num_threads); 1 is often "
-                   "fastest for a few small faces per image and on busy machines")
+    p.add_argument("--threads", type=int, help="CPU threads for inference; 1 is often fastest for a few small faces "
+                   "per image and on busy machines")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcams: analyse every N-th frame")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
@@ -53,198 +61,164 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-class _OutputNames:
-    """Unique output file names under OUT, mirroring the input's path below its folder argument."""
-
-    def __init__(self, out: Path) -> None:
-        self.out, self.used = out, set()
-
-    def __call__(self, source: Source, suffix: str) -> Path:
-        loc = Path(source.location)
-        if source.kind == "webcam":
-            rel = Path(f"webcam{source.location}")
-        elif source.root:
-            try:
-                rel = loc.relative_to(source.root)
-            except ValueError:
-                rel = Path(loc.name)
-        else:
-            rel = Path(loc.name)
-        base = rel.with_suffix("")
-        candidate, n = base.with_name(base.name + suffix), 1
-        while str(candidate) in self.used:
-            candidate = base.with_name(f"{base.name}_{n}{suffix}")
-            n += 1
-        self.used.add(str(candidate))
-        return self.out / candidate
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value in (("--every", args.every), ("--batch-size", args.batch_size), ("--threads", args.threads),
+                        ("--max-frames", args.max_frames), ("--max-pixels", args.max_pixels)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
 
 
-def csv_rows(records: list[dict], classes: tuple[str, ...]) -> tuple[list[str], list[list[Any]]]:
-    """Header and one row per face of the JSON records: source, frame, face index, box, label, score, the class
-    probabilities and every region's class probabilities."""
-    from ..models.pcnn import REGIONS
-
-    header = ["source", "frame", "face", "x1", "y1", "x2", "y2", "label", "score", *(f"p_{c}" for c in classes),
-              *(f"{r}_{c}" for r in REGIONS for c in classes)]
-    rows = []
-    for rec in records:
-        for i, face in enumerate(rec["faces"]):
-            rows.append([rec["source"], "" if rec["frame"] is None else rec["frame"], i, *face["box"], face["label"],
-                         face["score"], *(face["probabilities"][c] for c in classes),
-                         *(face["regions"][r][c] for r in REGIONS for c in classes)])
-    return header, rows
-
-
-class _VideoOut:
-    """Lazily opened annotated-video writer (mp4v .mp4, falling back to MJPG .avi)."""
-
-    def __init__(self, path: Path, fps: float | None) -> None:
-        self.path, self.fps, self.writer = path, fps or 25.0, None
-
-    def write(self, rgb: np.ndarray) -> None:
-        """Append one RGB frame (resized to the first frame's size if needed)."""
-        import cv2
-
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            h, w = rgb.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.path = self.path.with_suffix(".avi")
-                self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
-            self.size = (w, h)
-        if (rgb.shape[1], rgb.shape[0]) != self.size:
-            rgb = cv2.resize(rgb, self.size)
-        self.writer.write(rgb[..., ::-1].copy())
-
-    def close(self) -> Path | None:
-        """Finish the file; its path, or None when no frame was written."""
-        if self.writer is None:
-            return None
-        self.writer.release()
-        return self.path
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Run ``pcnn predict``; returns 0 (unusable inputs and images without faces are reported, not errors)."""
-    from tqdm import tqdm
-
-    from .recognizer import Recognizer
-
-    if args.every < 1:
-        raise UsageError("--every must be at least 1")
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
-    out: Path | None = args.out
-    if out is None and (args.save_json or args.save_csv):
-        out = DEFAULT_OUT
-    sources = expand_sources(args.sources)
+def _detector(args: argparse.Namespace) -> Any:
     from .detect import create_detector
 
     if args.no_detect:
-        detector = create_detector("none")
-    elif args.detect_threshold is not None:
-        if args.detector not in ("auto", "dlib"):
-            raise UsageError("--detect-threshold applies to the dlib HOG detector only")
-        detector = create_detector("dlib", threshold=args.detect_threshold)
-    else:
-        detector = create_detector(args.detector)
-    recognizer = Recognizer(checkpoint=args.checkpoint, device=args.device, backend=args.backend, detector=detector,
-                            batch_size=args.batch_size, color=args.color, max_pixels=args.max_pixels)
-    quiet = args.quiet
-    annotate = out is not None and not args.no_annotate
-    names = _OutputNames(out) if out is not None else None
-    records: list[dict] = []
-    counts = {"inputs": 0, "faces": 0, "no_face": 0, "skipped": 0}
-    still = [s for s in sources if s.kind in ("image", "missing")]
-    bar = tqdm(total=len(still), unit="img", disable=quiet or len(still) < 2, file=sys.stderr)
+        return create_detector("none")
+    if args.detect_threshold is None:
+        return create_detector(args.detector)
+    if args.detector not in ("auto", "dlib"):
+        raise UsageError("--detect-threshold applies to the dlib HOG detector only (--detector auto or dlib)")
+    return create_detector(args.detector, threshold=args.detect_threshold)
 
-    def report(frame: Frame, line: str) -> None:
-        """Print one line about an input (unless --quiet)."""
-        if not quiet:
-            where = frame.source.name + (f" [frame {frame.frame}]" if frame.frame is not None else "")
-            tqdm.write(f"{where}: {line}", file=sys.stdout)
 
-    for source in sources:
-        video = source.kind in ("video", "webcam")
-        writer = None
-        if video and annotate:
-            writer = _VideoOut(names(source, ".mp4"), None)
-        total = None
-        if source.kind == "video":
-            declared = video_frame_count(source.location)
-            total = -(-declared // args.every) if declared else None
-            if args.max_frames is not None and total is not None:
-                total = min(total, args.max_frames)
-        frame_bar = tqdm(total=total, unit="frame", desc=Path(source.location).name, leave=False,
-                         disable=quiet or not video, file=sys.stderr)
-        seen = {"frames": 0, "with_faces": 0, "skipped": 0}
-        labels: dict[str, int] = {}
-        try:
-            for frame in iter_frames(source, every=args.every, max_pixels=args.max_pixels,
-                                     max_frames=args.max_frames):
-                counts["inputs"] += 1
-                seen["frames"] += frame.frame is not None
-                if frame.image is None:
-                    result = None
-                    record = {"source": source.name, "frame": frame.frame, "skipped": frame.skipped, "faces": []}
-                    counts["skipped"] += 1
-                    if video and frame.frame is not None:
-                        seen["skipped"] += 1
-                    else:
-                        report(frame, f"skipped ({frame.skipped})")
-                else:
-                    result = recognizer.predict_array(frame.image, source=source.name, frame=frame.frame)
-                    record = result.to_dict()
-                    counts["faces"] += len(result)
-                    counts["no_face"] += not result
-                    if video:
-                        for face in result:
-                            labels[face.label] = labels.get(face.label, 0) + 1
-                        seen["with_faces"] += bool(result)
-                    else:
-                        report(frame, result.summary())
-                records.append(record)
-                if annotate and result is not None:
-                    if writer is not None:
-                        if writer.writer is None and frame.fps:
-                            writer.fps = frame.fps / args.every
-                        writer.write(result.plot())
-                    else:
-                        result.save(names(source, ".jpg" if source.location.lower().endswith((".jpg", ".jpeg"))
-                                          else ".png"))
-                frame_bar.update(1 if video else 0)
-        finally:
-            frame_bar.close()
-            if video and not quiet and seen["frames"]:
-                faces = ", ".join(f"{k} x{v}" for k, v in sorted(labels.items(), key=lambda kv: -kv[1]))
-                tqdm.write(f"{source.name}: {seen['frames']} frame(s) analysed, {seen['with_faces']} with faces"
-                           f"{f' ({faces})' if faces else ''}, {seen['skipped']} unreadable", file=sys.stdout)
-            if writer is not None:
-                written = writer.close()
-                if written is not None and not quiet:
-                    tqdm.write(f"{source.name}: annotated video written to {written}", file=sys.stdout)
-        if not video:
-            bar.update(1)
-    bar.close()
-    if out is not None and args.save_json:
-        atomic_write(out / "predictions.json", json.dumps(records, indent=1))
-    if out is not None and args.save_csv:
-        header, rows = csv_rows(records, recognizer.classes)
-        buffer = io.StringIO(newline="")
-        writer_csv = csv.writer(buffer)
-        writer_csv.writerow(header)
-        writer_csv.writerows(rows)
-        atomic_write(out / "predictions.csv", buffer.getvalue())
-    if not quiet:
-        where = f"; outputs in {out}" if out is not None else ""
-        print(f"{counts['inputs']} input(s): {counts['faces']} face(s), {counts['no_face']} without a face, "
-              f"{counts['skipped']} skipped{where}")
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``pcnn predict``; 0 when at least one input could be read (or there was nothing left to do), else 1."""
+    from ..deploy.backends import create_backend, describe_backend
+    from . import outputs
+    from .recognizer import Recognizer
+    from .sources import expand_sources
+    from .stream import frames_per_chunk
+
+    _check_numbers(args)
+    jsonl = args.save_jsonl or args.resume
+    out: Path | None = args.out
+    if out is None and (args.save_json or args.save_csv or jsonl):
+        out = DEFAULT_OUT
+    sources = expand_sources(args.sources)
+    annotated: dict[int, list[Path]] = {}
+    keep_bytes, kept, start = None, [], 0
+    if out is not None:  # every output is checked before any work
+        outputs.check_out_folder(out)
+        if not args.no_annotate:
+            annotated = outputs.annotated_paths(sources, out)
+        names = [n for n, wanted in ((outputs.JSON_NAME, args.save_json), (outputs.CSV_NAME, args.save_csv),
+                                     (outputs.JSONL_NAME, jsonl)) if wanted]
+        outputs.check_no_overwrite(sources, [p for ps in annotated.values() for p in ps] + [out / n for n in names])
+    if args.resume and (out / outputs.JSONL_NAME).is_file():
+        done = list(outputs.read_jsonl(out / outputs.JSONL_NAME))
+        count, start = outputs.resume_point(sources, [r["source"] for _, r in done],
+                                            frames_per_chunk(not args.no_detect, args.batch_size))
+        keep_bytes, kept = (done[count - 1][0] if count else 0), [r for _, r in done[:count]]
+    backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads)
+    recognizer = Recognizer(backend=backend, detector=_detector(args), batch_size=args.batch_size, color=args.color,
+                            max_pixels=args.max_pixels)
+    report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
+    report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
+                + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
+                   else ""), err=True)
+    files = outputs.ResultFiles(out, recognizer.classes, jsonl, args.save_json, args.save_csv) if out else None
+    annotator = outputs.Annotator(annotated, sources, args.every) if annotated else None
+    complete = False
+    try:
+        if files is not None:
+            files.open(keep_bytes)
+            for record in kept:
+                files.add(record, stream=False)
+        for result in recognizer.predict_stream(sources[start:], every=args.every, max_frames=args.max_frames):
+            if result.origin is not report.source:
+                report.end_source(annotator.end_source() if annotator else None)
+                report.source = result.origin
+            if files is not None:
+                files.add(result.to_dict())
+            if annotator is not None:
+                annotator.add(result)
+            report.add(result)
+        complete = True
+    finally:
+        report.end_source(annotator.end_source() if annotator else None)
+        report.close()
+        if files is not None:
+            files.close(complete)
+    report.summary(out)
+    if report.inputs and not report.read:
+        print(f"pcnn predict: error: no input could be read ({report.inputs} skipped)", file=sys.stderr)
+        return 1
     return 0
 
 
-__all__ = ["add_parser", "run_predict", "csv_rows"]
+class _Report:
+    """Console output of ``pcnn predict``: progress bars, one line per image, one summary per video, the counts."""
+
+    def __init__(self, quiet: bool, sources: list, every: int, max_frames: int | None) -> None:
+        from tqdm import tqdm
+
+        self.quiet, self.every, self.max_frames, self.tqdm = quiet, every, max_frames, tqdm
+        still = sum(s.kind in ("image", "missing") for s in sources)
+        self.bar = tqdm(total=still, unit="img", disable=quiet or still < 2, file=sys.stderr)
+        self.frame_bar: Any = None
+        self.source: Any = None
+        self.inputs = self.read = self.faces = self.no_face = 0
+        self.video = {"frames": 0, "with_faces": 0, "skipped": 0}
+        self.labels: dict[str, int] = {}
+
+    def line(self, text: str, err: bool = False) -> None:
+        """Print one line (unless --quiet) without breaking the progress bars."""
+        if not self.quiet:
+            self.tqdm.write(text, file=sys.stderr if err else sys.stdout)
+
+    def add(self, result: Any) -> None:
+        """Count and report one result."""
+        video = result.frame is not None
+        self.inputs += 1
+        self.read += result.skipped is None
+        self.faces += len(result)
+        self.no_face += result.skipped is None and not result
+        if not video:
+            self.line(f"{result.source}: {result.summary()}")
+            self.bar.update(result.origin.kind in ("image", "missing"))
+            return
+        if self.frame_bar is None:
+            self.frame_bar = self._frame_bar(result.origin)
+        self.frame_bar.update(1)
+        self.video["frames"] += 1
+        self.video["skipped"] += result.skipped is not None
+        self.video["with_faces"] += bool(result)
+        for face in result:
+            self.labels[face.label] = self.labels.get(face.label, 0) + 1
+
+    def _frame_bar(self, origin: Any) -> Any:
+        from .sources import video_frame_count
+
+        total = None
+        if origin.kind == "video":
+            declared = video_frame_count(origin.location)
+            total = -(-declared // self.every) if declared else None
+            if self.max_frames is not None and total is not None:
+                total = min(total, self.max_frames)
+        return self.tqdm(total=total, unit="frame", desc=Path(origin.location).name, leave=False,
+                         disable=self.quiet, file=sys.stderr)
+
+    def end_source(self, written: Path | None) -> None:
+        """Close the previous video's bar and print its summary (and where its annotated video went)."""
+        if self.frame_bar is not None:
+            self.frame_bar.close()
+            self.frame_bar = None
+            v = self.video
+            faces = ", ".join(f"{k} x{n}" for k, n in sorted(self.labels.items(), key=lambda kv: -kv[1]))
+            self.line(f"{self.source.name}: {v['frames']} frame(s) analysed, {v['with_faces']} with faces"
+                      f"{f' ({faces})' if faces else ''}, {v['skipped']} unreadable")
+            self.video, self.labels = {"frames": 0, "with_faces": 0, "skipped": 0}, {}
+        if written is not None:
+            self.line(f"{self.source.name}: annotated video written to {written}")
+
+    def close(self) -> None:
+        """Close the progress bars."""
+        self.bar.close()
+
+    def summary(self, out: Path | None) -> None:
+        """The closing line: inputs, faces, inputs without a face, skipped inputs."""
+        where = f"; outputs in {out}" if out is not None else ""
+        self.line(f"{self.inputs} input(s): {self.faces} face(s), {self.no_face} without a face, "
+                  f"{self.inputs - self.read} skipped{where}")
+
+
+__all__ = ["add_parser", "run_predict", "DEFAULT_OUT"]

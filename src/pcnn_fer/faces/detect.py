@@ -18,19 +18,24 @@ always predicted on the full-resolution image.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import PCNNError, UsageError
+from .align import convert_box
 
 #: Landmark order of the dlib 5-point model, named by the side of the *image* they are on (like PCNN's regions).
 LANDMARK_NAMES: tuple[str, ...] = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
 
 #: Detection runs on a copy of the image scaled down to at most this many pixels.
 DETECT_MAX_PIXELS = 2_000_000
+#: Default window score the HOG detector needs (chosen with ``benchmarks/detect_speed.py --scores``, docs/faces.md).
+HOG_THRESHOLD = 0.25
+#: The CNN fallback of the ``auto`` detector runs on a copy of the image scaled down to at most this many pixels.
+FALLBACK_MAX_PIXELS = 350_000
 
 
 @dataclass
@@ -42,7 +47,6 @@ class Detection:
     landmarks: np.ndarray | None = None
     score: float = 1.0
     detector: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.box = np.asarray(self.box, dtype=np.float64).reshape(4)
@@ -111,6 +115,13 @@ def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """The gray (BT.601 luma) image of an RGB uint8 array."""
+    import cv2
+
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
 def _downscale(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
     """The image scaled to at most ``max_pixels`` (INTER_AREA) and the scale factor applied (≤ 1)."""
     h, w = rgb.shape[:2]
@@ -144,43 +155,59 @@ class DlibHOGDetector:
 
     ``upsample="auto"`` runs at the working size first and, only when nothing is found and the working image has at
     most ``upsample_max_pixels``, once more upsampled 2× (finds faces down to ~40 px instead of ~80 px).
-    ``threshold`` is the SVM score a window needs: dlib's own default is 0.0; 0.2 (ours) drops borderline windows
-    such as the round mission patch on the astronaut sample (scores −0.05…0.12) at the cost of some hard faces
-    (on upscaled FER2013 faces 81% score above 0.0, 71% above 0.2).
+    ``threshold`` is the SVM score a window needs (dlib's own default is 0.0; ours, :data:`HOG_THRESHOLD`, was
+    chosen on real photos with ``benchmarks/detect_speed.py --scores``, see docs/faces.md). ``gray`` runs the
+    detector on the luminance image (one gradient channel instead of three: faster, same faces on our test set);
+    landmarks are always predicted on the colour image at full resolution.
     """
 
     name = "dlib-hog"
 
-    def __init__(self, upsample: int | str = "auto", threshold: float = 0.2, max_pixels: int = DETECT_MAX_PIXELS,
-                 upsample_max_pixels: int = 1_000_000, landmarks: bool = True) -> None:
+    def __init__(self, upsample: int | str = "auto", threshold: float = HOG_THRESHOLD,
+                 max_pixels: int = DETECT_MAX_PIXELS, upsample_max_pixels: int = 1_000_000, landmarks: bool = True,
+                 gray: bool = True) -> None:
         dlib = _import_dlib()
         if landmarks:
             _model_file("shape_predictor_5_face_landmarks.dat")
+        if upsample != "auto" and (not isinstance(upsample, int) or upsample < 0):
+            raise UsageError(f"upsample must be 'auto' or a count >= 0, got {upsample!r}")
         self._detector = dlib.get_frontal_face_detector()
         self.upsample, self.threshold, self.max_pixels = upsample, float(threshold), int(max_pixels)
-        self.upsample_max_pixels, self.landmarks = int(upsample_max_pixels), landmarks
+        self.upsample_max_pixels, self.landmarks, self.gray = int(upsample_max_pixels), landmarks, gray
 
     def _run(self, image: np.ndarray, upsample: int) -> list[tuple[np.ndarray, float]]:
         rects, scores, _ = self._detector.run(image, upsample, self.threshold)
         return [(np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s))
                 for r, s in zip(rects, scores, strict=True)]
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB uint8 image, boxes and landmarks in its pixels, sorted left to right."""
+    def detect_traced(self, rgb: np.ndarray, thorough: bool = True) -> tuple[list[Detection], list[str]]:
+        """:meth:`detect` plus what was tried (``dlib-hog 1x``, ``dlib-hog 2x``); ``thorough`` is accepted for the
+        :class:`AutoDetector` interface (the 2× pass always follows the ``upsample`` setting)."""
         rgb = _as_rgb_uint8(rgb)
-        small, scale = _downscale(rgb, self.max_pixels)
+        work = _luminance(rgb) if self.gray else rgb
+        small, scale = _downscale(work, self.max_pixels)
+        tried = []
+
+        def run(upsample: int) -> list[tuple[np.ndarray, float]]:
+            tried.append(f"{self.name} {scale * 2 ** upsample:.2g}x")
+            return self._run(small, upsample)
+
         if self.upsample == "auto":
-            found = self._run(small, 0)
+            found = run(0)
             if not found and small.shape[0] * small.shape[1] <= self.upsample_max_pixels:
-                found = self._run(small, 1)
+                found = run(1)
         else:
-            found = self._run(small, int(self.upsample))
+            found = run(int(self.upsample))
         detections = []
         for box, score in found:
             box = box / scale
             marks = _DlibLandmarks.predict(rgb, box) if self.landmarks else None
             detections.append(Detection(box, marks, score, self.name))
-        return sorted(detections, key=lambda d: d.box[0])
+        return sorted(detections, key=lambda d: d.box[0]), tried
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in an RGB uint8 image, boxes and landmarks in its pixels, sorted left to right."""
+        return self.detect_traced(rgb)[0]
 
 
 class DlibCNNDetector:
@@ -242,8 +269,6 @@ class HaarDetector:
             box = np.array([x, y, x + w, y + h], float) / scale
             marks = None
             if self.landmarks:
-                from .align import convert_box
-
                 marks = _DlibLandmarks.predict(rgb, convert_box(box, "haar", "dlib-hog"))
             detections.append(Detection(box, marks, float(weight), self.name))
         return sorted(detections, key=lambda d: d.box[0])
@@ -260,24 +285,71 @@ class WholeImageDetector:
         return [Detection(np.array([0, 0, w, h], float), None, 1.0, self.name)]
 
 
+class AutoDetector:
+    """The default detector: dlib HOG (Haar when dlib is missing) and, when it finds nothing in a still image, dlib's
+    CNN detector on a copy scaled to at most ``fallback_max_pixels`` (finds smaller and turned faces such as the
+    cameraman in ``samples/camera.png``; about a second per image on a CPU, so it is skipped for video frames).
+    :meth:`detect_traced` says which detectors were tried."""
+
+    name = "auto"
+
+    def __init__(self, threshold: float | None = None, fallback: bool = True,
+                 fallback_max_pixels: int = FALLBACK_MAX_PIXELS) -> None:
+        if dlib_available():
+            self.primary: DlibHOGDetector | HaarDetector = DlibHOGDetector(
+                threshold=HOG_THRESHOLD if threshold is None else threshold)
+        elif threshold is not None:
+            raise UsageError("a detection threshold applies to the dlib HOG detector, and dlib is not installed: "
+                             "pip install dlib-bin face-recognition-models")
+        else:
+            self.primary = HaarDetector()
+        self.fallback = fallback and dlib_available()
+        self.fallback_max_pixels = int(fallback_max_pixels)
+        self._cnn: DlibCNNDetector | None = None
+
+    def detect_traced(self, rgb: np.ndarray, thorough: bool = True) -> tuple[list[Detection], list[str]]:
+        """Faces in an RGB uint8 image and the detectors tried; ``thorough=False`` (video frames) skips the slow
+        CNN fallback."""
+        found, tried = detect_traced(self.primary, rgb)
+        if found or not thorough or not self.fallback:
+            return found, tried
+        if self._cnn is None:
+            self._cnn = DlibCNNDetector(upsample=0, max_pixels=self.fallback_max_pixels)
+        more, cnn_tried = detect_traced(self._cnn, rgb)
+        return more, tried + cnn_tried
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in an RGB uint8 image, sorted left to right."""
+        return self.detect_traced(rgb)[0]
+
+
+def detect_traced(detector: FaceDetector, rgb: np.ndarray,
+                  thorough: bool = True) -> tuple[list[Detection], list[str]]:
+    """``detector.detect_traced(rgb, thorough)`` when it has one, else its detections and its name."""
+    traced = getattr(detector, "detect_traced", None)
+    if traced is not None:
+        return traced(rgb, thorough)
+    return list(detector.detect(rgb)), [getattr(detector, "name", type(detector).__name__)]
+
+
 DETECTORS = {"dlib": DlibHOGDetector, "hog": DlibHOGDetector, "dlib-hog": DlibHOGDetector, "cnn": DlibCNNDetector,
-             "dlib-cnn": DlibCNNDetector, "haar": HaarDetector, "none": WholeImageDetector}
+             "dlib-cnn": DlibCNNDetector, "haar": HaarDetector, "none": WholeImageDetector, "auto": AutoDetector}
 
 
 def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDetector:
-    """A detector from a name (``auto``: dlib HOG when dlib is installed, else Haar; ``dlib``/``hog``, ``cnn``,
-    ``haar``, ``none``) with constructor ``options``, or any object with a ``detect`` method, returned as is."""
+    """A detector from a name (``auto``: :class:`AutoDetector`, dlib HOG with a CNN fallback, or Haar when dlib is
+    missing; ``dlib``/``hog``, ``cnn``, ``haar``, ``none``) with constructor ``options``, or any object with a
+    ``detect`` method, returned as is."""
     if not isinstance(detector, str):
         if not callable(getattr(detector, "detect", None)):
             raise TypeError(f"a detector needs a detect(rgb) method, got {type(detector).__name__}")
         return detector
     name = detector.lower()
-    if name == "auto":
-        name = "dlib-hog" if dlib_available() else "haar"
     if name not in DETECTORS:
-        raise UsageError(f"unknown face detector {detector!r}; choose auto, {', '.join(sorted(set(DETECTORS)))}")
+        raise UsageError(f"unknown face detector {detector!r}; choose {', '.join(sorted(set(DETECTORS)))}")
     return DETECTORS[name](**options)
 
 
 __all__ = ["Detection", "FaceDetector", "DlibHOGDetector", "DlibCNNDetector", "HaarDetector", "WholeImageDetector",
-           "DetectorUnavailable", "LANDMARK_NAMES", "create_detector", "dlib_available", "DETECT_MAX_PIXELS"]
+           "AutoDetector", "DetectorUnavailable", "LANDMARK_NAMES", "create_detector", "detect_traced",
+           "dlib_available", "DETECT_MAX_PIXELS", "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS"]

@@ -100,6 +100,10 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.size == 0:
             raise ImageLoadError("empty array")
+        if image.ndim not in (2, 3):
+            raise ImageLoadError(f"unsupported array shape {image.shape} (expected HxW, HxWx3 or HxWx4)")
+        if image.dtype.kind not in "biuf":
+            raise ImageLoadError(f"unsupported array dtype {image.dtype} (expected numbers)")
         if image.shape[0] * image.shape[1] > max_pixels:
             raise ImageLoadError(f"image too large: {image.shape[1]}x{image.shape[0]} exceeds {max_pixels} pixels")
         return array_to_rgb(image)

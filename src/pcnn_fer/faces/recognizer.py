@@ -1,114 +1,38 @@
 """Expression recognition in photos: detect → align onto the FER2013 template → classify, with a swappable
-classifier backend.
+classifier backend (:func:`pcnn_fer.deploy.backends.create_backend`: ``auto``, ``torch``, ``onnx`` or an object).
 
     >>> from pcnn_fer.faces import Recognizer
     >>> result = Recognizer().predict("photo.jpg")          # path, PIL image or RGB array
     >>> [(f.label, round(f.score, 2)) for f in result]       # a list of faces
     >>> result.save("annotated.png")                        # or result.plot() → RGB array
-
-Backends implement :class:`ClassifierBackend`: ``config`` (the model's :class:`~pcnn_fer.models.pcnn.PCNNConfig`:
-classes, input size, normalisation) and ``__call__(batch)`` taking an already-normalised float32 NCHW batch and
-returning ``(probs (N, C), region_probs (N, 5, C))``. Add one with :func:`register_backend` (e.g. ``"onnx"``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from ..deploy.backends import ClassifierBackend, create_backend
 from ..errors import UsageError
 from ..models.pcnn import REGIONS, PCNNConfig
-from .align import align_face
-from .detect import Detection, FaceDetector, WholeImageDetector, create_detector
+from .align import AlignedFace, align_face
+from .detect import Detection, FaceDetector, WholeImageDetector, create_detector, detect_traced
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
-
-
-@runtime_checkable
-class ClassifierBackend(Protocol):
-    """A classifier for aligned, normalised face batches."""
-
-    config: PCNNConfig
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``batch`` float32 (N, 3, S, S), already normalised → ``(probs (N, C), region_probs (N, 5, C))``."""
-        ...
-
-
-def _softmax(x: Any, dim: int) -> Any:
-    import torch
-
-    return torch.softmax(x.float(), dim=dim)
-
-
-class TorchClassifier:
-    """PyTorch backend: a PCNN (or a checkpoint loaded with :func:`pcnn_fer.weights.load_model`), by default
-    rewritten for inference with :func:`pcnn_fer.models.fuse.optimize_for_inference` (identical outputs). Class
-    probabilities are the softmax of the global (fused) logits; region probabilities the softmax of each of the
-    five region heads."""
-
-    name = "torch"
-
-    def __init__(self, checkpoint: Any = "default", device: str = "cpu", optimize: bool = True) -> None:
-        import torch
-
-        from ..devices import torch_device
-        from ..models.pcnn import PCNN
-        from ..weights import load_model
-
-        self.device = torch_device(device)
-        model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint, device=self.device)
-        self.config: PCNNConfig = model.config
-        if optimize and isinstance(model, PCNN) and self.config.input_size % 2 == 0:
-            from ..models.fuse import optimize_for_inference
-
-            model = optimize_for_inference(model)  # BN folded, eye/cheek trunks paired: same outputs, ~20% faster
-        self.model = model.to(self.device).eval()
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class and region probabilities of a normalised float32 NCHW batch."""
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            global_logits, _, region_logits = self.model(x, return_regions=True)
-            probs = _softmax(global_logits, 1).cpu().numpy()
-            region_probs = _softmax(region_logits, 2).cpu().numpy()
-        return probs, region_probs
-
-
-#: Backend name → factory ``(checkpoint, device) -> ClassifierBackend``.
-BACKENDS: dict[str, Callable[..., ClassifierBackend]] = {"torch": TorchClassifier}
-
-
-def register_backend(name: str, factory: Callable[..., ClassifierBackend]) -> None:
-    """Make ``Recognizer(backend=name)`` / ``pcnn predict --backend name`` build ``factory(checkpoint, device)``."""
-    BACKENDS[name] = factory
-
-
-def create_backend(backend: str | ClassifierBackend = "torch", checkpoint: Any = "default",
-                   device: str = "cpu") -> ClassifierBackend:
-    """A classifier backend from its name (see :data:`BACKENDS`), or a ready backend object returned as is."""
-    if not isinstance(backend, str):
-        if not callable(backend) or not hasattr(backend, "config"):
-            raise TypeError("a backend object needs a config attribute and __call__(batch)")
-        return backend
-    if backend == "onnx" and backend not in BACKENDS:
-        import pcnn_fer.deploy  # noqa: F401 - registers the onnxruntime backend (needs the deploy extra)
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend](checkpoint, device)
+from .sources import Frame, Source, expand_sources, iter_frames
+from .stream import chunks, frames_per_chunk, prefetch
 
 
 @dataclass
 class Face:
     """One recognised face. ``box`` [x1, y1, x2, y2] and ``landmarks`` (5, 2) are in input-image pixels;
     ``probabilities`` maps every class to its probability; ``regions`` maps each PCNN region to its own class
-    probabilities; ``crop`` is the aligned model input (uint8 RGB) when the recognizer keeps crops."""
+    probabilities; ``detection_score`` and ``detector`` come from the face detector; ``crop`` is the aligned model
+    input (uint8 RGB) when the recognizer keeps crops."""
 
     box: np.ndarray
     landmarks: np.ndarray | None
@@ -117,10 +41,11 @@ class Face:
     probabilities: dict[str, float]
     regions: dict[str, dict[str, float]]
     detection_score: float = 1.0
+    detector: str = ""
     crop: np.ndarray | None = None
 
     def to_dict(self, digits: int = 4) -> dict[str, Any]:
-        """JSON-ready record: box, landmarks, label, score, probabilities, regions (and detection_score)."""
+        """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score."""
         return {
             "box": [round(float(v), 1) for v in self.box],
             "landmarks": None if self.landmarks is None else [[round(float(x), 1), round(float(y), 1)]
@@ -135,26 +60,32 @@ class Face:
 
 class Prediction(list):
     """The faces found in one image or video frame (a list of :class:`Face`), plus the ``image`` (RGB uint8),
-    its ``source``, ``frame`` index (None for still images) and ``skipped`` (None, or why the input was unusable)."""
+    its ``source``, ``frame`` index (None for still images), ``skipped`` (None, or why the input was unusable),
+    ``tried`` (the detectors run on it, in order), and for stream results the ``origin``
+    (:class:`~pcnn_fer.faces.sources.Source`) and the video's ``fps``."""
 
     def __init__(self, faces: Iterable[Face] = (), image: np.ndarray | None = None, source: str | None = None,
-                 frame: int | None = None, skipped: str | None = None, classes: Sequence[str] = ()) -> None:
+                 frame: int | None = None, skipped: str | None = None, classes: Sequence[str] = (),
+                 tried: Sequence[str] = (), origin: Source | None = None, fps: float | None = None) -> None:
         super().__init__(faces)
         self.image, self.source, self.frame, self.skipped = image, source, frame, skipped
-        self.classes = tuple(classes)
+        self.classes, self.tried, self.origin, self.fps = tuple(classes), tuple(tried), origin, fps
 
     def __repr__(self) -> str:
         where = f"{self.source}" + (f"#{self.frame}" if self.frame is not None else "")
         return f"Prediction({where!r}, {self.summary()})"
 
     def summary(self) -> str:
-        """One human-readable line: skipped reason, ``no face found`` or the labels with scores."""
+        """One human-readable line: skipped reason, ``no face found`` (with the detectors tried when a fallback ran)
+        or the labels with scores (and the detector, when a fallback found them)."""
         if self.skipped:
             return f"skipped ({self.skipped})"
+        fallback = len({t.split()[0] for t in self.tried}) > 1
         if not self:
-            return "no face found"
+            return "no face found" + (f" (tried {', '.join(self.tried)})" if fallback else "")
         faces = ", ".join(f"{f.label} {f.score:.2f}" for f in self)
-        return f"{len(self)} face{'s' if len(self) != 1 else ''}: {faces}"
+        found_by = f" (found by {self[0].detector} after {self.tried[0].split()[0]} found none)" if fallback else ""
+        return f"{len(self)} face{'s' if len(self) != 1 else ''}: {faces}{found_by}"
 
     def plot(self, regions: bool = True, landmarks: bool = True) -> np.ndarray:
         """The image annotated with boxes, labels, landmarks and per-region bars (RGB uint8)."""
@@ -178,18 +109,23 @@ class Prediction(list):
         return json.dumps(self.to_dict(), **kwargs)
 
 
+#: The source recorded for arrays given to :meth:`Recognizer.predict_array`.
+_ARRAY = Source("image", "")
+
+
 class Recognizer:
     """Facial expression recognition on photos: detection, alignment and a classifier backend.
 
     ``checkpoint``: ``"default"`` (the bundled FERPlus model), a ``.safetensors`` path or a PCNN module;
     ``detector``: ``auto``/``dlib``/``cnn``/``haar``/``none`` (``none`` = inputs are already-cropped faces) or any
-    object with ``detect(rgb) -> list[Detection]``; ``backend``: ``torch`` (see :data:`BACKENDS`) or a backend
-    object; ``color``: ``gray`` feeds luminance (like FER2013 training data), ``rgb`` feeds colour, ``auto`` picks
-    gray for models with inputs of at most 64 px (trained on 48×48 gray data) and rgb otherwise.
+    object with ``detect(rgb) -> list[Detection]``; ``backend``: ``auto`` (onnxruntime when installed, else torch),
+    ``torch``, ``onnx`` (see :func:`~pcnn_fer.deploy.backends.create_backend`) or a backend object; ``color``:
+    ``gray`` feeds luminance (like FER2013 training data), ``rgb`` feeds colour, ``auto`` picks gray for models
+    with inputs of at most 64 px (trained on 48×48 gray data) and rgb otherwise.
     """
 
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", detector: str | FaceDetector = "auto",
-                 backend: str | ClassifierBackend = "torch", batch_size: int = 32, color: str = "auto",
+                 backend: str | ClassifierBackend = "auto", batch_size: int = 32, color: str = "auto",
                  max_pixels: int = MAX_PIXELS, keep_crops: bool = False) -> None:
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
@@ -210,6 +146,11 @@ class Recognizer:
     def input_size(self) -> int:
         """Side of the aligned face crops fed to the model."""
         return int(self.config.input_size)
+
+    @property
+    def detects(self) -> bool:
+        """False when faces are not detected (every input is one already-cropped face)."""
+        return not isinstance(self.detector, WholeImageDetector)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Aligned uint8 RGB crops → normalised float32 NCHW batch (luminance in all three channels when gray)."""
@@ -252,41 +193,52 @@ class Recognizer:
         return self.predict_array(rgb, source=source, frame=frame)
 
     def predict_array(self, rgb: np.ndarray, source: str | None = None, frame: int | None = None) -> Prediction:
-        """:meth:`predict` for an RGB uint8 array that is already decoded."""
-        detections = self.detect(rgb)
-        size = self.input_size
-        aligned = [align_face(rgb, d, size) for d in detections]
-        probs, region_probs = self.classify([a.image for a in aligned])
-        faces = []
-        for det, crop, p, rp in zip(detections, aligned, probs, region_probs, strict=True):
-            k = int(np.argmax(p))
-            faces.append(Face(
-                box=det.box, landmarks=det.landmarks, label=self.classes[k], score=float(p[k]),
-                probabilities=dict(zip(self.classes, map(float, p), strict=True)),
-                regions={name: dict(zip(self.classes, map(float, rp[j]), strict=True))
-                         for j, name in enumerate(REGIONS)},
-                detection_score=det.score, crop=crop.image if self.keep_crops else None))
-        return Prediction(faces, image=rgb, source=source, frame=frame, classes=self.classes)
+        """:meth:`predict` for an RGB uint8 array that is already decoded (``frame`` set: a video frame, for which
+        the detector skips its slow fallback)."""
+        result = self.predict_frames([Frame(_ARRAY, frame, rgb)])[0]
+        result.source, result.origin = source, None
+        return result
 
-    def predict_stream(self, sources: Sequence[str | Path], every: int = 1,
+    def predict_frames(self, frames: Sequence[Frame]) -> list[Prediction]:
+        """Predictions for decoded frames (skipped ones included), the faces of all of them classified together."""
+        found: list[tuple[list[Detection], list[str], list[AlignedFace]]] = []
+        for f in frames:
+            if f.image is None:
+                found.append(([], [], []))
+                continue
+            detections, tried = detect_traced(self.detector, f.image, thorough=f.frame is None)
+            found.append((detections, tried, [align_face(f.image, d, self.input_size) for d in detections]))
+        probs, region_probs = self.classify([a.image for _, _, aligned in found for a in aligned])
+        results, k = [], 0
+        for f, (detections, tried, aligned) in zip(frames, found, strict=True):
+            faces = [self._face(d, a, probs[k + j], region_probs[k + j]) for j, (d, a) in
+                     enumerate(zip(detections, aligned, strict=True))]
+            k += len(faces)
+            results.append(Prediction(faces, image=f.image, source=f.source.name, frame=f.frame, skipped=f.skipped,
+                                      classes=self.classes, tried=tried, origin=f.source, fps=f.fps))
+        return results
+
+    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray) -> Face:
+        k = int(np.argmax(p))
+        return Face(box=det.box, landmarks=det.landmarks, label=self.classes[k], score=float(p[k]),
+                    probabilities=dict(zip(self.classes, map(float, p), strict=True)),
+                    regions={name: dict(zip(self.classes, map(float, rp[j]), strict=True))
+                             for j, name in enumerate(REGIONS)},
+                    detection_score=det.score, detector=det.detector,
+                    crop=crop.image if self.keep_crops else None)
+
+    def predict_stream(self, sources: Sequence[str | Path | Source], every: int = 1,
                        max_frames: int | None = None) -> Iterator[Prediction]:
         """Predictions for SOURCE-style inputs (files, folders, globs, videos, webcam indices, as ``pcnn predict``
-        takes them): one per image and one per analysed video frame, skipped ones included."""
-        from .sources import expand_sources, iter_frames
-
-        for source in expand_sources(sources):
-            for frame in iter_frames(source, every=every, max_pixels=self.max_pixels, max_frames=max_frames):
-                if frame.image is None:
-                    yield Prediction(source=source.name, frame=frame.frame, skipped=frame.skipped,
-                                     classes=self.classes)
-                else:
-                    yield self.predict_array(frame.image, source=source.name, frame=frame.frame)
-
-    @property
-    def detects(self) -> bool:
-        """False when faces are not detected (every input is one already-cropped face)."""
-        return not isinstance(self.detector, WholeImageDetector)
+        takes them, or :class:`~pcnn_fer.faces.sources.Source` objects): one per image and one per analysed video
+        frame, skipped ones included, in input order. Inputs are decoded ahead in a background thread and the
+        faces of :func:`~pcnn_fer.faces.stream.frames_per_chunk` frames are classified together."""
+        expanded = expand_sources(sources)
+        frames = (f for s in expanded for f in iter_frames(s, every=every, max_pixels=self.max_pixels,
+                                                            max_frames=max_frames))
+        size = frames_per_chunk(self.detects, self.batch_size)
+        for chunk in chunks(prefetch(frames, depth=2 * size), size):
+            yield from self.predict_frames(chunk)
 
 
-__all__ = ["Recognizer", "Prediction", "Face", "ClassifierBackend", "TorchClassifier", "BACKENDS",
-           "register_backend", "create_backend"]
+__all__ = ["Recognizer", "Prediction", "Face"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .imageio import MAX_PIXELS, ImageLoadError, load_image
 
 #: Files with these suffixes are read with OpenCV's VideoCapture.
@@ -73,12 +74,15 @@ def _walk(folder: Path) -> list[Source]:
     return found
 
 
-def expand_sources(specs: Sequence[str | Path]) -> list[Source]:
+def expand_sources(specs: Sequence[str | Path | Source]) -> list[Source]:
     """Expand SOURCE arguments: folders recursively (image and video suffixes only), glob patterns (``**``
     allowed), files as given, integer strings as webcam indices (unless a file of that name exists). Unusable
-    arguments become ``missing`` sources with a reason."""
+    arguments become ``missing`` sources with a reason; :class:`Source` objects are kept as they are."""
     sources: list[Source] = []
     for spec in specs:
+        if isinstance(spec, Source):
+            sources.append(spec)
+            continue
         text = str(spec)
         path = Path(text).expanduser()
         if path.is_dir():
@@ -159,7 +163,9 @@ def iter_frames(source: Source, every: int = 1, max_pixels: int = MAX_PIXELS,
     """Frames of one source: one for an image, every ``every``-th frame of a video or webcam (at most
     ``max_frames``), or a single skipped record when the source cannot be used."""
     if every < 1:
-        raise ValueError(f"every must be at least 1, got {every}")
+        raise UsageError(f"every must be at least 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise UsageError(f"max_frames must be at least 1, got {max_frames}")
     if source.kind == "missing":
         yield Frame(source, None, None, source.reason or "unusable source")
     elif source.kind == "image":

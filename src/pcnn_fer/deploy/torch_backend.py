@@ -1,0 +1,43 @@
+"""PyTorch classifier backend (``--backend torch``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..devices import torch_device
+from ..models.pcnn import PCNN, PCNNConfig
+from ..weights import load_model
+
+
+class TorchClassifier:
+    """PyTorch backend with the :class:`~pcnn_fer.deploy.backends.ClassifierBackend` contract: a PCNN (or a
+    checkpoint loaded with :func:`pcnn_fer.weights.load_model`), by default rewritten for inference with
+    :func:`pcnn_fer.models.fuse.optimize_for_inference` (identical outputs). Class probabilities are the softmax of
+    the global (fused) logits; region probabilities the softmax of each of the five region heads."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: Any = "default", device: str = "cpu", optimize: bool = True) -> None:
+        self.device = torch_device(device)
+        model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint, device=self.device)
+        self.config: PCNNConfig = model.config
+        if optimize and isinstance(model, PCNN) and self.config.input_size % 2 == 0:
+            from ..models.fuse import optimize_for_inference
+
+            model = optimize_for_inference(model)  # BN folded, eye/cheek trunks paired: same outputs, faster
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class and region probabilities of a normalised float32 NCHW batch."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            global_logits, _, region_logits = self.model(x, return_regions=True)
+            probs = torch.softmax(global_logits.float(), 1).cpu().numpy()
+            region_probs = torch.softmax(region_logits.float(), 2).cpu().numpy()
+        return probs, region_probs
+
+
+__all__ = ["TorchClassifier"]
