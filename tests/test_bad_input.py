@@ -189,7 +189,8 @@ def test_predict_on_a_device_this_machine_lacks_is_one_line(tmp_path):
 
 BAD_OPTIONS = [  # (pcnn arguments, the one error line): option values refused before any work
     (["train", "--lr", "nan"], "pcnn train: error: recipe 'tiny': lr must be a finite number, got nan"),
-    (["train", "--weight-decay", "nan"], "pcnn train: error: recipe 'tiny': weight_decay must be a finite number, got nan"),
+    (["train", "--weight-decay", "nan"],
+     "pcnn train: error: recipe 'tiny': weight_decay must be a finite number, got nan"),
     (["train", "--device", "gpu"], "pcnn train: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
     (["bench", "--preset", "tiny", "--device", "gpu"],
      "pcnn bench: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
