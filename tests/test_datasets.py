@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from pcnn_fer.classes import CANONICAL_CLASSES
+from pcnn_fer.cli.data import add_data_parser
 from pcnn_fer.data import (
     DATASETS,
     DatasetError,
     Split,
-    add_data_parser,
     dataset_stats,
     decode_split,
     ferplus_label,

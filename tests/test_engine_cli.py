@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import types
 import typing
 from dataclasses import fields
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pcnn_fer.cli import build_parser
-from pcnn_fer.engine.cli import recipe_from_args, train_options
+from pcnn_fer.cli.train import recipe_from_args, train_options
 from pcnn_fer.engine.options import RESUMABLE_OVERRIDES, TrainOptions
 from pcnn_fer.engine.recipes import Recipe, get_recipe, read_recipe_file
 from pcnn_fer.engine.typed_fields import cli_fields, flag_name
@@ -228,15 +226,3 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(run_cli, 
     code, _, err = run_cli([*args, "--out", tmp_path / "mine"])
     assert code == 1 and (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
 
-
-def test_engine_parsers_build_without_torch(pcnn_env):
-    """``pcnn train/evaluate/cv --help`` need no torch from the engine (the package's own ``__init__`` still imports
-    it, so the package is stubbed here to look at the engine alone)."""
-    src = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer"
-    code = (f"import argparse, sys, types; pkg = types.ModuleType('pcnn_fer'); pkg.__path__ = [{str(src)!r}]; "
-            "sys.modules['pcnn_fer'] = pkg; import pcnn_fer.engine.cli as c; "
-            "c.add_parser(argparse.ArgumentParser().add_subparsers()); print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))")
-    proc = subprocess.run([sys.executable, "-c", code], env=pcnn_env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"

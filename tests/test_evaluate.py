@@ -4,6 +4,8 @@ and bad input (missing/corrupt/wrong-class-count checkpoints, empty splits), all
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,12 @@ KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mea
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """An untrained tiny PCNN over happiness / sadness / surprise, saved as a model file."""
+    """An untrained tiny PCNN over happiness / sadness / surprise, saved as a model file; its global head is scaled
+    up so that its logits are far apart (backends within the export tolerance then agree on every argmax)."""
     torch.manual_seed(0)
     model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise"))
+    with torch.no_grad():
+        model.global_head.weight.mul_(30)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     save_model(model.eval(), path)
     return path
@@ -33,7 +38,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
-                              "--split", "test", "--out", tmp_path / "ev"])
+                              "--split", "test", "--backend", "torch", "--out", tmp_path / "ev"])
     assert code == 0, err
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(m) == KEYS
@@ -50,7 +55,8 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_
     lst = tmp_path / "subset.txt"
     lst.write_text("happy_000.png\nsad_001.png\n0/surprise_002.jpg\n")
     code, _, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
-                            "--split", "test", "--tta", "flip", "--subset-list", lst, "--out", tmp_path / "ev2"])
+                            "--split", "test", "--tta", "flip", "--subset-list", lst, "--backend", "torch",
+                            "--out", tmp_path / "ev2"])
     assert code == 0, err
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert list(m2) == KEYS and m2["subset"] == "subset.txt" and m2["num_samples"] == 3
@@ -69,6 +75,45 @@ def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, run_c
     assert np.array(m["confusion_matrix"]).shape == (2, 2)
 
 
+def test_backends_give_the_same_metrics(tiny_model, tmp_path, run_cli, make_image_folder):
+    """``--backend torch`` and ``--backend onnx`` score the same; ``auto`` (the default) is onnx where onnxruntime is
+    installed, and each run says which backend it used."""
+    pytest.importorskip("onnxruntime")
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=5, splits=("test",))
+    metrics, lines = {}, {}
+    for backend in ("torch", "onnx", None):
+        code, out, err = run_cli(["evaluate", "--checkpoint", tiny_model, "--dataset", "folder", "--root", root,
+                                  "--out", tmp_path / str(backend), *(["--backend", backend] if backend else [])])
+        assert code == 0, err
+        lines[backend] = next(line for line in out.splitlines() if line.startswith("backend: "))
+        metrics[backend] = json.loads((tmp_path / str(backend) / "metrics.json").read_text())
+    assert lines == {"torch": "backend: torch", "onnx": "backend: onnx",
+                     None: "backend: onnx (auto: onnxruntime is installed)"}
+    assert len({m["accuracy"] for m in metrics.values()}) == 1
+    assert metrics["torch"]["confusion_matrix"] == metrics["onnx"]["confusion_matrix"] == \
+        metrics[None]["confusion_matrix"]
+    assert np.count_nonzero(np.array(metrics["torch"]["confusion_matrix"]).sum(0)) > 1  # not one class for all
+
+
+WITHOUT_ONNXRUNTIME = "import sys; sys.modules['onnxruntime'] = None\nfrom pcnn_fer.cli import main\nsys.exit(main())"
+
+
+def test_auto_backend_falls_back_to_torch_without_onnxruntime(tiny_model, tmp_path, pcnn_env, run_cli,
+                                                              make_image_folder):
+    """``pcnn evaluate`` in a process where onnxruntime cannot be imported: auto runs torch, says why, and scores as
+    ``--backend torch`` does."""
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=3, splits=("test",))
+    args = ["evaluate", "--checkpoint", str(tiny_model), "--dataset", "folder", "--root", str(root)]
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_ONNXRUNTIME, *args, "--out", str(tmp_path / "auto"),
+                           "--no-progress"], env=pcnn_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend: torch (auto: onnxruntime is not installed)" in proc.stdout.splitlines()
+    code, _, err = run_cli([*args, "--backend", "torch", "--out", tmp_path / "torch"])
+    assert code == 0, err
+    auto, torch_metrics = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("auto", "torch"))
+    assert auto["confusion_matrix"] == torch_metrics["confusion_matrix"]
+
+
 def test_official_checkpoint_evaluates(tmp_path, run_cli, make_image_folder):
     """An official PCNN .pth (converted on load: 224 px, ImageNet mean/std, official class order)."""
     torch.manual_seed(0)
@@ -79,7 +124,8 @@ def test_official_checkpoint_evaluates(tmp_path, run_cli, make_image_folder):
     official.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     root = make_image_folder(tmp_path / "data", ("contempt", "happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", tmp_path / "pcnn_official.pth", "--dataset", "folder",
-                              "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4"])
+                              "--root", root, "--split", "test", "--out", tmp_path / "ev", "--batch-size", "4",
+                              "--backend", "torch"])
     assert code == 0, err
     assert "224px" in out and "dropped 2 of 6 samples" in out  # official models have no contempt class
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -108,7 +154,7 @@ def test_evaluate_training_checkpoint_and_run_dir(tmp_path, run_cli, make_image_
     assert code == 0, err
     for ckpt in (run, run / "last.pt", run / "model.safetensors"):
         code, _, err = run_cli(["evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", root, "--split",
-                                "val", "--out", tmp_path / "ev"])
+                                "val", "--backend", "torch", "--out", tmp_path / "ev"])
         assert code == 0, err
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["num_samples"] == 9
 
@@ -116,7 +162,7 @@ def test_evaluate_training_checkpoint_and_run_dir(tmp_path, run_cli, make_image_
 def test_default_checkpoint(tmp_path, run_cli, make_image_folder):
     root = make_image_folder(tmp_path / "data", ("happy", "sad"), per_class=2, splits=("test",))
     code, out, err = run_cli(["evaluate", "--checkpoint", "default", "--dataset", "folder", "--root", root,
-                              "--split", "test", "--out", tmp_path / "ev"])
+                              "--split", "test", "--backend", "torch", "--out", tmp_path / "ev"])
     if DEFAULT_MODEL.exists():
         assert code == 0, err
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoint"] == "default"

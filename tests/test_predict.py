@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ import pytest
 from conftest import ASTRONAUT_FACE, SAMPLES, needs_samples
 from PIL import Image
 
+from pcnn_fer.cli.predict import add_parser
 from pcnn_fer.errors import UsageError
 from pcnn_fer.faces import Recognizer
-from pcnn_fer.faces.cli import add_parser
 from pcnn_fer.faces.draw import class_color
 from pcnn_fer.faces.recognizer import Prediction
 from pcnn_fer.models.pcnn import REGIONS, preset_config
@@ -350,8 +351,8 @@ def test_predict_stream_api(recognizer, tmp_path):
 def test_predict_is_registered_in_the_pcnn_command(monkeypatch, checkpoint, capsys):
     import pcnn_fer.cli as cli
 
-    assert ("pcnn_fer.faces.cli", "add_parser") in cli.COMMANDS
-    monkeypatch.setattr(cli, "COMMANDS", [("pcnn_fer.faces.cli", "add_parser")])  # this verb alone
+    assert ("pcnn_fer.cli.predict", "add_parser") in cli.COMMANDS
+    monkeypatch.setattr(cli, "COMMANDS", [("pcnn_fer.cli.predict", "add_parser")])  # this verb alone
     assert cli.main(["predict", str(SAMPLES / "chelsea.png"), "--checkpoint", str(checkpoint)]) == 0
     assert "no face found" in capsys.readouterr().out
     if not DEFAULT_MODEL.exists():
@@ -419,6 +420,21 @@ def test_exit_code_says_when_no_input_could_be_read(checkpoint, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "skipped (no such file or directory)" in proc.stdout and "Traceback" not in proc.stderr
     assert "no input could be read (2 skipped)" in proc.stderr
+
+
+def test_unknown_device_is_one_line_before_any_work(checkpoint, tmp_path):
+    """``--device foo``: one line, exit 1, and (onnx) no export of the model first."""
+    crop = tmp_path / "face.png"
+    Image.new("L", (48, 48), 100).save(crop)
+    expected = {"auto": "pcnn predict: error: unknown device 'foo' (use cpu, cuda, cuda:N or mps)",
+                "onnx": "pcnn predict: error: the onnx backend runs on cpu or cuda[:N], not 'foo'"}
+    if importlib.util.find_spec("onnxruntime") is None:
+        del expected["onnx"]
+    for backend, line in expected.items():
+        proc = pcnn("predict", str(crop), "--no-detect", "--checkpoint", str(checkpoint), "--device", "foo",
+                    "--backend", backend)
+        assert proc.returncode == 1 and proc.stderr.strip() == line, proc.stderr
+        assert proc.stdout == ""
 
 
 def test_backend_choices_and_training_checkpoint_hint(checkpoint, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -95,8 +96,8 @@ def test_predict_astronaut_returns_the_predict_record(client, checkpoint):
     face = record["faces"][0]
     assert set(face) == {"box", "landmarks", "label", "score", "probabilities", "regions", "detection_score"}
     assert set(face["regions"]) == set(REGIONS) and face["label"] in face["probabilities"]
-    # exactly what pcnn predict / Recognizer gives for the same bytes
-    expected = Recognizer(checkpoint).predict(data, source="astronaut.png").to_dict()
+    # exactly what pcnn predict / Recognizer gives for the same bytes with the same (torch) backend
+    expected = Recognizer(checkpoint, backend="torch").predict(data, source="astronaut.png").to_dict()
     assert record == expected
     assert float(response.headers["x-inference-ms"]) > 0
 
@@ -153,9 +154,9 @@ def test_too_large_uploads_get_413(client):
 
 
 def test_the_model_is_loaded_once(checkpoint):
-    app = create_app(checkpoint=str(checkpoint), workers=3, threads=1)
+    app = create_app(checkpoint=str(checkpoint), workers=3, threads=1)  # the default backend: auto
     recognizers = list(app.state.service.recognizers.queue)
-    assert len(recognizers) == 3 and len({id(r.backend) for r in recognizers}) == 1  # one shared, locked backend
+    assert len(recognizers) == 3 and len({id(r.backend) for r in recognizers}) == 1  # one shared backend
     assert len({id(r.detector) for r in recognizers}) == 3  # one face detector per worker
 
 
@@ -251,6 +252,9 @@ def cli_server(checkpoint):
          "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
+        auto = "onnx (auto: onnxruntime is installed)" if importlib.util.find_spec("onnxruntime") else \
+            "torch (auto: onnxruntime is not installed)"
+        assert line.startswith(f"pcnn serve: backend {auto}, 8 classes; open "), line  # the default backend, named
         match = re.search(r"open (http://127\.0\.0\.1:(\d+))/", line)
         assert match and int(match.group(2)) != 0, (line, process.poll() is None or process.stderr.read())
         url = match.group(1)

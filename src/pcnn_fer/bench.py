@@ -1,5 +1,6 @@
-"""``pcnn bench``: parameters, FLOPs, batch-1 latency and batch-N throughput of PCNN next to a plain torchvision
-ResNet-18 measured in the same run (models are timed in interleaved rounds, so machine noise hits both alike)."""
+"""``pcnn bench`` (parser: :mod:`pcnn_fer.cli.bench`): parameters, FLOPs, batch-1 latency and batch-N throughput
+of PCNN next to a plain torchvision ResNet-18 measured in the same run (models are timed in interleaved rounds, so
+machine noise hits both alike)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def onnx_bench_models(preset: str, input_size: int | None, num_classes: int = 7,
     if device != "cpu":
         raise UsageError("pcnn bench --backend onnx times onnxruntime on the cpu only")
     size = input_size or MODEL_PRESETS[preset]["input_size"]
-    models = build_models(preset, size, num_classes, torch.device(device), channels_last, compile)
+    models = build_models(preset, size, num_classes, torch_device(device), channels_last, compile)
     folder = Path(tempfile.mkdtemp(prefix="pcnn-bench-onnx-"))  # random weights: not worth keeping in the cache
     try:
         backend = create_backend("onnx", models[f"pcnn-{preset}"], device, threads=threads or torch.get_num_threads(),
@@ -210,21 +211,3 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         print(format_table(results))
     return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``pcnn bench``."""
-    p = subparsers.add_parser("bench", help="parameters, FLOPs, latency and throughput vs a ResNet-18")
-    p.add_argument("--preset", default="paper", help=f"model preset ({', '.join(MODEL_PRESETS)})")
-    p.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
-    p.add_argument("--compile", action="store_true",
-                   help="also time the optimised PCNN under torch.compile (inductor, frozen weights; slow to build)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                   help="onnx: also time the PCNN exported to ONNX and run by onnxruntime, in the same run")
-    p.set_defaults(func=run_bench)

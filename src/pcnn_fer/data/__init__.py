@@ -29,7 +29,7 @@ from .protocols import (
     train_val,
     train_val_split,
 )
-from .stats import add_data_parser, add_stats_parser, dataset_stats
+from .stats import dataset_stats
 
 __all__ = [
     "DATASETS",
@@ -39,8 +39,6 @@ __all__ = [
     "Fold",
     "Split",
     "SubsetInfo",
-    "add_data_parser",
-    "add_stats_parser",
     "apply_subset",
     "cache_dir",
     "cache_key",

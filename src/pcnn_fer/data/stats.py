@@ -1,7 +1,7 @@
 """``pcnn data stats``: per-split class counts of a dataset, read from its label files (no image decoding).
 
 :func:`dataset_stats` returns ``{"dataset": name, "root": root, "splits": {split: {class: count}}}``;
-:func:`add_data_parser` adds the ``data`` command (subcommand ``stats``) to the project CLI.
+:func:`run_stats` runs ``pcnn data stats`` (its parser: :mod:`pcnn_fer.cli.data`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS, get_dataset
+from .datasets import get_dataset
 
-__all__ = ["add_data_parser", "add_stats_parser", "dataset_stats", "format_stats", "missing_images", "run_stats"]
+__all__ = ["dataset_stats", "format_stats", "missing_images", "run_stats"]
 
 
 def _collect(name: str, root: Path | str, mode: str | None, check_images: bool
@@ -81,26 +81,3 @@ def run_stats(args: argparse.Namespace) -> int:
             print(f"note: {stats['dataset']}/{s}: {what} {n} image files are missing (counts come from the labels; "
                   f"training/evaluation will skip them)", file=sys.stderr)
     return 0
-
-
-def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``stats`` subcommand (``--dataset --root [--mode] [--json]``) on ``subparsers``."""
-    p = subparsers.add_parser("stats", help="class counts per split of a dataset (from its label files)",
-                              description="Print per-split class counts of a dataset read in its native layout.")
-    p.add_argument("--dataset", required=True, help=f"dataset name: {', '.join(DATASETS)}")
-    p.add_argument("--root", required=True, help="dataset root folder (or csv file for fer2013)")
-    p.add_argument("--mode", default=None,
-                   help="label mode (ferplus: majority, plurality, probability, crossentropy; affectnet: 7, 8; "
-                        "rafdb: aligned, original)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run_stats)
-    return p
-
-
-def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``data`` command with its ``stats`` subcommand on the CLI's ``subparsers``."""
-    p = subparsers.add_parser("data", help="dataset tools", description="Dataset tools.")
-    sub = p.add_subparsers(dest="data_command", metavar="{stats}")
-    sub.required = True
-    add_stats_parser(sub)
-    return p

@@ -8,11 +8,8 @@ onnxruntime and FastAPI only when a backend, an export or the server is used.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-#: Default upload limit of ``pcnn serve`` (MB).
-DEFAULT_MAX_UPLOAD_MB = 10.0
+from ..defaults import DEFAULT_MAX_UPLOAD_MB
+from ..lazy import lazy_attributes
 
 #: Public name → the submodule defining it.
 _LAZY = {
@@ -23,11 +20,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from its submodule on first access (PEP 562)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [*_LAZY, "DEFAULT_MAX_UPLOAD_MB"]

@@ -21,11 +21,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from ..errors import PCNNError, UsageError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # this module is imported by the pcnn parsers: no numpy, no torch at import time
+    import numpy as np
+
     from ..models.pcnn import PCNNConfig
 
 #: The names ``create_backend`` (and every ``--backend`` option) accepts.

@@ -11,11 +11,11 @@ import asyncio
 import json
 from typing import Any
 
+from ..defaults import DEFAULT_READ_TIMEOUT
+
 #: Oversized bodies up to this many times the limit are read and discarded before the 413 is sent, so that clients
 #: that write the whole body before reading (curl, httpx, most libraries) see the 413 instead of a reset.
 DRAIN_FACTOR = 4
-#: Default seconds a request body may go without receiving any bytes before the server answers 408.
-DEFAULT_READ_TIMEOUT = 30.0
 
 
 class BodyGuardMiddleware:

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session, read_metadata
+from .onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    export_onnx,
+    ort_providers,
+    ort_session,
+    read_metadata,
+)
 
 if TYPE_CHECKING:
     from ..models.pcnn import PCNNConfig
@@ -97,6 +105,7 @@ class OnnxClassifier:
 
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", threads: int | None = None,
                  spinning: bool | None = None, cache: str | Path | None = None) -> None:
+        ort_providers(device)  # an unusable device fails here, before any export
         if isinstance(checkpoint, (str, Path)) and str(checkpoint).endswith(".onnx"):
             path = Path(checkpoint)
         else:

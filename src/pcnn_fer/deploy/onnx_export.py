@@ -29,14 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET
 from ..errors import PCNNError, UsageError
 from ..fileio import publish
 
 INPUT_NAME = "input"
 OUTPUT_NAMES: tuple[str, str, str] = ("global_logits", "local_logits", "region_logits")
-MIN_OPSET = 18
-DEFAULT_OPSET = 18
-DEFAULT_TOLERANCE = 1e-4
 #: metadata_props key holding the full PCNN config as JSON.
 CONFIG_KEY = "pcnn_config"
 
@@ -197,16 +195,22 @@ def ort_session(path: str | Path, threads: int | None = None, device: str = "cpu
         options.intra_op_num_threads = int(threads)
     if spinning is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise UsageError("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu) - use --device "
-                             "cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    elif device != "cpu":
+    return ort.InferenceSession(str(path), options, providers=ort_providers(device))
+
+
+def ort_providers(device: str) -> list[Any]:
+    """onnxruntime's execution providers for ``device`` (``cpu`` or ``cuda[:N]``); a one-line
+    :class:`~pcnn_fer.errors.UsageError` for any other device or a CUDA device this onnxruntime cannot use."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not device.startswith("cuda"):
         raise UsageError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise UsageError("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu) - use --device cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 def check_parity(path: str | Path, model: Any, batch_sizes: tuple[int, ...] = (1, 3), input_size: int | None = None,
@@ -330,5 +334,5 @@ def export_onnx(checkpoint: Any = "default", out: str | Path = "pcnn.onnx", *, d
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["export_onnx", "check_parity", "read_metadata", "onnx_metadata", "ort_session", "ExportResult",
-           "ExportError", "INPUT_NAME", "OUTPUT_NAMES", "MIN_OPSET", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "check_parity", "read_metadata", "onnx_metadata", "ort_providers", "ort_session",
+           "ExportResult", "ExportError", "INPUT_NAME", "OUTPUT_NAMES", "MIN_OPSET", "DEFAULT_OPSET"]

@@ -43,12 +43,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ..defaults import DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT
 from ..errors import UsageError
 from ..faces.detect import FaceDetector
 from ..faces.imageio import MAX_PIXELS, ImageLoadError, load_image
-from ..faces.recognizer import ClassifierBackend, Recognizer, create_backend
-from . import DEFAULT_MAX_UPLOAD_MB
-from .body_guard import DEFAULT_READ_TIMEOUT, BodyGuardMiddleware
+from ..faces.recognizer import Recognizer
+from .backends import ClassifierBackend, create_backend, describe_backend
+from .body_guard import BodyGuardMiddleware
 from .memory import TRIM_PIXELS, DecodeSlots, ImageTooLargeError, default_max_decodes, header_pixels, release_memory
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -77,7 +78,7 @@ class InferenceService:
     one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread. At most
     ``max_decodes`` images (default: the CPU cores) are decoded and analysed at once."""
 
-    def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "torch", device: str = "cpu",
+    def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "auto", device: str = "cpu",
                  detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
                  max_pixels: int = MAX_PIXELS, max_decodes: int | None = None) -> None:
         if workers < 1:
@@ -85,17 +86,9 @@ class InferenceService:
         if max_pixels < 1:
             raise UsageError(f"max_pixels must be at least 1, got {max_pixels}")
         self.decodes = DecodeSlots(max_decodes or default_max_decodes())
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        if backend == "onnx":
-            from .onnx_backend import OnnxClassifier
-
-            model: ClassifierBackend = OnnxClassifier(checkpoint, device, threads=threads, spinning=False)
-        else:
-            model = create_backend(backend, checkpoint, device)
-        self.backend_name = backend if isinstance(backend, str) else getattr(model, "name", type(model).__name__)
+        model = create_backend(backend, checkpoint, device, threads=threads, spinning=False)
+        self.backend_name = getattr(model, "name", type(model).__name__)
+        self.backend_note = describe_backend(model)  # the name, and for auto why it was chosen
         shared = model if getattr(model, "thread_safe", False) else LockedBackend(model)
         self.recognizers: queue.Queue[Recognizer] = queue.Queue()
         first = None
@@ -227,7 +220,7 @@ def add_docs_pages(app: FastAPI) -> None:
                                    swagger_ui_parameters={"validatorUrl": None})
 
 
-def create_app(service: InferenceService | None = None, *, checkpoint: Any = "default", backend: str = "torch",
+def create_app(service: InferenceService | None = None, *, checkpoint: Any = "default", backend: str = "auto",
                device: str = "cpu", detector: str | FaceDetector = "auto",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2, threads: int | None = None,
                max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,

@@ -1,6 +1,7 @@
-"""Training, evaluation and cross-validation engine: recipes, the training loop, checkpoints, DDP and the CLI verbs
-``pcnn train``, ``pcnn evaluate`` and ``pcnn cv`` (module map: docs/training.md). Importing the package imports no
-torch, so the verbs' parsers build fast."""
+"""Training, evaluation and cross-validation engine: recipes, the training loop, checkpoints, DDP and the work of
+``pcnn train``, ``pcnn evaluate`` and ``pcnn cv`` (module map: docs/training.md; their parsers are in
+:mod:`pcnn_fer.cli`). Importing the package imports no torch, so the parsers that read the recipe and option fields
+build fast."""
 
 from .recipes import Recipe, get_recipe, named_recipes
 

@@ -5,6 +5,10 @@ checkpoint (``.pth``, converted by :func:`pcnn_fer.weights.load_model`) or ``def
 model brings its own input size, normalisation and class names. Classes are matched to the dataset's by canonical
 name: predictions are restricted to the classes both share, and samples of a class the model lacks are dropped
 (the mapping and the dropped count are printed).
+
+Predictions come from a classifier backend (:func:`pcnn_fer.deploy.backends.create_backend`: ``--backend auto``
+runs onnxruntime on the CPU when it is installed, else torch), fed the same normalised float32 NCHW batches as
+``pcnn predict``; the backend used is printed.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..classes import canonical_name, class_mapping, describe_mapping
 from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
+from ..deploy.backends import ClassifierBackend, create_backend, describe_backend
 from ..models.pcnn import PCNN
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
@@ -31,8 +37,8 @@ from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .recipes import Recipe
 
-__all__ = ["METRIC_KEYS", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split", "load_any_model",
-           "load_target", "match_classes", "metrics_of_logits"]
+__all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
+           "load_any_model", "load_target", "match_classes", "metrics_of_logits"]
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
@@ -79,12 +85,12 @@ def default_split(reader: DatasetReader, root: str | Path) -> str:
     return present[0]
 
 
-def match_classes(model: PCNN, split: Split, log: Any = print) -> tuple[Split, dict[int, int]]:
-    """``split`` without the samples of classes the model lacks (logged) and the dataset → model class-index
-    mapping of the classes both share (by canonical name)."""
+def match_classes(model: PCNN | ClassifierBackend, split: Split, log: Any = print) -> tuple[Split, dict[int, int]]:
+    """``split`` without the samples of classes the model (a PCNN or a backend) lacks (logged) and the dataset →
+    model class-index mapping of the classes both share (by canonical name)."""
     if len(split) == 0:
         raise DatasetError(f"{split.dataset}/{split.name} is empty: nothing to evaluate")
-    model_classes = tuple(model.classes)
+    model_classes = tuple(model.config.classes)
     try:
         same = tuple(canonical_name(c) for c in split.classes) == tuple(canonical_name(c) for c in model_classes)
     except ValueError:
@@ -127,8 +133,24 @@ def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[
     return {"classes": classes, **metrics_from_confusion(cm, classes)}
 
 
+class BackendModule(nn.Module):
+    """A classifier backend behind the module face that :func:`~pcnn_fer.engine.loop.predict_logits` drives: a
+    normalised float32 NCHW tensor in, ``(log-probabilities,)`` out (argmax-compatible with logits; their softmax is
+    the backend's probabilities)."""
+
+    def __init__(self, backend: ClassifierBackend) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The backend's class probabilities of ``x`` as log-probabilities, on ``x``'s device."""
+        probs, _ = self.backend(x.detach().float().cpu().contiguous().numpy())
+        probs = torch.from_numpy(np.asarray(probs, dtype=np.float32)).to(x.device)
+        return (probs.clamp_min(torch.finfo(torch.float32).tiny).log(),)
+
+
 def evaluate_split(
-    model: PCNN,
+    model: ClassifierBackend | nn.Module,
     split: Split,
     device: torch.device,
     batch_size: int = 256,
@@ -140,21 +162,24 @@ def evaluate_split(
     progress: bool = False,
     align: FaceAligner | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` through the canonical class mapping (see the module docstring); a
-    progress bar of the prediction when ``progress``.
+    """Metrics of ``model`` (a classifier backend of :func:`~pcnn_fer.deploy.backends.create_backend`, or a PCNN
+    module, run by the torch backend) on ``split`` through the canonical class mapping (see the module docstring); a
+    progress bar of the prediction when ``progress``; ``amp`` applies to a torch backend.
 
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
     ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
     ``face_alignment`` (with ``align``, faces aligned when decoding: the count of faces found and centre-square
     fallbacks; else None).
     """
+    if isinstance(model, nn.Module):
+        model = create_backend("torch", model, str(device))
+    config = model.config
     split, mapping = match_classes(model, split, log)
-    data, _ = load_tensor_data(split, model.config.input_size, device, cache, use_cache, align, log)
-    model = model.to(device).eval()
-    logits = predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+    data, _ = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
+    logits = predict_logits(BackendModule(model), data.images, config.input_size, config.mean, config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
-    return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(model.classes)),
+    return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(config.classes)),
             "face_alignment": face_summary([data], align.name if align else None)}
 
 
@@ -200,10 +225,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     target = load_target(args)
     reader, model, split_name, split, subset_name = (target.reader, target.model, target.split_name, target.split,
                                                      target.subset)
+    backend = create_backend(args.backend, model, str(target.device), threads=args.threads)
+    amp = target.amp if getattr(backend, "name", None) == "torch" else "none"  # autocast is torch's
+    print(f"backend: {describe_backend(backend)}" + ("; --amp applies to the torch backend only: fp32"
+                                                     if amp != target.amp else ""))
     print(f"evaluating {args.checkpoint} ({len(model.classes)} classes, {model.config.input_size}px) on "
           f"{target.title}: {len(split)} samples, {threads} CPU thread(s)")
-    result = evaluate_split(model, split, target.device, batch_size=args.batch_size,
-                            tta=None if args.tta == "none" else args.tta, amp=target.amp,
+    result = evaluate_split(backend, split, target.device, batch_size=args.batch_size,
+                            tta=None if args.tta == "none" else args.tta, amp=amp,
                             cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                             align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..defaults import MAX_PIXELS
 from ..errors import PCNNError
 from ..imageio import composite, scale_to_uint8, to_rgb_array, upright
-
-#: Default limit on width × height (about a 9000×6000 photo is 54 MP); larger images are skipped, not decoded.
-MAX_PIXELS = 64_000_000
 
 #: Anything :func:`load_image` accepts.
 ImageInput = str | Path | bytes | Image.Image | np.ndarray

@@ -1,4 +1,10 @@
-"""The ``pcnn`` command: one verb per job (bench, data, train, evaluate, cv, predict, export, serve, robustness)."""
+"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, cv, export, serve, robustness).
+
+Each verb's parser is in its own module of this package (:mod:`.bench`, :mod:`.data`, ...); a verb's handler imports
+the library modules that do the work only when it runs, so ``pcnn --help`` and every ``pcnn VERB --help`` import no
+torch. :func:`main` is the one printer of expected errors (:class:`~pcnn_fer.errors.PCNNError`, :class:`OSError`):
+one line, exit code 1 (docs/bad-input.md).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import PCNNError
+from ..errors import PCNNError
 
 #: (module, function) pairs; each function adds its verb to the sub-parser collection and sets ``func``, a callable
 #: taking the parsed Namespace and returning an exit code.
 COMMANDS: list[tuple[str, str]] = [
-    ("pcnn_fer.bench", "add_parser"),
-    ("pcnn_fer.data.stats", "add_data_parser"),
-    ("pcnn_fer.faces.cli", "add_parser"),
-    ("pcnn_fer.engine.cli", "add_parser"),
-    ("pcnn_fer.deploy.cli", "add_parser"),
-    ("pcnn_fer.robustness.cli", "add_parser"),
+    ("pcnn_fer.cli.predict", "add_parser"),
+    ("pcnn_fer.cli.train", "add_parser"),
+    ("pcnn_fer.cli.evaluate", "add_parser"),
+    ("pcnn_fer.cli.cv", "add_parser"),
+    ("pcnn_fer.cli.robustness", "add_parser"),
+    ("pcnn_fer.cli.data", "add_data_parser"),
+    ("pcnn_fer.cli.export", "add_parser"),
+    ("pcnn_fer.cli.serve", "add_parser"),
+    ("pcnn_fer.cli.bench", "add_parser"),
 ]
 
 
@@ -37,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
+        from .. import __version__
 
         print(__version__)
         return 0
@@ -66,5 +75,5 @@ def describe_os_error(error: OSError) -> str:
         return f"{error.filename} -> {error.filename2}: {reason}"
     return f"{error.filename}: {reason}"
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+__all__ = ["COMMANDS", "build_parser", "describe_os_error", "main"]

@@ -1,43 +1,20 @@
-"""``pcnn export`` (PCNN → one ONNX file, checked against PyTorch) and ``pcnn serve`` (REST API + web page).
-
-Importing this module (the ``pcnn`` command does) registers the ``onnx`` classifier backend, so that
-``pcnn predict --backend onnx`` works.
-"""
+"""``pcnn serve``: its parser, option checks and handler (the work is in :mod:`pcnn_fer.deploy.server`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from ..defaults import DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
+from ..deploy.backends import BACKEND_NAMES
 from ..errors import UsageError
-from ..faces.imageio import MAX_PIXELS
-from . import DEFAULT_MAX_UPLOAD_MB  # importing the package registers the "onnx" backend
-from .body_guard import DEFAULT_READ_TIMEOUT
-from .onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET
+
+__all__ = ["add_parser", "check_serve_args", "run_serve"]
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``export`` and ``serve`` verbs to the ``pcnn`` sub-parsers (each sets ``func``)."""
-    p = subparsers.add_parser(
-        "export", help="export a model to ONNX (weights and metadata in one file, parity-checked)",
-        description="Export a PCNN to a single ONNX file (opset >= 18, weights embedded, classes / input size / "
-                    "normalisation / crop fractions / full config in the metadata). The exported model is run with "
-                    "onnxruntime and compared with PyTorch; the command fails when any logit differs by more than "
-                    "the tolerance.")
-    p.add_argument("--checkpoint", default="default", help="'default' (bundled), a .safetensors file or a run folder")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--out", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: batch 1)")
-    p.add_argument("--input-size", type=int, help="export for N×N inputs (default: the model's own input size)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (at least {MIN_OPSET})")
-    p.add_argument("--no-optimize", action="store_true",
-                   help="export the plain PCNN graph instead of the inference-optimised one (BN folded, paired trunks)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="largest accepted |onnxruntime - PyTorch| difference of any logit")
-    p.set_defaults(func=run_export)
-
+    """Add the ``serve`` verb to the ``pcnn`` sub-parsers."""
     s = subparsers.add_parser(
         "serve", help="REST API and web page for expression recognition (FastAPI + uvicorn)",
         description="Serve POST /predict (multipart image upload -> the predict JSON record), GET /health, the OpenAPI "
@@ -45,8 +22,10 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port; the URL printed says which)")
     s.add_argument("--checkpoint", default="default",
-                   help="'default' (bundled), a .safetensors file, a run folder, or (with --backend onnx) a .onnx file")
-    s.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="classifier backend")
+                   help="'default' (bundled), a .safetensors file, a run folder, or (onnx backend) an exported .onnx "
+                        "file")
+    s.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
     s.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
     s.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"], help="face detector")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest accepted upload")
@@ -62,21 +41,6 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--threads", type=int, help="CPU threads of the classifier (torch / onnxruntime intra-op)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=run_serve)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Run ``pcnn export``; 0 when the export passed the parity check, 1 otherwise."""
-    from .onnx_export import ExportError, export_onnx
-
-    try:
-        result = export_onnx(args.checkpoint, args.out, dynamic_batch=args.dynamic_batch, input_size=args.input_size,
-                             opset=args.opset, optimize=not args.no_optimize, tolerance=args.tolerance)
-    except ExportError as e:
-        print(f"pcnn export: error: {e}", file=sys.stderr)
-        return 1
-    print(result.summary())
-    print(f"parity OK: max |diff| {result.max_abs_diff:.2e} <= tolerance {args.tolerance:g}")
-    return 0
 
 
 def check_serve_args(args: argparse.Namespace) -> None:
@@ -95,7 +59,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``pcnn serve`` until interrupted: check the options, bind the port (a busy one fails here, before the
     model is loaded), load the model, print the URL, serve."""
-    from .server import bind_socket, create_app, is_loopback, run_on_socket, url_of
+    from ..deploy.server import bind_socket, create_app, is_loopback, run_on_socket, url_of
 
     check_serve_args(args)
     with bind_socket(args.host, args.port) as sock:
@@ -106,10 +70,8 @@ def run_serve(args: argparse.Namespace) -> int:
                          detector=args.detector, max_upload_mb=args.max_upload_mb, workers=args.workers,
                          threads=args.threads, max_pixels=args.max_pixels, max_decodes=args.max_decodes,
                          read_timeout=args.read_timeout)
-        print(f"pcnn serve: {app.state.service.backend_name} backend, {len(app.state.service.classes)} classes; "
+        service = app.state.service
+        print(f"pcnn serve: backend {service.backend_note}, {len(service.classes)} classes; "
               f"open {url_of(sock)}/ (API docs at /docs)", flush=True)
         run_on_socket(app, sock, args.log_level)
     return 0
-
-
-__all__ = ["add_parser", "run_export", "run_serve", "check_serve_args"]

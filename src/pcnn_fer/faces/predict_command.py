@@ -1,4 +1,5 @@
-"""``pcnn predict``: recognise expressions in images, folders, globs, videos and webcams.
+"""The work of ``pcnn predict`` (its parser: :mod:`pcnn_fer.cli.predict`): recognise expressions in images, folders,
+globs, videos and webcams.
 
 Argument checks and output planning happen before any model is loaded; then the command drains
 :meth:`Recognizer.predict_stream <pcnn_fer.faces.recognizer.Recognizer.predict_stream>`, writing each result as it
@@ -12,53 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..deploy.backends import BACKEND_NAMES
+from tqdm import tqdm
+
+from ..deploy.backends import create_backend, describe_backend
 from ..errors import UsageError
-from .imageio import MAX_PIXELS
+from . import outputs
+from .detect import create_detector
+from .recognizer import Recognizer
+from .sources import expand_sources, video_frame_count
+from .stream import frames_per_chunk
 
+#: Where outputs go when --save-json / --save-csv / --save-jsonl is given without --out.
 DEFAULT_OUT = Path("runs") / "predict"
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``predict`` verb to the ``pcnn`` sub-parsers (sets ``func``)."""
-    p = subparsers.add_parser(
-        "predict", help="recognise facial expressions in photos, folders, videos or a webcam",
-        description="Detect faces, align them onto the training crops and classify their expressions. SOURCE: image "
-                    "files, folders (recursive), glob patterns, video files, or a webcam index (0, 1, ...). Unusable "
-                    "inputs and images without faces are reported; the exit code is 1 only when no input could be "
-                    "read.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--checkpoint", default="default", help="model: 'default' (bundled), a .safetensors file, a run "
-                   "folder, or (onnx) an exported .onnx file")
-    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
-                   help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
-    p.add_argument("--out", type=Path, help="write annotated images/videos (and JSON/CSV) to this folder")
-    p.add_argument("--save-json", action="store_true", help="write OUT/predictions.json (one record per input/frame)")
-    p.add_argument("--save-jsonl", action="store_true",
-                   help="stream OUT/predictions.jsonl, one record per line as results come (resumable)")
-    p.add_argument("--save-csv", action="store_true", help="write OUT/predictions.csv (one row per face)")
-    p.add_argument("--resume", action="store_true",
-                   help="carry on an interrupted job: keep OUT/predictions.jsonl and skip the inputs it already holds "
-                        "(implies --save-jsonl)")
-    p.add_argument("--no-annotate", action="store_true", help="with --out: do not write annotated images/videos")
-    p.add_argument("--no-detect", action="store_true", help="each input is already a cropped face")
-    p.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"],
-                   help="face detector (auto: dlib HOG + 5 landmarks, then dlib's CNN on still images where HOG finds "
-                        "nothing; Haar when dlib is missing; dlib: HOG alone)")
-    p.add_argument("--detect-threshold", type=float,
-                   help="dlib HOG detector: minimum window score (default 0.25; dlib's own default is 0.0)")
-    p.add_argument("--color", default="auto", choices=["auto", "gray", "rgb"],
-                   help="feed faces as gray (FER-trained models) or colour; auto decides from the model input size")
-    p.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, mps)")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass")
-    p.add_argument("--threads", type=int, help="CPU threads for inference; 1 is often fastest for a few small faces "
-                   "per image and on busy machines")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcams: analyse every N-th frame")
-    p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")
-    p.set_defaults(func=run_predict)
-    return p
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -69,8 +35,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def _detector(args: argparse.Namespace) -> Any:
-    from .detect import create_detector
-
     if args.no_detect:
         return create_detector("none")
     if args.detect_threshold is None:
@@ -82,12 +46,6 @@ def _detector(args: argparse.Namespace) -> Any:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``pcnn predict``; 0 when at least one input could be read (or there was nothing left to do), else 1."""
-    from ..deploy.backends import create_backend, describe_backend
-    from . import outputs
-    from .recognizer import Recognizer
-    from .sources import expand_sources
-    from .stream import frames_per_chunk
-
     _check_numbers(args)
     jsonl = args.save_jsonl or args.resume
     out: Path | None = args.out
@@ -149,8 +107,6 @@ class _Report:
     """Console output of ``pcnn predict``: progress bars, one line per image, one summary per video, the counts."""
 
     def __init__(self, quiet: bool, sources: list, every: int, max_frames: int | None) -> None:
-        from tqdm import tqdm
-
         self.quiet, self.every, self.max_frames, self.tqdm = quiet, every, max_frames, tqdm
         still = sum(s.kind in ("image", "missing") for s in sources)
         self.bar = tqdm(total=still, unit="img", disable=quiet or still < 2, file=sys.stderr)
@@ -186,8 +142,6 @@ class _Report:
             self.labels[face.label] = self.labels.get(face.label, 0) + 1
 
     def _frame_bar(self, origin: Any) -> Any:
-        from .sources import video_frame_count
-
         total = None
         if origin.kind == "video":
             declared = video_frame_count(origin.location)
@@ -221,4 +175,4 @@ class _Report:
                   f"{self.inputs - self.read} skipped{where}")
 
 
-__all__ = ["add_parser", "run_predict", "DEFAULT_OUT"]
+__all__ = ["run_predict", "DEFAULT_OUT"]

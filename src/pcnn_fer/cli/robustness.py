@@ -1,21 +1,15 @@
-"""``pcnn robustness``: argument parsing (no torch import here; the work is in :mod:`pcnn_fer.robustness.run`)."""
+"""``pcnn robustness``: its parser and handler (the work is in :mod:`pcnn_fer.robustness.run`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..engine.cli import add_align_flag
 from ..engine.precision import AMP_CHOICES
+from ..errors import UsageError
+from .common import DATASET_NAMES, add_align_flag, int_arg
 
 __all__ = ["add_parser", "run_robustness"]
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text}") from None
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
                     "sunglasses, mask, hand; rotation, shift, scale; blur, low resolution, JPEG) at strengths 1-3; "
                     "writes DIR/robustness.json and DIR/robustness.png. See docs/robustness.md.")
     p.add_argument("--checkpoint", default="default", help="run dir, model file, official .pth, or 'default'")
-    p.add_argument("--dataset", help="dataset name (ferplus, fer2013, ckplus, jaffe, rafdb, affectnet, folder)")
+    p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--split", help="split (default: the dataset's test split, else its validation split)")
     p.add_argument("--mode", help="label mode (FERPlus: majority by default)")
@@ -36,9 +30,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--corruptions", nargs="+", metavar="NAME",
                    help="corruptions, groups (occlusion, pose, quality), regions (left_eye ...) or all (default)")
     p.add_argument("--strengths", nargs="+", metavar="S", help="strengths 0-3 (0 = clean; default 1 2 3)")
-    p.add_argument("--seed", type=_int, default=0, help="seed of the corruptions' random choices (default 0)")
-    p.add_argument("--max-samples", type=_int, metavar="N", help="a seeded subset of N samples (faster)")
-    p.add_argument("--batch-size", type=_int, default=256)
+    p.add_argument("--seed", type=int_arg, default=0, help="seed of the corruptions' random choices (default 0)")
+    p.add_argument("--max-samples", type=int_arg, metavar="N", help="a seeded subset of N samples (faster)")
+    p.add_argument("--batch-size", type=int_arg, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision, as in pcnn evaluate")
     p.add_argument("--cache-dir")
@@ -51,10 +45,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run_robustness(args: argparse.Namespace) -> int:
     """``pcnn robustness``."""
-    from ..errors import UsageError
-
     if args.list:
-        from .corruptions import CORRUPTIONS
+        from ..robustness.corruptions import CORRUPTIONS
 
         for c in CORRUPTIONS.values():
             print(f"{c.name:<18} {c.group:<10} {c.parameter}: {', '.join(f'{v:.3g}' for v in c.levels)}")
@@ -65,6 +57,6 @@ def run_robustness(args: argparse.Namespace) -> int:
         raise UsageError(f"missing {', '.join(missing)} (or pass --list)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    from .run import robustness_command
+    from ..robustness.run import robustness_command
 
     return robustness_command(args)

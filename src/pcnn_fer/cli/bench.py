@@ -1,0 +1,29 @@
+"""``pcnn bench``: its parser (the work is in :mod:`pcnn_fer.bench`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import BASELINE_SUFFIXES, MODEL_PRESET_NAMES, LazyHandler
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``bench`` verb to the ``pcnn`` sub-parsers."""
+    p = subparsers.add_parser("bench", help="parameters, FLOPs, latency and throughput vs a ResNet-18")
+    p.add_argument("--preset", default="paper",
+                   help=f"model preset: {', '.join(MODEL_PRESET_NAMES)}, or an ablation baseline PRESET-SUFFIX "
+                        f"(SUFFIX: {', '.join(BASELINE_SUFFIXES)}); default paper")
+    p.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the optimised PCNN under torch.compile (inductor, frozen weights; slow to build)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="onnx: also time the PCNN exported to ONNX and run by onnxruntime, in the same run")
+    p.set_defaults(func=LazyHandler("pcnn_fer.bench", "run_bench"))

@@ -1,0 +1,63 @@
+"""What the verb parsers of :mod:`pcnn_fer.cli` share: handlers that import the library when run, argument types,
+and the names shown in help texts (kept equal to the library's registries by ``tests/test_cli_layer.py``).
+
+Nothing here imports torch, numpy or the library modules that do the work (the engine's option dataclasses
+import neither).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from ..engine.options import TrainOptions
+from ..engine.typed_fields import add_flags
+
+__all__ = ["BASELINE_SUFFIXES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag", "int_arg",
+           "positive_int"]
+
+#: The dataset readers of :data:`pcnn_fer.data.datasets.DATASETS`.
+DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
+#: The PCNN presets of :data:`pcnn_fer.models.pcnn.MODEL_PRESETS`; each also has ablation baselines named
+#: ``PRESET-SUFFIX`` (:mod:`pcnn_fer.models.baselines`).
+MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny")
+BASELINE_SUFFIXES = ("resnet", "global", "nomdim", "resnet-wide")
+
+
+class LazyHandler:
+    """A verb's handler ``module:function``, imported when the verb runs (so that building the parser, and
+    ``--help``, import nothing heavy). Called with the parsed Namespace, returns the exit code."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module, self.function = module, function
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        """Import the handler and run it."""
+        handler: Callable[[argparse.Namespace], Any] = getattr(import_module(self.module), self.function)
+        return int(handler(args) or 0)
+
+    def __repr__(self) -> str:
+        return f"LazyHandler({self.module}:{self.function})"
+
+
+def int_arg(text: str) -> int:
+    """An integer argument (argparse reports anything else as ``expected an integer``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer argument of at least 1."""
+    value = int_arg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_align_flag(p: Any) -> None:
+    """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
+    add_flags(p, TrainOptions, overrides=False, only=("align_faces",))

@@ -1,0 +1,45 @@
+"""``pcnn cv``: its parser (the work is in :mod:`pcnn_fer.engine.cv`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..engine.options import TrainOptions
+from ..engine.typed_fields import add_flags
+from .common import DATASET_NAMES, positive_int
+from .train import add_recipe_flags, recipe_from_args, train_options
+
+__all__ = ["CV_SKIPS", "add_parser", "run_cv"]
+
+#: Run options ``pcnn cv`` does not offer (selection is per fold; there is no budget over folds).
+CV_SKIPS = ("select_on", "allow_test_selection", "time_budget")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``cv`` verb to the ``pcnn`` sub-parser collection."""
+    c = subparsers.add_parser(
+        "cv", help="subject-independent cross-validation (CK+, JAFFE)",
+        description="Train and evaluate every subject-independent fold; writes DIR/cv.json (mean ± std).")
+    c.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
+    c.add_argument("--root", required=True)
+    c.add_argument("--folds", type=positive_int, default=10, help="number of folds (kfold protocol)")
+    c.add_argument("--protocol", default="kfold", choices=["kfold", "loso", "random"],
+                   help="kfold / loso: subject-independent (default kfold); random: subject-dependent stratified "
+                        "k-fold (a subject's images may be in train and test)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--only-folds", type=int, nargs="+", metavar="K", help="run only these fold indices")
+    c.add_argument("--no-val", action="store_true",
+                   help="do not carve a validation split from each fold's train (select the last epoch)")
+    add_recipe_flags(c, default="paper")
+    add_flags(c.add_argument_group("run options"), TrainOptions, overrides=False, skip=CV_SKIPS)
+    c.set_defaults(func=run_cv)
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    """``pcnn cv`` (the engine is imported here)."""
+    from ..engine.cv import cross_validate
+
+    cross_validate(recipe_from_args(args), train_options(args), folds=args.folds, protocol=args.protocol,
+                   only_folds=args.only_folds, use_val=not args.no_val)
+    return 0

@@ -1,0 +1,55 @@
+"""``pcnn predict``: its parser (the work is in :mod:`pcnn_fer.faces.predict_command`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..defaults import MAX_PIXELS
+from ..deploy.backends import BACKEND_NAMES
+from .common import LazyHandler
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``predict`` verb to the ``pcnn`` sub-parsers (sets ``func``)."""
+    p = subparsers.add_parser(
+        "predict", help="recognise facial expressions in photos, folders, videos or a webcam",
+        description="Detect faces, align them onto the training crops and classify their expressions. SOURCE: image "
+                    "files, folders (recursive), glob patterns, video files, or a webcam index (0, 1, ...). Unusable "
+                    "inputs and images without faces are reported; the exit code is 1 only when no input could be "
+                    "read.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--checkpoint", default="default", help="model: 'default' (bundled), a .safetensors file, a run "
+                   "folder, or (onnx) an exported .onnx file")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
+    p.add_argument("--out", type=Path, help="write annotated images/videos (and JSON/CSV) to this folder")
+    p.add_argument("--save-json", action="store_true", help="write OUT/predictions.json (one record per input/frame)")
+    p.add_argument("--save-jsonl", action="store_true",
+                   help="stream OUT/predictions.jsonl, one record per line as results come (resumable)")
+    p.add_argument("--save-csv", action="store_true", help="write OUT/predictions.csv (one row per face)")
+    p.add_argument("--resume", action="store_true",
+                   help="carry on an interrupted job: keep OUT/predictions.jsonl and skip the inputs it already holds "
+                        "(implies --save-jsonl)")
+    p.add_argument("--no-annotate", action="store_true", help="with --out: do not write annotated images/videos")
+    p.add_argument("--no-detect", action="store_true", help="each input is already a cropped face")
+    p.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"],
+                   help="face detector (auto: dlib HOG + 5 landmarks, then dlib's CNN on still images where HOG finds "
+                        "nothing; Haar when dlib is missing; dlib: HOG alone)")
+    p.add_argument("--detect-threshold", type=float,
+                   help="dlib HOG detector: minimum window score (default 0.25; dlib's own default is 0.0)")
+    p.add_argument("--color", default="auto", choices=["auto", "gray", "rgb"],
+                   help="feed faces as gray (FER-trained models) or colour; auto decides from the model input size")
+    p.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass")
+    p.add_argument("--threads", type=int, help="CPU threads for inference; 1 is often fastest for a few small faces "
+                   "per image and on busy machines")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcams: analyse every N-th frame")
+    p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")
+    p.set_defaults(func=LazyHandler("pcnn_fer.faces.predict_command", "run_predict"))
+    return p

@@ -1,0 +1,24 @@
+"""Default values of user-facing options that both the library and the ``pcnn`` parsers (:mod:`pcnn_fer.cli`) use.
+
+This module imports nothing, so a parser can show these defaults without loading the modules that use them.
+"""
+
+#: Default limit on width × height of a decoded image (about a 9000×6000 photo is 54 MP); larger images are
+#: skipped (``pcnn predict``) or refused with 413 (``pcnn serve``), never decoded.
+MAX_PIXELS = 64_000_000
+
+#: Default upload limit of ``pcnn serve`` (MB).
+DEFAULT_MAX_UPLOAD_MB = 10.0
+
+#: Default seconds a request body may go without receiving any bytes before ``pcnn serve`` answers 408.
+DEFAULT_READ_TIMEOUT = 30.0
+
+#: ONNX opsets of ``pcnn export``: the lowest that has GridSample / affine_grid (the STN), and the default.
+MIN_OPSET = 18
+DEFAULT_OPSET = 18
+
+#: Largest accepted |onnxruntime - PyTorch| difference of any logit in the export parity check.
+DEFAULT_TOLERANCE = 1e-4
+
+__all__ = ["DEFAULT_MAX_UPLOAD_MB", "DEFAULT_OPSET", "DEFAULT_READ_TIMEOUT", "DEFAULT_TOLERANCE", "MAX_PIXELS",
+           "MIN_OPSET"]

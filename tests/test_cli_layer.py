@@ -1,0 +1,91 @@
+"""The ``pcnn_fer.cli`` layer: ``pcnn --help`` and every ``pcnn VERB --help`` import no torch (issue 14); the names
+its help texts list agree with the library's registries; every verb's handler resolves; the package's public names
+load lazily."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+import pcnn_fer
+from pcnn_fer.cli import build_parser
+from pcnn_fer.cli.common import BASELINE_SUFFIXES, DATASET_NAMES, MODEL_PRESET_NAMES, LazyHandler
+
+VERBS = [[], ["bench"], ["data"], ["data", "stats"], ["predict"], ["train"], ["evaluate"], ["cv"], ["export"],
+         ["serve"], ["robustness"]]
+
+HELP_IN_A_FRESH_PROCESS = """
+import json, sys
+from pcnn_fer.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "numpy", "PIL", "cv2"))
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=[" ".join(v) or "pcnn" for v in VERBS])
+def test_help_imports_no_torch(verb, pcnn_env):
+    proc = subprocess.run([sys.executable, "-c", HELP_IN_A_FRESH_PROCESS, *verb, "--help"], env=pcnn_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    *help_text, last = proc.stdout.strip().splitlines()
+    assert json.loads(last) == {"code": 0, "heavy": []}
+    assert help_text[0].startswith("usage: ")
+
+
+def test_help_texts_list_the_registries():
+    from pcnn_fer.data.datasets import DATASETS
+    from pcnn_fer.models.pcnn import MODEL_PRESETS
+
+    assert DATASET_NAMES == tuple(DATASETS)
+    assert set(MODEL_PRESETS) == {*MODEL_PRESET_NAMES, *(f"{p}-{s}" for p in MODEL_PRESET_NAMES
+                                                         for s in BASELINE_SUFFIXES)}
+
+
+def _verb_parsers(parser: argparse.ArgumentParser):
+    """Every (sub-)parser below ``parser`` that has no sub-commands of its own."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in action.choices.values():
+            yield from _verb_parsers(child)
+
+
+def test_every_verb_has_a_handler_that_resolves():
+    handlers = {p.prog: p.get_default("func") for p in _verb_parsers(build_parser())}
+    assert set(handlers) == {"pcnn bench", "pcnn data stats", "pcnn predict", "pcnn train", "pcnn evaluate",
+                             "pcnn cv", "pcnn export", "pcnn serve", "pcnn robustness"}
+    lazy = {prog: h for prog, h in handlers.items() if isinstance(h, LazyHandler)}
+    assert lazy  # the heavy verbs defer their import to run time
+    for prog, handler in handlers.items():
+        assert callable(handler), prog
+    for prog, handler in lazy.items():  # the module:function named exists (a typo would surface only when run)
+        module = __import__(handler.module, fromlist=[handler.function])
+        assert callable(getattr(module, handler.function)), prog
+
+
+def test_package_names_load_lazily():
+    from pcnn_fer import PCNN, TwoPhaseLoss, create_model, load_model, save_model
+    from pcnn_fer.faces import Recognizer, load_image
+    from pcnn_fer.faces.imageio import load_image as defined_load_image
+    from pcnn_fer.faces.recognizer import Recognizer as DefinedRecognizer
+    from pcnn_fer.loss import TwoPhaseLoss as DefinedLoss
+    from pcnn_fer.models.pcnn import PCNN as DefinedPCNN
+    from pcnn_fer.models.pcnn import create_model as defined_create_model
+    from pcnn_fer.weights import load_model as defined_load_model
+    from pcnn_fer.weights import save_model as defined_save_model
+
+    assert (PCNN, TwoPhaseLoss, create_model, load_model, save_model, Recognizer, load_image) == (
+        DefinedPCNN, DefinedLoss, defined_create_model, defined_load_model, defined_save_model, DefinedRecognizer,
+        defined_load_image)
+    assert set(pcnn_fer.__all__) <= set(dir(pcnn_fer))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        pcnn_fer.nothing  # noqa: B018
