@@ -230,6 +230,31 @@ def test_a_failed_write_names_the_file(tmp_path):
     assert proc.stdout.strip() == f"{target}|File too large", proc.stdout + proc.stderr
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
+SAVE_A_MODEL_PAST_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from pcnn_fer import create_model, save_model
+model = create_model("tiny", num_classes=3)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_model(model, sys.argv[1])
+except OSError as e:
+    print(e.filename, e.strerror, sep="|")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_failed_model_save_keeps_the_old_file_and_no_temporary(tmp_path, pcnn_env):
+    from pcnn_fer.weights import save_model
+
+    target = save_model(create_model("tiny"), tmp_path / "model.safetensors")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = subprocess.run([sys.executable, "-c", SAVE_A_MODEL_PAST_A_FILE_SIZE_LIMIT, str(target)], env=pcnn_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == f"{target}|File too large", proc.stdout + proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the old model, no .tmp left behind
+
+
 # --- the printer: expected errors are one line, bugs keep their traceback (issue 14 item 5) ------------------------
 
 def open_missing_file(args) -> None:

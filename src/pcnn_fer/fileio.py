@@ -32,20 +32,28 @@ def temporary_beside(path: str | Path, suffix: str = ".tmp") -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A new temporary file beside ``path`` for the body to write: moved into place when the body returns, deleted
+    when it raises (Ctrl-C included); an :class:`OSError` that names no file (a full disk) then names ``path``."""
     path = Path(path)
     fd, tmp = temporary_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        yield Path(tmp)
         publish(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename is None:  # e.g. a full disk: say which file could not be written
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def temporaries(folder: str | Path) -> set[Path]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .classes import official_pcnn_classes
 from .errors import PCNNError, UsageError
-from .fileio import atomic_write, publish, temporary_beside
+from .fileio import atomic_path, atomic_write
 from .models.pcnn import PCNN, PCNNConfig, build_model
 from .models.resnet import Trunk
 
@@ -52,10 +52,14 @@ def save_model(model: PCNN, path: str | Path, half: bool = False, extra: Mapping
             value = value.half()
         state[key] = value
     config = model.config.to_dict()
-    fd, tmp = temporary_beside(path)
-    os.close(fd)
-    save_file(state, tmp, metadata={CONFIG_KEY: json.dumps(config)})
-    publish(tmp, path)
+    with atomic_path(path) as tmp:  # a failed write leaves the previous file and no temporary
+        try:
+            save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(config)})
+        except SafetensorError as e:  # the writer's I/O errors (a full disk) as the OSError they are, naming path
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
     info = {"format": "pcnn-fer", "weights": path.name, "config": config, **(dict(extra) if extra else {})}
     atomic_write(_config_path(path), json.dumps(info, indent=2))
     return path
