@@ -89,3 +89,32 @@ def test_package_names_load_lazily():
     assert set(pcnn_fer.__all__) <= set(dir(pcnn_fer))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         pcnn_fer.nothing  # noqa: B018
+
+
+def test_readme_layout_matches_the_tree():
+    """Every path and module the README's "Repository layout" names exists, and every module of the package is
+    named there (by its path, or by its file name on its package's lines)."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = readme.split("## Repository layout", 1)[1].split("```", 2)[1]
+    entries: list[list[str]] = []
+    for line in block.strip("\n").splitlines():
+        if line.startswith(" "):
+            entries[-1][1] += " " + line.strip()
+        else:
+            path, description = line.split(None, 1)
+            entries.append([path, description])
+    named: set[Path] = set()
+    for path, description in entries:
+        assert (repo / path).exists(), path
+        folder = repo / path if path.endswith("/") else (repo / path).parent
+        named.add(repo / path)
+        for name in re.findall(r"\b[\w]+\.py\b", description):
+            assert (folder / name).is_file(), f"{path}: {name}"
+            named.add(folder / name)
+    package = repo / "src" / "pcnn_fer"
+    modules = {p for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    assert sorted(str(p.relative_to(repo)) for p in modules - named) == []
