@@ -162,11 +162,12 @@ def test_recipe_file_run_writes_recipe_json_that_trains_again(run_cli, folder, t
 
 def test_threads_are_applied_and_recorded(pcnn_subprocess, pcnn_env, folder, tmp_path):
     """OMP_NUM_THREADS=2 in the environment (torch's default); --threads 1 must win and be written into the
-    results."""
+    results. The progress bar shows the loss without a torch warning in the middle of it (issue 13 item 17)."""
     pcnn_env["OMP_NUM_THREADS"] = "2"
     proc = pcnn_subprocess(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1",
-                            "--threads", "1", "--out", tmp_path / "run", "--no-progress"])
+                            "--threads", "1", "--out", tmp_path / "run"])
     assert proc.returncode == 0, proc.stderr
+    assert "loss=" in proc.stderr and "Warning" not in proc.stderr, proc.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["threads"] == 1 and results["options"]["threads"] == 1
 

@@ -225,8 +225,11 @@ def test_bench_json(capsys) -> None:
     results = benchmark("tiny", batch_size=2, rounds=1)
     names = [r.model for r in results]
     assert names[0] == "resnet18" and "pcnn-tiny-optimized" in names
+    capsys.readouterr()
     assert main(["bench", "--preset", "tiny", "--batch-size", "2", "--rounds", "1", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)  # stdout holds the JSON alone; the progress goes to stderr
+    assert "bench: 4 models, batch 1" in captured.err and "bench: 4 models, batch 2" in captured.err
     row = data["results"][-1]
     for key in ["model", "input_size", "params", "gflops", "latency_ms_b1", "throughput_img_s", "batch_size",
                 "relative_latency_b1", "relative_time_bn"]:

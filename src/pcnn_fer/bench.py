@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import torch
 import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from .devices import torch_device
 from .errors import UsageError
@@ -46,19 +48,24 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each runner, interleaving the runners round by round."""
+def median_times(runners: dict[str, Callable[[], object]], rounds: int, repeats: int,
+                 progress: str | None = None) -> dict[str, float]:
+    """Median seconds per call of each runner, interleaving the runners round by round; with ``progress``, a
+    progress bar of that name over the warm-up and the rounds on stderr."""
     times: dict[str, list[float]] = {name: [] for name in runners}
-    with torch.inference_mode():
+    bar = tqdm(total=rounds + 1, desc=progress, unit="round", leave=False, disable=progress is None, file=sys.stderr)
+    with torch.inference_mode(), bar:
         for run in runners.values():  # warm-up (oneDNN primitive creation, allocator)
             run()
             run()
+        bar.update(1)
         for _ in range(rounds):
             for name, run in runners.items():
                 start = time.perf_counter()
                 for _ in range(repeats):
                     run()
                 times[name].append((time.perf_counter() - start) / repeats)
+            bar.update(1)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -133,8 +140,9 @@ def onnx_bench_models(preset: str, input_size: int | None, num_classes: int = 7,
 
 def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: int = 32, device: str = "cpu",
               num_classes: int = 7, rounds: int = 7, channels_last: bool = True, compile: bool = False,
-              models: dict[str, nn.Module] | None = None) -> list[BenchResult]:
-    """Measure every model (default: :func:`build_models`) and return results relative to ``resnet18``."""
+              models: dict[str, nn.Module] | None = None, progress: bool = False) -> list[BenchResult]:
+    """Measure every model (default: :func:`build_models`) and return results relative to ``resnet18`` (progress
+    bars on stderr with ``progress``)."""
     if preset not in MODEL_PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(MODEL_PRESETS)}")
     size = input_size or MODEL_PRESETS[preset]["input_size"]
@@ -161,8 +169,10 @@ def benchmark(preset: str = "paper", input_size: int | None = None, batch_size: 
         return run
 
     name_of = {id(m): n for n, m in models.items()}
-    lat = median_times({n: runner(m, x1) for n, m in models.items()}, rounds, repeats=3)
-    thr = median_times({n: runner(m, xn) for n, m in models.items()}, max(3, rounds // 2), repeats=1)
+    lat = median_times({n: runner(m, x1) for n, m in models.items()}, rounds, repeats=3,
+                       progress=f"bench: {len(models)} models, batch 1" if progress else None)
+    thr = median_times({n: runner(m, xn) for n, m in models.items()}, max(3, rounds // 2), repeats=1,
+                       progress=f"bench: {len(models)} models, batch {batch_size}" if progress else None)
     pcnn_params = count_parameters(create_model(preset, num_classes=num_classes))
     results = []
     for name, model in models.items():
@@ -201,7 +211,7 @@ def run_bench(args: argparse.Namespace) -> int:
         models = onnx_bench_models(args.preset, args.input_size, device=args.device,
                                    channels_last=not args.no_channels_last, compile=args.compile)
     results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
-                        channels_last=not args.no_channels_last, compile=args.compile, models=models)
+                        channels_last=not args.no_channels_last, compile=args.compile, models=models, progress=True)
     for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form
         if r.model.endswith("-onnx"):
             r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.preset}"), r.gflops)
