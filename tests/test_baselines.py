@@ -140,7 +140,7 @@ def test_baseline_trains_evaluates_runs_robustness_and_exports(folder, tmp_path,
     model = load_model(run)
     assert model.config.arch == arch
     assert main([str(a) for a in ["evaluate", "--checkpoint", run / "last.pt", *common, "--split", "test",
-                                  "--out", tmp_path / "ev"]]) == 0
+                                  "--backend", "torch", "--out", tmp_path / "ev"]]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["num_samples"] == 24
     assert main([str(a) for a in ["robustness", "--checkpoint", run, *common, "--split", "test", "--out",
                                   tmp_path / "rob", "--corruptions", "mouth:grey", "--strengths", "3",
