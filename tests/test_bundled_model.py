@@ -10,7 +10,7 @@ import torch
 
 from pcnn_fer import load_model
 from pcnn_fer.cli import main
-from pcnn_fer.weights import DEFAULT_MODEL
+from pcnn_fer.weights import BUNDLED_MODELS, DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"bundled model missing at {DEFAULT_MODEL}")
 
@@ -46,3 +46,27 @@ def test_bundled_model_reproduces_its_validation_accuracy(shared_dir, tmp_path, 
     assert abs(metrics["mean_class_accuracy"] - CARD_MEAN_CLASS_ACCURACY) < 0.05
     recorded = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["validation"]["accuracy"]
     assert abs(metrics["accuracy"] - recorded) < 0.1  # fp16 storage changes at most a few of 3191 predictions
+
+
+#: FER2013 PublicTest accuracy of the shipped `fer2013` model (7 original labels), as in docs/model-card.md.
+FER2013_CARD_ACCURACY = 65.76
+FER2013_CARD_MEAN_CLASS_ACCURACY = 58.78
+
+
+def test_fer2013_model_is_a_second_named_model() -> None:
+    model = load_model("fer2013")
+    assert set(model.config.classes) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"}
+    assert BUNDLED_MODELS["fer2013"].stat().st_size + DEFAULT_MODEL.stat().st_size <= 25 * 2**20
+    init = json.loads(BUNDLED_MODELS["fer2013"].with_suffix(".json").read_text())["training"]["init"]
+    assert init["source"].endswith("pcnn_ferplus.safetensors") and init["class_map"]["neutral"] == "neutral"
+
+
+def test_fer2013_model_reproduces_its_public_test_accuracy(shared_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", "fer2013", "--dataset", "fer2013", "--root",
+                 str(shared_dir / "data" / "fer2013"), "--split", "public_test", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_samples"] == 3589  # FER2013 PublicTest
+    assert abs(metrics["accuracy"] - FER2013_CARD_ACCURACY) < 0.05
+    assert abs(metrics["mean_class_accuracy"] - FER2013_CARD_MEAN_CLASS_ACCURACY) < 0.05

@@ -602,3 +602,17 @@ def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, run_cli):
     code, _, err = run_cli(["cv", "--dataset", "folder", "--root", folder, "--folds", "3", "--recipe", "tiny",
                             "--out", tmp_path / "cv2", "--no-progress"])
     assert code == 1 and "--protocol random" in err
+
+
+def test_resumed_fine_tuning_keeps_its_provenance(make_image_folder, tmp_path, run_cli, checkpoint):
+    folder = make_image_folder(tmp_path / "faces", per_class=6, splits=("train", "val"))
+    common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--init", checkpoint,
+              "--no-progress", "--out", tmp_path / "ft"]
+    code, _, err = run_cli([*common, "--epochs", "3", "--stop-after", "1"])
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--resume", tmp_path / "ft", "--no-progress"])
+    assert code == 0, err
+    state = load_checkpoint(tmp_path / "ft")
+    assert state["epoch"] == 3 and state["info"]["init"]["source"] == str(checkpoint)
+    init = json.loads((tmp_path / "ft" / "model.json").read_text())["training"]["init"]
+    assert init is not None and init["source"] == str(checkpoint)

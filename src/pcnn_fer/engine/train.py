@@ -36,6 +36,10 @@ def _quiet(*_: Any, **__: Any) -> None:
     """The log of a DDP rank other than 0."""
 
 
+#: ``info`` entries a resumed run takes from its checkpoint (decided once, at the run's first start).
+CARRIED_ON_RESUME = ("init", "time_budget_epochs")
+
+
 def fit(
     recipe: Recipe,
     opts: TrainOptions,
@@ -58,6 +62,8 @@ def fit(
     dist_info = dist_info or DistInfo()
     say = log if dist_info.is_main else _quiet
     info = dict(info or {})
+    if checkpoint is not None:  # what only the run's first start knew: where its weights came from, its budget
+        info.update({k: v for k, v in checkpoint.get("info", {}).items() if k in CARRIED_ON_RESUME and k not in info})
     folder = RunFolder(out, writer=dist_info.is_main)
     parts = build_parts(recipe, opts, train_data, dist_info, info, say, fresh=checkpoint is None)
     state = RunState()
