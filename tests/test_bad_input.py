@@ -192,7 +192,7 @@ BAD_OPTIONS = [  # (pcnn arguments, the one error line): option values refused b
     (["train", "--weight-decay", "nan"],
      "pcnn train: error: recipe 'tiny': weight_decay must be a finite number, got nan"),
     (["train", "--device", "gpu"], "pcnn train: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
-    (["bench", "--preset", "tiny", "--device", "gpu"],
+    (["bench", "--model", "tiny", "--device", "gpu"],
      "pcnn bench: error: unknown device 'gpu' (use cpu, cuda, cuda:N or mps)"),
 ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -118,3 +119,40 @@ def test_readme_layout_matches_the_tree():
     package = repo / "src" / "pcnn_fer"
     modules = {p for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
     assert sorted(str(p.relative_to(repo)) for p in modules - named) == []
+
+
+@pytest.mark.parametrize("argv, dest, value", [
+    (["bench", "--model", "tiny"], "model", "tiny"),
+    (["bench", "--preset", "tiny"], "model", "tiny"),  # old spelling, hidden
+    (["train", "--recipe", "tiny"], "recipe", "tiny"),
+    (["train", "--preset", "tiny"], "recipe", "tiny"),  # old spelling, hidden
+    (["train", "--list-presets"], "list_recipes", True),  # old spelling, hidden
+    (["train", "--label-rule", "plurality"], "dataset_option", "plurality"),
+    (["train", "--mode", "plurality"], "dataset_option", "plurality"),  # old spelling, hidden
+    (["train", "--val-label-rule", "plurality"], "val_dataset_option", "plurality"),
+    (["train", "--val-mode", "plurality"], "val_dataset_option", "plurality"),  # old spelling, hidden
+    (["cv", "--dataset", "d", "--root", "r", "--out", "o", "--image-variant", "original"], "dataset_option",
+     "original"),
+    (["evaluate", "--dataset", "d", "--root", "r", "--out", "o", "--classes", "7"], "dataset_option", "7"),
+    (["robustness", "--mode", "7"], "dataset_option", "7"),
+    (["data", "stats", "--dataset", "d", "--root", "r", "--label-rule", "probability"], "dataset_option",
+     "probability"),
+])
+def test_renamed_flags_and_their_old_spellings(argv, dest, value):
+    from pcnn_fer.engine.typed_fields import given_flag
+
+    args = build_parser().parse_args(argv)
+    assert getattr(args, dest) == value
+    if dest.endswith("dataset_option"):
+        assert given_flag(args, dest) == next(a for a in argv if a.startswith("--") and a[2:] not in (
+            "dataset", "root", "out"))
+
+
+def test_old_spellings_are_hidden_from_help():
+    for verb in ("bench", "train", "evaluate", "data"):
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
+        text = sub.format_help() if verb != "data" else next(
+            a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices["stats"].format_help()
+        assert not re.search(r"--(preset|list-presets|mode|val-mode)\b", text), verb
+        assert {"bench": "--model NAME", "train": "--label-rule RULE"}.get(verb, "--classes") in text, verb

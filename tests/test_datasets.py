@@ -86,7 +86,7 @@ def test_registry_and_class_orders():
     assert DATASETS["affectnet"].classes("7") == ("neutral", "happiness", "sadness", "surprise", "fear", "disgust",
                                                   "anger")
     assert len(DATASETS["affectnet"].classes()) == 8
-    with pytest.raises(DatasetError, match="unknown mode"):
+    with pytest.raises(DatasetError, match="unknown --label-rule 'softmax'"):
         DATASETS["ferplus"].classes("softmax")
 
 
@@ -584,6 +584,34 @@ def test_stats_cli(tmp_path, capsys):
     args = _cli(["data", "stats", "--dataset", "ferplus", "--root", str(tmp_path / "missing")])
     with pytest.raises(DatasetError, match="^ferplus: root"):  # printed as one line by pcnn (test_bad_input.py)
         run_stats(args)
+
+
+@pytest.mark.parametrize("flag", ["--label-rule", "--mode"])  # --mode: the old spelling, still accepted
+def test_stats_label_rule_old_and_new_flag(tmp_path, run_cli, flag):
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    code, out, _ = run_cli(["data", "stats", "--dataset", "ferplus", "--root", root, flag, "plurality", "--json"])
+    assert code == 0 and sum(json.loads(out)["splits"]["train"].values()) == 4  # majority keeps 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "ferplus", "--image-variant", "aligned"],
+     "dataset 'ferplus' has no --image-variant; its option is --label-rule (majority, plurality, probability, "
+     "crossentropy)"),
+    (["--dataset", "rafdb", "--classes", "7"], "dataset 'rafdb' has no --classes; its option is --image-variant"),
+    (["--dataset", "fer2013", "--label-rule", "majority"], "dataset 'fer2013' has no --label-rule"),
+    (["--dataset", "affectnet", "--classes", "6"], "dataset 'affectnet': unknown --classes '6'; choose from 8, 7"),
+])
+def test_stats_option_of_another_dataset_is_one_line(tmp_path, run_cli, argv, message):
+    code, _, err = run_cli(["data", "stats", "--root", tmp_path, *argv])
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_load_split_takes_the_option_by_its_name(tmp_path):
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    assert load_split("ferplus", root, "train", label_rule="plurality").mode == "plurality"
+    with pytest.raises(DatasetError, match="has no option 'image_variant'; its option is 'label_rule'"):
+        load_split("ferplus", root, "train", image_variant="aligned")
+    assert [r.option for r in DATASETS.values() if r.option] == ["label_rule", "image_variant", "classes"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_recipes_are_typed_and_match_the_spec():
         "step", 15, 0.5, 100, 128, "paper")
     fc = get_recipe("ferplus-compact")
     assert (fc.model, fc.input_size, fc.nesterov, fc.lr, fc.weight_decay, fc.schedule, fc.warmup_epochs,
-            fc.epochs, fc.batch_size, fc.augment, fc.label_mode, fc.val_mode) == (
+            fc.epochs, fc.batch_size, fc.augment, fc.label_rule, fc.val_label_rule) == (
         "compact", 48, True, 0.01, 5e-3, "cosine", 2, 60, 128, "strong", "probability", "majority")
     assert get_recipe("tiny").model == "tiny" and get_recipe("ferplus-cpu").model == "small"
     with pytest.raises(ValueError, match="unknown recipe"):
@@ -195,7 +195,12 @@ def test_select_on_test_is_refused_unless_allowed(folder, tmp_path, run_cli):
      "needs a CUDA device"),
     (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--init-resnet", "/nonexistent.pth"],
      "no such weights file"),
-    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--mode", "majority"], "has no modes"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--mode", "majority"],
+     "dataset 'folder' has no --mode"),
+    (["--dataset", "folder", "--root", "{folder}", "--recipe", "tiny", "--label-rule", "majority"],
+     "dataset 'folder' has no --label-rule"),
+    (["--dataset", "ferplus", "--root", "{folder}", "--recipe", "tiny", "--image-variant", "aligned"],
+     "dataset 'ferplus' has no --image-variant; its option is --label-rule"),
     (["--recipe", "tiny"], "missing --dataset, --root, --out"),
 ])
 def test_train_bad_input(folder, tmp_path, run_cli, args, message):

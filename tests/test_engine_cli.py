@@ -86,7 +86,7 @@ def test_every_run_option_has_a_flag_that_sets_it():
                                                                                      for f in cli_fields(TrainOptions)}
     args = parser.parse_args(["train", "--dataset", "folder", "--root", "r", "--out", "o", "--device", "cpu",
                               "--amp", "none", "--channels-last", "--compile", "--balanced", "--init", "default",
-                              "--mode", "m", "--val-mode", "v", "--val-fraction", "0.2", "--seed", "3",
+                              "--label-rule", "m", "--val-label-rule", "v", "--val-fraction", "0.2", "--seed", "3",
                               "--select-on", "test", "--allow-test-selection", "--max-train-samples", "9",
                               "--eval-batch-size", "7", "--no-progress", "--cache-dir", "c", "--no-cache",
                               "--time-budget", "1.5", "--threads", "2", "--align-faces"])
@@ -227,3 +227,14 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(run_cli, 
     code, _, err = run_cli([*args, "--out", tmp_path / "mine"])
     assert code == 1 and (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
 
+
+
+def test_old_runs_stored_names_still_load():
+    """Run folders written before the renames (recipe ``label_mode``/``val_mode``, options ``mode``/``val_mode``)."""
+    old_recipe = {**get_recipe("ferplus-compact").to_dict(), "label_mode": "plurality", "val_mode": "majority"}
+    del old_recipe["label_rule"], old_recipe["val_label_rule"]
+    recipe = Recipe.from_dict(old_recipe)
+    assert (recipe.label_rule, recipe.val_label_rule) == ("plurality", "majority")
+    opts = TrainOptions.from_dict({"dataset": "ferplus", "root": "r", "out": "o", "mode": "probability",
+                                   "val_mode": "majority"})
+    assert (opts.dataset_option, opts.val_dataset_option) == ("probability", "majority")

@@ -214,7 +214,7 @@ def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoin
 
 def test_bench_rejects_empty_runs():
     for flag in ("--batch-size", "--rounds"):
-        proc = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "bench", "--preset", "tiny", flag, "0"],
+        proc = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "bench", "--model", "tiny", flag, "0"],
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -222,7 +222,7 @@ def test_bench_rejects_empty_runs():
 
 
 def test_bench_with_onnx_backend(capsys):
-    assert main(["bench", "--preset", "tiny", "--backend", "onnx", "--rounds", "1", "--batch-size", "2",
+    assert main(["bench", "--model", "tiny", "--backend", "onnx", "--rounds", "1", "--batch-size", "2",
                  "--threads", "1", "--json"]) == 0
     results = {r["model"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     assert {"resnet18", "pcnn-tiny", "pcnn-tiny-onnx"} <= set(results)

@@ -226,7 +226,7 @@ def test_bench_json(capsys) -> None:
     names = [r.model for r in results]
     assert names[0] == "resnet18" and "pcnn-tiny-optimized" in names
     capsys.readouterr()
-    assert main(["bench", "--preset", "tiny", "--batch-size", "2", "--rounds", "1", "--json"]) == 0
+    assert main(["bench", "--model", "tiny", "--batch-size", "2", "--rounds", "1", "--json"]) == 0
     captured = capsys.readouterr()
     data = json.loads(captured.out)  # stdout holds the JSON alone; the progress goes to stderr
     assert "bench: 4 models, batch 1" in captured.err and "bench: 4 models, batch 2" in captured.err

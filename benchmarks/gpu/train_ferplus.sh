@@ -51,5 +51,5 @@ extra = {k: v for k, v in info.items() if k not in ("format", "weights", "config
 save_model(load_model("/tmp/run"), f"{out}/model.safetensors", half=True, extra=extra)
 PY
 for f in history.json history.csv curves.png results.json; do cp /tmp/run/$f "$OUT/" 2>/dev/null; done
-timeout 60 python3 -m pcnn_fer.cli bench --device "$DEVICE" --preset paper --batch-size 128 --json > "$OUT/bench_cuda.json"
+timeout 60 python3 -m pcnn_fer.cli bench --device "$DEVICE" --model paper --batch-size 128 --json > "$OUT/bench_cuda.json"
 echo "all done at $(( $(date +%s) - t0 )) s"

@@ -208,13 +208,13 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     models = None
     if args.backend == "onnx":  # adds pcnn-<preset>-onnx (onnxruntime) to the same run
-        models = onnx_bench_models(args.preset, args.input_size, device=args.device,
+        models = onnx_bench_models(args.model, args.input_size, device=args.device,
                                    channels_last=not args.no_channels_last, compile=args.compile)
-    results = benchmark(args.preset, args.input_size, args.batch_size, args.device, rounds=args.rounds,
+    results = benchmark(args.model, args.input_size, args.batch_size, args.device, rounds=args.rounds,
                         channels_last=not args.no_channels_last, compile=args.compile, models=models, progress=True)
     for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form
         if r.model.endswith("-onnx"):
-            r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.preset}"), r.gflops)
+            r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.model}"), r.gflops)
     if args.json:
         print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "results": [asdict(r) for r in results]}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from .common import BASELINE_SUFFIXES, MODEL_PRESET_NAMES, LazyHandler
@@ -12,10 +13,12 @@ __all__ = ["add_parser"]
 def add_parser(subparsers: Any) -> None:
     """Add the ``bench`` verb to the ``pcnn`` sub-parsers."""
     p = subparsers.add_parser("bench", help="parameters, FLOPs, latency and throughput vs a ResNet-18")
-    p.add_argument("--preset", default="paper",
-                   help=f"model preset: {', '.join(MODEL_PRESET_NAMES)}, or an ablation baseline PRESET-SUFFIX "
+    p.add_argument("--model", default="paper", metavar="NAME",
+                   help=f"model (architecture) preset: {', '.join(MODEL_PRESET_NAMES)}, or an ablation baseline "
+                        f"NAME-SUFFIX "
                         f"(SUFFIX: {', '.join(BASELINE_SUFFIXES)}); default paper")
-    p.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
+    p.add_argument("--preset", dest="model", help=argparse.SUPPRESS)  # deprecated spelling of --model
+    p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")

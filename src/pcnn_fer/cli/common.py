@@ -15,8 +15,8 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..engine.typed_fields import add_flags
 
-__all__ = ["BASELINE_SUFFIXES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag", "int_arg",
-           "positive_int"]
+__all__ = ["BASELINE_SUFFIXES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag",
+           "add_dataset_option_flags", "int_arg", "positive_int"]
 
 #: The dataset readers of :data:`pcnn_fer.data.datasets.DATASETS`.
 DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
@@ -61,3 +61,9 @@ def positive_int(text: str) -> int:
 def add_align_flag(p: Any) -> None:
     """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
     add_flags(p, TrainOptions, overrides=False, only=("align_faces",))
+
+
+def add_dataset_option_flags(p: Any) -> None:
+    """Add the dataset's option, ``--label-rule`` (FERPlus) / ``--image-variant`` (RAF-DB) / ``--classes``
+    (AffectNet), old spelling ``--mode``, to a parser or group (dest ``dataset_option``; default: the dataset's)."""
+    add_flags(p, TrainOptions, overrides=False, only=("dataset_option",))

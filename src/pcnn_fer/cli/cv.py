@@ -8,7 +8,7 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..engine.typed_fields import add_flags
 from .common import DATASET_NAMES, positive_int
-from .train import add_recipe_flags, recipe_from_args, train_options
+from .train import add_recipe_flags, check_option_flags, recipe_from_args, train_options
 
 __all__ = ["CV_SKIPS", "add_parser", "run_cv"]
 
@@ -39,6 +39,8 @@ def add_parser(subparsers: Any) -> None:
 def run_cv(args: argparse.Namespace) -> int:
     """``pcnn cv`` (the engine is imported here)."""
     from ..engine.cv import cross_validate
+
+    check_option_flags(args)
 
     cross_validate(recipe_from_args(args), train_options(args), folds=args.folds, protocol=args.protocol,
                    only_folds=args.only_folds, use_val=not args.no_val)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import DATASET_NAMES, LazyHandler
+from .common import DATASET_NAMES, LazyHandler, add_dataset_option_flags
 
 __all__ = ["add_data_parser", "add_stats_parser"]
 
 
 def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``stats`` subcommand (``--dataset --root [--mode] [--json]``) on ``subparsers``."""
+    """Register the ``stats`` subcommand (``--dataset --root [--label-rule|--image-variant|--classes] [--json]``)
+    on ``subparsers``."""
     p = subparsers.add_parser("stats", help="class counts per split of a dataset (from its label files)",
                               description="Print per-split class counts of a dataset read in its native layout.")
     p.add_argument("--dataset", required=True, help=f"dataset name: {', '.join(DATASET_NAMES)}")
     p.add_argument("--root", required=True, help="dataset root folder (or csv file for fer2013)")
-    p.add_argument("--mode", default=None,
-                   help="label mode (ferplus: majority, plurality, probability, crossentropy; affectnet: 7, 8; "
-                        "rafdb: aligned, original)")
+    add_dataset_option_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=LazyHandler("pcnn_fer.data.stats", "run_stats"))
     return p

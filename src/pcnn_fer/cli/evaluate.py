@@ -8,7 +8,7 @@ from ..deploy.backends import BACKEND_NAMES
 from ..engine.options import TrainOptions
 from ..engine.precision import AMP_CHOICES
 from ..engine.typed_fields import add_flags
-from .common import DATASET_NAMES, LazyHandler, add_align_flag, positive_int
+from .common import DATASET_NAMES, LazyHandler, add_align_flag, add_dataset_option_flags, positive_int
 
 __all__ = ["add_parser"]
 
@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
     e.add_argument("--root", required=True)
     e.add_argument("--split", help="split to evaluate (default: the dataset's test split, else its validation split)")
-    e.add_argument("--mode", help="label mode (FERPlus: majority by default)")
+    add_dataset_option_flags(e)
     e.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")
     e.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
     e.add_argument("--batch-size", type=positive_int, default=256)

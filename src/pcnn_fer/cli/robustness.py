@@ -7,7 +7,7 @@ from typing import Any
 
 from ..engine.precision import AMP_CHOICES
 from ..errors import UsageError
-from .common import DATASET_NAMES, add_align_flag, int_arg
+from .common import DATASET_NAMES, add_align_flag, add_dataset_option_flags, int_arg
 
 __all__ = ["add_parser", "run_robustness"]
 
@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--split", help="split (default: the dataset's test split, else its validation split)")
-    p.add_argument("--mode", help="label mode (FERPlus: majority by default)")
+    add_dataset_option_flags(p)
     p.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")
     p.add_argument("--out", help="output folder for robustness.json and robustness.png")
     p.add_argument("--corruptions", nargs="+", metavar="NAME",

@@ -13,16 +13,17 @@ from typing import Any
 
 from ..engine.options import TrainOptions
 from ..engine.recipes import Recipe, load_recipe
-from ..engine.typed_fields import add_flags, flag_values
+from ..engine.typed_fields import add_flags, flag_values, given_flag
 from ..errors import UsageError
 from .common import DATASET_NAMES, positive_int
 
-__all__ = ["add_parser", "add_recipe_flags", "recipe_from_args", "run_train", "train_options"]
+__all__ = ["add_parser", "add_recipe_flags", "check_option_flags", "recipe_from_args", "run_train", "train_options"]
 
 
 def add_recipe_flags(p: argparse.ArgumentParser, default: str | None) -> None:
     """``--recipe NAME|FILE`` and one override flag per :class:`Recipe` field (``pcnn train`` and ``pcnn cv``)."""
-    p.add_argument("--recipe", "--preset", dest="recipe", default=default, metavar="NAME|FILE",
+    p.add_argument("--preset", dest="recipe", help=argparse.SUPPRESS)  # deprecated spelling of --recipe
+    p.add_argument("--recipe", dest="recipe", default=default, metavar="NAME|FILE",
                    help="training recipe: a name (see --list-recipes; default paper) or a .json/.yaml file of "
                         "recipe fields (\"base\": NAME fills the rest; RUN_DIR/recipe.json works)")
     add_flags(p.add_argument_group("recipe overrides (default: the recipe's value)"), Recipe, overrides=True)
@@ -36,7 +37,8 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
     t.add_argument("--root", help="dataset root folder")
     t.add_argument("--out", help="run directory (checkpoints, logs, model.safetensors)")
-    t.add_argument("--list-presets", "--list-recipes", dest="list_recipes", action="store_true",
+    t.add_argument("--list-presets", dest="list_recipes", action="store_true", help=argparse.SUPPRESS)  # old name
+    t.add_argument("--list-recipes", dest="list_recipes", action="store_true",
                    help="print every recipe with its cost and exit")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     t.add_argument("--stop-after", type=positive_int, metavar="N",
@@ -54,6 +56,17 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 def train_options(args: argparse.Namespace) -> TrainOptions:
     """:class:`TrainOptions` from parsed arguments (run options absent from the verb keep their defaults)."""
     return TrainOptions(dataset=args.dataset, root=args.root, out=args.out, **flag_values(args, TrainOptions))
+
+
+def check_option_flags(args: argparse.Namespace) -> None:
+    """Refuse a dataset option spelled for another dataset (``--image-variant`` for FERPlus), in one line."""
+    flags = [(given_flag(args, dest), getattr(args, dest, None)) for dest in ("dataset_option", "val_dataset_option")]
+    if args.dataset and any(flag for flag, _ in flags):
+        from ..data.datasets import get_dataset
+
+        reader = get_dataset(args.dataset)
+        for flag, value in flags:
+            reader.check_option(value, flag)
 
 
 def _resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,5 +92,6 @@ def run_train(args: argparse.Namespace) -> int:
                if not value]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR / --list-recipes)")
+    check_option_flags(args)
     train(train_options(args), recipe_from_args(args), stop_after=args.stop_after)
     return 0

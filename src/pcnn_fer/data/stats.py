@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..engine.typed_fields import given_flag
 from .datasets import get_dataset
 
 __all__ = ["dataset_stats", "format_stats", "missing_images", "run_stats"]
@@ -68,7 +69,8 @@ def run_stats(args: argparse.Namespace) -> int:
     """Run ``data stats``: print a table or JSON, return 0 (errors are raised for ``pcnn``'s one printer)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats, missing = _collect(args.dataset, args.root, getattr(args, "mode", None), check_images=True)
+        option = get_dataset(args.dataset).check_option(args.dataset_option, given_flag(args, "dataset_option"))
+        stats, missing = _collect(args.dataset, args.root, option, check_images=True)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if getattr(args, "json", False):

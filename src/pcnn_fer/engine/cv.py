@@ -57,7 +57,7 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     reader = get_dataset(opts.dataset)
     root = dataset_root(opts.root, reader.name)
     out = Path(opts.out)
-    split = reader.load(root, reader.train_split, opts.mode)
+    split = reader.load(root, reader.train_split, opts.dataset_option)
     if protocol != "random" and split.subjects is None:
         raise UsageError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
                          "(--protocol random gives subject-dependent folds)")

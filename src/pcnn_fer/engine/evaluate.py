@@ -36,6 +36,7 @@ from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .recipes import Recipe
+from .typed_fields import given_flag
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
            "load_any_model", "load_target", "match_classes", "metrics_of_logits"]
@@ -202,8 +203,8 @@ class EvaluationTarget:
 
 
 def load_target(args: argparse.Namespace) -> EvaluationTarget:
-    """Resolve ``--dataset --root --device --amp --checkpoint --split --mode --subset-list`` (printing the
-    precision used) into an :class:`EvaluationTarget`."""
+    """Resolve ``--dataset --root --device --amp --checkpoint --split --label-rule|--image-variant|--classes
+    --subset-list`` (printing the precision used) into an :class:`EvaluationTarget`."""
     reader = get_dataset(args.dataset)
     root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)
@@ -211,7 +212,8 @@ def load_target(args: argparse.Namespace) -> EvaluationTarget:
     print(f"precision: {'fp32' if amp == 'none' else amp} ({amp_reason}; --amp {args.amp})")
     model = load_any_model(args.checkpoint, device=device)
     split_name = args.split or default_split(reader, root)
-    split = reader.load(root, split_name, args.mode)
+    option = reader.check_option(args.dataset_option, given_flag(args, "dataset_option"))
+    split = reader.load(root, split_name, option)
     subset = None
     if args.subset_list:
         split = apply_subset(split, args.subset_list)

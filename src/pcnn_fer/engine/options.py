@@ -16,6 +16,9 @@ __all__ = ["RESUMABLE_OVERRIDES", "TrainOptions"]
 #: Options that may be changed when resuming (everything else comes from the checkpoint).
 RESUMABLE_OVERRIDES = ("epochs", "device", "progress", "stop_after", "eval_batch_size", "threads")
 
+#: Field names of older runs' stored options and their names now.
+_OLD_NAMES = {"mode": "dataset_option", "val_mode": "val_dataset_option"}
+
 
 def _opt(default: Any, text: str, **more: Any) -> Any:
     return field(default=default, metadata={"help": text, **more})
@@ -39,9 +42,14 @@ class TrainOptions:
                                          "state dict", metavar="PATH")
     init: str | None = _opt(None, "fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled "
                                   "model (default, fer2013); heads are mapped by class name", metavar="CHECKPOINT")
-    mode: str | None = _opt(None, "training label mode for datasets that have several (FERPlus: majority, "
-                                  "plurality, probability, crossentropy); default: the recipe's")
-    val_mode: str | None = _opt(None, "validation label mode (default: the recipe's, else the dataset default)")
+    dataset_option: str | None = _opt(
+        None, "FERPlus label rule: majority, plurality, probability, crossentropy (default: the recipe's when "
+              "training, else majority)", flag="--label-rule", metavar="RULE", deprecated=("--mode",),
+        also=(("--image-variant", "VARIANT", "RAF-DB images: aligned (default when present) or original"),
+              ("--classes", "{8,7}", "AffectNet class set: 8 (default) or 7 (without contempt)")))
+    val_dataset_option: str | None = _opt(
+        None, "FERPlus label rule of the validation split (default: the recipe's, else majority)",
+        flag="--val-label-rule", metavar="RULE", deprecated=("--val-mode",))
     val_fraction: float = _opt(0.1, "fraction of train carved out (seeded, by subject when known) when the dataset "
                                     "has no validation split (default 0.1)")
     seed: int = _opt(0, "seed of model init, validation carving, epoch order and augmentation (default 0)")
@@ -86,4 +94,7 @@ class TrainOptions:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {f.name for f in fields(cls)}
         data = {"align_faces": False, **data}  # runs stored before the option decoded without alignment
+        for old, new in _OLD_NAMES.items():  # runs stored before the rename
+            if old in data:
+                data.setdefault(new, data[old])
         return cls(**{k: v for k, v in data.items() if k in known})

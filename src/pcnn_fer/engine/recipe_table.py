@@ -45,7 +45,7 @@ def format_recipes() -> str:
             sched = "cosine" + (f"+wu{r.warmup_epochs:g}" if r.warmup_epochs else "")
         lines.append(f"{r.name:<16} {r.model:<8} {r.input_size:>5} {params / 1e6:>7.2f}M {gflops:>7.3f} {optim:<10} "
                      f"{r.lr:>6g} {sched:<14} {r.epochs:>6} {r.batch_size:>5} {r.augment:<7} "
-                     f"{r.label_mode or 'default':<12}")
+                     f"{r.label_rule or 'default':<12}")
         lines.append(f"{'':<16} {r.description}")
     lines.append("GFLOPs: forward FLOPs per image (multiply-add = 2) at the recipe's input size, 7 classes.")
     return "\n".join(lines)

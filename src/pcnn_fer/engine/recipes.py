@@ -23,6 +23,9 @@ Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
 SelectMetric = Literal["accuracy", "mean_class_accuracy"]
 
+#: Field names of recipes stored before the rename (old run folders' recipe.json / last.pt) and their names now.
+_OLD_NAMES = {"label_mode": "label_rule", "val_mode": "val_label_rule"}
+
 
 def _help(text: str, **more: Any) -> Any:
     return field(metadata={"help": text, **more})
@@ -64,10 +67,10 @@ class Recipe:
     beta: float = _opt(8.0, "two-phase loss weight of the region logits")
     loss: str = _opt("two-phase", "training loss: two-phase, or ce (cross-entropy of the global logits only, the "
                                   "ablation of the two-phase loss); a key of pcnn_fer.loss.LOSSES")
-    label_mode: str | None = _opt(None, "training label mode for datasets that have several (FERPlus); None: the "
-                                        "dataset default", cli=False)  # the run option --mode overrides it
-    val_mode: str | None = _opt(None, "validation label mode (None: the dataset default, FERPlus majority)",
-                                cli=False)  # --val-mode overrides it
+    label_rule: str | None = _opt(None, "FERPlus label rule for training (a dataset without label rules ignores "
+                                        "it); None: the dataset default", cli=False)  # --label-rule overrides it
+    val_label_rule: str | None = _opt(None, "FERPlus label rule of the validation split (None: majority)",
+                                      cli=False)  # --val-label-rule overrides it
     select_metric: SelectMetric = _opt("accuracy", "validation metric used for model selection")
     max_steps: int | None = _opt(None, "cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
     max_val_samples: int | None = _opt(None, "cap on validation samples (seeded subset; 0 = no cap)")
@@ -119,6 +122,7 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Inverse of :meth:`to_dict` (UsageError naming unknown or missing fields)."""
         known = {f.name for f in fields(cls)}
+        data = {_OLD_NAMES.get(k, k): v for k, v in data.items()}  # recipes stored before the rename
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"unknown recipe fields {unknown}; known: {', '.join(sorted(known))}")
@@ -158,14 +162,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
         model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
         nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
-        augment="strong", label_mode="probability", val_mode="majority",
+        augment="strong", label_rule="probability", val_label_rule="majority",
     ),
     dict(
         name="ferplus-cpu",
         description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
         model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
         nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="strong", label_mode="probability", val_mode="majority", ema_decay=0.998,
+        augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
     ),
     dict(
         name="fer2013",

@@ -21,12 +21,13 @@ from .recipes import Recipe
 __all__ = ["is_test_split", "load_train_val"]
 
 
-def _mode_for(reader: DatasetReader, explicit: str | None, recipe_mode: str | None) -> str | None:
+def _option_for(reader: DatasetReader, explicit: str | None, recipe_rule: str | None) -> str | None:
+    """The dataset option's value: the run option's, else the recipe's label rule where the dataset has it."""
     if explicit is not None:
-        return reader.check_mode(explicit)
-    if recipe_mode is not None and recipe_mode in reader.modes:
-        return recipe_mode
-    return reader.check_mode(None)
+        return reader.check_option(explicit)
+    if recipe_rule is not None and recipe_rule in reader.option_values:
+        return recipe_rule
+    return reader.check_option(None)
 
 
 def is_test_split(reader: DatasetReader, split: str) -> bool:
@@ -67,8 +68,8 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     with a description (dataset, splits, label modes, sizes) that goes into the results."""
     reader = get_dataset(opts.dataset)
     root = dataset_root(opts.root, reader.name)
-    train_mode = _mode_for(reader, opts.mode, recipe.label_mode)
-    val_mode = _mode_for(reader, opts.val_mode, recipe.val_mode)
+    train_mode = _option_for(reader, opts.dataset_option, recipe.label_rule)
+    val_mode = _option_for(reader, opts.val_dataset_option, recipe.val_label_rule)
     present = reader.splits(root)
     train_name = reader.train_split
     if train_name not in present:

@@ -6,7 +6,10 @@ declares each field with its type and, in ``field(metadata=...)``:
 * ``help``: the flag's help text;
 * ``cli``: False for a field that has no flag (default True);
 * ``flag``: the flag's spelling when it is not ``--field-name`` (e.g. ``--no-cache`` for ``use_cache=True``);
-* ``choices``, ``metavar``: passed to argparse.
+* ``choices``, ``metavar``: passed to argparse;
+* ``also``: further visible spellings of the same (string) field, as ``(flag, metavar, help)`` triples, and
+  ``deprecated``: old spellings that still work but are hidden from ``--help``; :func:`given_flag` tells which
+  spelling the command line used (e.g. ``--label-rule`` for a dataset that has ``--image-variant`` is refused).
 
 :func:`add_flags` turns the fields into argparse flags and :func:`flag_values` reads them back, so a new field gets
 its flag without any CLI edit. :func:`check_types` refuses a value that does not match its field's annotation (a
@@ -25,7 +28,7 @@ from typing import Any, Literal
 
 from ..errors import UsageError
 
-__all__ = ["add_flags", "check_types", "cli_fields", "flag_name", "flag_values"]
+__all__ = ["add_flags", "check_types", "cli_fields", "flag_name", "flag_values", "given_flag"]
 
 
 def cli_fields(cls: type) -> list[Field]:
@@ -36,6 +39,19 @@ def cli_fields(cls: type) -> list[Field]:
 def flag_name(f: Field) -> str:
     """The flag of field ``f``: ``metadata["flag"]`` or ``--`` + the name with dashes."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+class _RecordSpelling(argparse.Action):
+    """Store the value and the flag spelling it came with (read back by :func:`given_flag`)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"_{self.dest}_flag", option_string)
+
+
+def given_flag(args: argparse.Namespace, dest: str) -> str | None:
+    """The spelling the command line used for field ``dest`` when it has several (``also`` / ``deprecated``)."""
+    return getattr(args, f"_{dest}_flag", None)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -97,7 +113,15 @@ def add_flags(group: Any, cls: type, overrides: bool, skip: tuple[str, ...] = ()
             raise TypeError(f"{cls.__name__}.{f.name}: no flag for type {base!r} (set metadata cli=False)")
         if "choices" in f.metadata:
             kw["choices"] = list(f.metadata["choices"])
+        spellings = (*f.metadata.get("also", ()), *((old, None, argparse.SUPPRESS)
+                                                    for old in f.metadata.get("deprecated", ())))
+        if spellings:
+            if base is not str:
+                raise TypeError(f"{cls.__name__}.{f.name}: several spellings need a string field")
+            kw["action"] = _RecordSpelling
         group.add_argument(flag_name(f), **kw)
+        for flag, metavar, text in spellings:
+            group.add_argument(flag, **{**kw, "help": text, **({"metavar": metavar} if metavar else {})})
 
 
 def flag_values(args: argparse.Namespace, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -278,7 +278,10 @@ class DatasetReader:
 
     ``aliases`` are further names :func:`get_dataset` accepts (compared without case, ``-``, ``_``; ``+`` = plus).
 
-    ``modes`` lists the accepted values of ``mode`` (the first is the default; None selects it).
+    ``option`` names the one variant a dataset may have (``label_rule`` for FERPlus, ``image_variant`` for RAF-DB,
+    ``classes`` for AffectNet; the command line's ``--label-rule`` / ``--image-variant`` / ``--classes``) and
+    ``option_values`` its accepted values (the first is the default; None selects it). The readers' methods take
+    its value as their generic ``mode`` argument; :func:`load_split` also takes it by its name.
     ``val_split`` names the dataset's own validation split (None: carve one from ``train_split``).
     ``align_faces_default``: whether training / evaluation decode its images face-aligned unless told otherwise
     (``--align-faces`` / ``--no-align-faces``; see :mod:`pcnn_fer.data.align`): on for datasets of whole portraits.
@@ -286,24 +289,39 @@ class DatasetReader:
 
     name: str = ""
     aliases: tuple[str, ...] = ()
-    modes: tuple[str, ...] = ()
+    option: str | None = None
+    option_values: tuple[str, ...] = ()
     train_split: str = "train"
     val_split: str | None = None
     test_split: str | None = "test"
     description: str = ""
     align_faces_default: bool = False
 
-    def check_mode(self, mode: str | None) -> str | None:
-        """Return the effective mode (default for None), or raise DatasetError for an unknown one."""
-        if not self.modes:
-            if mode is not None:
-                raise DatasetError(f"dataset {self.name!r} has no modes (got mode={mode!r})")
+    @property
+    def option_flag(self) -> str | None:
+        """The command-line flag of :attr:`option` (``--label-rule``), None for a dataset without one."""
+        return "--" + self.option.replace("_", "-") if self.option else None
+
+    def check_option(self, value: str | None, flag: str | None = None) -> str | None:
+        """Return the effective option value (the default for None), or raise DatasetError (one line naming the
+        option) for an unknown value, or for any value, or a ``flag`` naming another option, when the dataset has
+        none. ``flag``: the command-line spelling the value came with (``--mode``, the old generic one, fits all)."""
+        if flag is not None and flag not in ("--mode", "--val-mode") and self.option_flag is not None:
+            wanted = self.option_flag[2:]
+            if flag.lstrip("-").removeprefix("val-") != wanted:
+                raise DatasetError(f"dataset {self.name!r} has no {flag}; its option is "
+                                   f"{self.option_flag} ({', '.join(self.option_values)})")
+        if not self.option_values:
+            if value is not None:
+                raise DatasetError(f"dataset {self.name!r} has no {flag or 'option'} (it has no label rule, image "
+                                   f"variant or class set to choose; got {value!r})")
             return None
-        if mode is None:
-            return self.modes[0]
-        if mode not in self.modes:
-            raise DatasetError(f"dataset {self.name!r}: unknown mode {mode!r}; choose from {', '.join(self.modes)}")
-        return mode
+        if value is None:
+            return self.option_values[0]
+        if value not in self.option_values:
+            raise DatasetError(f"dataset {self.name!r}: unknown {self.option_flag} {value!r}; choose from "
+                               f"{', '.join(self.option_values)}")
+        return value
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
         """Class order (canonical names) of this dataset's labels under ``mode``."""
@@ -330,7 +348,7 @@ class UnsplitDatasetReader(DatasetReader):
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
         """The dataset's classes in its own label order."""
-        self.check_mode(mode)
+        self.check_option(mode)
         return self.class_order
 
     def _locate(self, root: Path | str) -> Path:
@@ -346,7 +364,7 @@ class UnsplitDatasetReader(DatasetReader):
 
     def load(self, root: Path | str, split: str = "all", mode: str | None = None) -> Split:
         """Read the whole dataset (split ``all``) with subjects from the file names."""
-        self.check_mode(mode)
+        self.check_option(mode)
         folder = self._locate(root)
         if split != "all":
             raise DatasetError(f"{self.name}: only split 'all' exists (got {split!r}); use protocols.subject_kfold")
@@ -380,9 +398,16 @@ def get_dataset(name: str) -> DatasetReader:
     return DATASETS[key]
 
 
-def load_split(name: str, root: Path | str, split: str, mode: str | None = None) -> Split:
-    """Read split ``split`` of dataset ``name`` stored at ``root``."""
-    return get_dataset(name).load(root, split, mode)
+def load_split(name: str, root: Path | str, split: str, mode: str | None = None, **option: str | None) -> Split:
+    """Read split ``split`` of dataset ``name`` stored at ``root``; the dataset's option by its name
+    (``label_rule="probability"``, ``image_variant=``, ``classes=``) or as the generic ``mode``."""
+    reader = get_dataset(name)
+    for key, value in option.items():
+        if key != reader.option:
+            raise DatasetError(f"dataset {reader.name!r} has no option {key!r}"
+                               + (f"; its option is {reader.option!r}" if reader.option else ""))
+        mode = value
+    return reader.load(root, split, mode)
 
 
 def dataset_root(root: Path | str, dataset: str) -> Path:
@@ -418,7 +443,8 @@ def find_root(root: Path, ok: Callable[[Path], bool], dataset: str, expected: st
 
 
 def describe_datasets() -> list[dict[str, Any]]:
-    """Name, modes, class order and description of every registered dataset (for help texts)."""
-    return [{"name": r.name, "modes": list(r.modes), "classes": list(r.classes()), "description": r.description}
+    """Name, option (its name and values), class order and description of every registered dataset."""
+    return [{"name": r.name, "option": r.option, "option_values": list(r.option_values),
+             "classes": list(r.classes()), "description": r.description}
             for r in DATASETS.values()]
 

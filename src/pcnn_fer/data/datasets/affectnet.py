@@ -27,19 +27,21 @@ class AffectNetReader(DatasetReader):
     """AffectNet: csv files (training.csv, validation.csv[, test.csv]) of image paths and expression ids.
 
     Ids: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt; ids above 7 (none,
-    uncertain, non-face) are dropped. Mode ``8`` (default) keeps contempt, ``7`` drops it. The label column may
+    uncertain, non-face) are dropped. The class set (option ``classes``, ``--classes``) ``8`` (default) keeps
+    contempt, ``7`` drops it. The label column may
     also hold class names. Image paths are resolved against ``Manually_Annotated_Images/`` when present, else
     against the csv's folder. Splits: train, valid (the usual evaluation set), test when a test csv exists.
     """
 
     name = "affectnet"
-    modes = ("8", "7")
+    option = "classes"
+    option_values = ("8", "7")
     test_split = "valid"
-    description = "AffectNet (csv of paths + expression ids), 7 or 8 classes"
+    description = "AffectNet (csv of paths + expression ids), 7 or 8 classes (--classes)"
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
-        """AffectNet id order, 8 classes (mode '8') or without contempt (mode '7')."""
-        m = self.check_mode(str(mode) if mode is not None else None)
+        """AffectNet id order, 8 classes (class set '8') or without contempt ('7')."""
+        m = self.check_option(str(mode) if mode is not None else None)
         return AFFECTNET_CLASSES if m == "8" else AFFECTNET_CLASSES[:7]
 
     def _locate(self, root: Path | str) -> Path:
@@ -64,8 +66,8 @@ class AffectNetReader(DatasetReader):
         return [s for s in _AFFECTNET_CSV if self._csv(r, s) is not None]
 
     def load(self, root: Path | str, split: str, mode: str | None = None) -> Split:
-        """Read one AffectNet split; non-expression ids (>7), and contempt in mode '7', are dropped."""
-        m = self.check_mode(str(mode) if mode is not None else None)
+        """Read one AffectNet split; non-expression ids (>7), and contempt in class set '7', are dropped."""
+        m = self.check_option(str(mode) if mode is not None else None)
         classes = self.classes(m)
         r = self._locate(root)
         if split not in _AFFECTNET_CSV:

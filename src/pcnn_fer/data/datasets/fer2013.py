@@ -58,7 +58,7 @@ class FER2013Reader(DatasetReader):
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
         """FER2013 class order (emotion ids 0..6) in canonical names."""
-        self.check_mode(mode)
+        self.check_option(mode)
         return FER2013_CLASSES
 
     def _locate(self, root: Path | str) -> tuple[str, Path]:
@@ -167,7 +167,7 @@ class FER2013Reader(DatasetReader):
 
     def load(self, root: Path | str, split: str, mode: str | None = None) -> Split:
         """Read one FER2013 split from the csv (pixels in memory) or the folder release (paths)."""
-        self.check_mode(mode)
+        self.check_option(mode)
         kind, loc = self._locate(root)
         if kind == "csv":
             found = self._read_csv(loc)

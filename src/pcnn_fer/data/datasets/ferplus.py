@@ -89,20 +89,22 @@ class FERPlusReader(DatasetReader):
     """FERPlus in Microsoft's layout: ``FER2013{Train,Valid,Test}/label.csv`` (no header) next to the PNGs.
 
     label.csv rows: ``image, face box, 10 vote counts`` (neutral, happiness, surprise, sadness, anger, disgust,
-    fear, contempt, unknown, NF). Modes: majority (default), plurality, probability, crossentropy
-    (see :func:`ferplus_label`). 8 classes in the FERPlus column order; splits train, valid, test.
+    fear, contempt, unknown, NF). Label rules (option ``label_rule``, ``--label-rule``): majority (default),
+    plurality, probability, crossentropy (see :func:`ferplus_label`). 8 classes in the FERPlus column order;
+    splits train, valid, test.
     """
 
     name = "ferplus"
     aliases = ("fer+", "fer2013plus")
-    modes = ("majority", "plurality", "probability", "crossentropy")
+    option = "label_rule"
+    option_values = ("majority", "plurality", "probability", "crossentropy")
     val_split = "valid"
     test_split = "test"
-    description = "FERPlus (Microsoft label.csv per split), 8 classes, 4 label modes"
+    description = "FERPlus (Microsoft label.csv per split), 8 classes, 4 label rules (--label-rule)"
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
-        """The 8 FERPlus emotions (canonical order) for every mode."""
-        self.check_mode(mode)
+        """The 8 FERPlus emotions (canonical order) for every label rule."""
+        self.check_option(mode)
         return FERPLUS_CLASSES
 
     def _locate(self, root: Path | str) -> Path:
@@ -153,8 +155,8 @@ class FERPlusReader(DatasetReader):
         return d, names, np.array(votes, dtype=np.float32).reshape(-1, 10), lines
 
     def load(self, root: Path | str, split: str, mode: str | None = None) -> Split:
-        """Read one FERPlus split under label mode ``mode``; dropped faces are left out."""
-        m = self.check_mode(mode)
+        """Read one FERPlus split under label rule ``mode``; dropped faces are left out."""
+        m = self.check_option(mode)
         assert m is not None
         d, names, votes, _ = self.read_votes(root, split)
         keep: list[int] = []

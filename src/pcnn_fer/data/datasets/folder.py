@@ -43,7 +43,7 @@ class FolderReader(DatasetReader):
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
         """All canonical classes; a loaded Split's ``classes`` holds those actually present (authoritative)."""
-        self.check_mode(mode)
+        self.check_option(mode)
         return CANONICAL_CLASSES
 
     def _tree(self, root: Path | str) -> tuple[Path, dict[str, dict[str, Path]]]:
@@ -76,7 +76,7 @@ class FolderReader(DatasetReader):
 
     def load(self, root: Path | str, split: str, mode: str | None = None) -> Split:
         """Read one split of an image-folder tree (images directly inside each class folder)."""
-        self.check_mode(mode)
+        self.check_option(mode)
         r, tree = self._tree(root)
         if split not in tree:
             raise DatasetError(f"folder: no split {split!r} under {r}; present: {', '.join(tree)}")

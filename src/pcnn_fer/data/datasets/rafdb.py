@@ -18,21 +18,22 @@ class RAFDBReader(DatasetReader):
     """RAF-DB basic: ``EmoLabel/list_patition_label.txt`` (``train_00001.jpg 5``, labels 1..7) plus images in
     ``Image/aligned/<stem>_aligned.jpg`` or ``Image/original/<stem>.jpg``.
 
-    Mode selects the image variant: ``aligned`` (default when present) or ``original``. Splits train / test from
-    the name prefix. Splits are built from the label list alone, so counts work without images; use
-    :meth:`Split.with_images` / :meth:`Split.missing_images` to handle absent files.
+    The option ``image_variant`` (``--image-variant``) selects the images: ``aligned`` (default when present) or
+    ``original``. Splits train / test from the name prefix. Splits are built from the label list alone, so counts
+    work without images; use :meth:`Split.with_images` / :meth:`Split.missing_images` to handle absent files.
     """
 
     name = "rafdb"
     aliases = ("raf", "raf-db")
-    modes = ("aligned", "original")
+    option = "image_variant"
+    option_values = ("aligned", "original")
     test_split = "test"
     description = "RAF-DB basic (list_patition_label.txt + Image/aligned), 7 classes"
     LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
     def classes(self, mode: str | None = None) -> tuple[str, ...]:
         """RAF-DB official label order (1 surprise .. 7 neutral) in canonical names."""
-        self.check_mode(mode)
+        self.check_option(mode)
         return RAFDB_CLASSES
 
     def _locate(self, root: Path | str) -> Path:
@@ -72,12 +73,12 @@ class RAFDBReader(DatasetReader):
         return [s for s in ("train", "test") if s in present]
 
     def load(self, root: Path | str, split: str, mode: str | None = None) -> Split:
-        """Read one RAF-DB split from the label list; image paths follow ``mode`` (aligned/original)."""
+        """Read one RAF-DB split from the label list; image paths follow the variant ``mode``."""
         r, rows = self.read_labels(root)
         if mode is None:
             mode = "original" if (not (r / "Image" / "aligned").is_dir() and (r / "Image" / "original").is_dir()) \
                 else "aligned"
-        m = self.check_mode(mode)
+        m = self.check_option(mode)
         rows = [row for row in rows if row[0] == split]
         if not rows:
             raise DatasetError(f"rafdb: no split {split!r} in {r / self.LABEL_FILE}; present: train, test")
