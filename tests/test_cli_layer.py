@@ -139,7 +139,7 @@ def test_readme_layout_matches_the_tree():
      "probability"),
 ])
 def test_renamed_flags_and_their_old_spellings(argv, dest, value):
-    from pcnn_fer.engine.typed_fields import given_flag
+    from pcnn_fer.typed_fields import given_flag
 
     args = build_parser().parse_args(argv)
     assert getattr(args, dest) == value

@@ -16,9 +16,9 @@ from pcnn_fer.cli import build_parser
 from pcnn_fer.cli.train import recipe_from_args, train_options
 from pcnn_fer.engine.options import RESUMABLE_OVERRIDES, TrainOptions
 from pcnn_fer.engine.recipes import Recipe, get_recipe, read_recipe_file
-from pcnn_fer.engine.typed_fields import cli_fields, flag_name
 from pcnn_fer.errors import UsageError
 from pcnn_fer.fileio import removed_on_failure, temporary_beside
+from pcnn_fer.typed_fields import cli_fields, flag_name
 
 #: A valid value different from the tiny recipe's for the plain-string recipe fields (whose choices are checked by
 #: the recipe, not argparse). A new string field needs an entry here; every other type is derived.

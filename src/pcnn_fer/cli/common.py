@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 from ..engine.options import TrainOptions
-from ..engine.typed_fields import add_flags
+from ..typed_fields import add_flags
 
 __all__ = ["BASELINE_SUFFIXES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag",
            "add_dataset_option_flags", "int_arg", "positive_int"]

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..engine.options import TrainOptions
-from ..engine.typed_fields import add_flags
+from ..typed_fields import add_flags
 from .common import DATASET_NAMES, positive_int
 from .train import add_recipe_flags, check_option_flags, recipe_from_args, train_options
 

@@ -7,7 +7,7 @@ from typing import Any
 from ..deploy.backends import BACKEND_NAMES
 from ..engine.options import TrainOptions
 from ..engine.precision import AMP_CHOICES
-from ..engine.typed_fields import add_flags
+from ..typed_fields import add_flags
 from .common import DATASET_NAMES, LazyHandler, add_align_flag, add_dataset_option_flags, positive_int
 
 __all__ = ["add_parser"]

@@ -1,7 +1,7 @@
 """``pcnn train``: its parser and the translation of its arguments into a :class:`~pcnn_fer.engine.recipes.Recipe`
 and :class:`~pcnn_fer.engine.options.TrainOptions` (the work is in :mod:`pcnn_fer.engine.train`).
 
-Recipe overrides and run options are generated from the dataclass fields (:mod:`pcnn_fer.engine.typed_fields`), so
+Recipe overrides and run options are generated from the dataclass fields (:mod:`pcnn_fer.typed_fields`), so
 a new field needs no edit here; building the parser imports no torch.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from ..engine.options import TrainOptions
 from ..engine.recipes import Recipe, load_recipe
-from ..engine.typed_fields import add_flags, flag_values, given_flag
 from ..errors import UsageError
+from ..typed_fields import add_flags, flag_values, given_flag
 from .common import DATASET_NAMES, positive_int
 
 __all__ = ["add_parser", "add_recipe_flags", "check_option_flags", "recipe_from_args", "run_train", "train_options"]

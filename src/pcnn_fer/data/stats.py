@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..engine.typed_fields import given_flag
+from ..typed_fields import given_flag
 from .datasets import get_dataset
 
 __all__ = ["dataset_stats", "format_stats", "missing_images", "run_stats"]

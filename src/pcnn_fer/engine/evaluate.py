@@ -29,6 +29,7 @@ from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
 from ..deploy.backends import ClassifierBackend, create_backend, describe_backend
 from ..models.pcnn import PCNN
+from ..typed_fields import given_flag
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .devices import resolve_device, set_threads
@@ -36,7 +37,6 @@ from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .recipes import Recipe
-from .typed_fields import given_flag
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
            "load_any_model", "load_target", "match_classes", "metrics_of_logits"]

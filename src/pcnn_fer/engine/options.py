@@ -1,6 +1,6 @@
 """Run options: everything about a training run that is not the recipe (data, device, precision, selection,
 bookkeeping). The ``pcnn train`` / ``pcnn cv`` run-option flags are generated from these fields
-(:mod:`pcnn_fer.engine.typed_fields`). No torch import."""
+(:mod:`pcnn_fer.typed_fields`). No torch import."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import UsageError
+from ..typed_fields import check_types
 from .precision import AMP_CHOICES
-from .typed_fields import check_types
 
 __all__ = ["RESUMABLE_OVERRIDES", "TrainOptions"]
 

@@ -2,7 +2,7 @@
 
 ``pcnn train --recipe NAME`` picks one of :data:`RECIPES`; ``--recipe FILE.json`` (or ``.yaml`` with PyYAML) reads
 one from a file (see :func:`load_recipe`). Every field with a flag can be overridden on the command line (``--epochs``,
-``--lr``, ...): the flags are generated from the fields below (:mod:`pcnn_fer.engine.typed_fields`), so a new field
+``--lr``, ...): the flags are generated from the fields below (:mod:`pcnn_fer.typed_fields`), so a new field
 needs only its line here. This module imports no torch (``pcnn train --help`` stays fast).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UsageError
-from .typed_fields import check_types
+from ..typed_fields import check_types
 
 __all__ = ["Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_file"]  # and RECIPES (lazy)
 

@@ -26,7 +26,7 @@ import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any, Literal
 
-from ..errors import UsageError
+from .errors import UsageError
 
 __all__ = ["add_flags", "check_types", "cli_fields", "flag_name", "flag_values", "given_flag"]
 
