@@ -14,7 +14,7 @@ import pytest
 
 import pcnn_fer
 from pcnn_fer.cli import build_parser
-from pcnn_fer.cli.common import BASELINE_SUFFIXES, DATASET_NAMES, MODEL_PRESET_NAMES, LazyHandler
+from pcnn_fer.cli.common import BASELINE_SUFFIXES, BUNDLED_MODEL_NAMES, DATASET_NAMES, MODEL_PRESET_NAMES, LazyHandler
 
 VERBS = [[], ["bench"], ["data"], ["data", "stats"], ["predict"], ["train"], ["evaluate"], ["cv"], ["export"],
          ["serve"], ["robustness"]]
@@ -44,7 +44,9 @@ def test_help_imports_no_torch(verb, pcnn_env):
 def test_help_texts_list_the_registries():
     from pcnn_fer.data.datasets import DATASETS
     from pcnn_fer.models.pcnn import MODEL_PRESETS
+    from pcnn_fer.weights import BUNDLED_MODELS
 
+    assert BUNDLED_MODEL_NAMES == tuple(BUNDLED_MODELS)
     assert DATASET_NAMES == tuple(DATASETS)
     assert set(MODEL_PRESETS) == {*MODEL_PRESET_NAMES, *(f"{p}-{s}" for p in MODEL_PRESET_NAMES
                                                          for s in BASELINE_SUFFIXES)}

@@ -15,8 +15,8 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..typed_fields import add_flags
 
-__all__ = ["BASELINE_SUFFIXES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag",
-           "add_dataset_option_flags", "int_arg", "positive_int"]
+__all__ = ["BASELINE_SUFFIXES", "BUNDLED_MODEL_NAMES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler",
+           "add_align_flag", "add_checkpoint_flag", "add_dataset_option_flags", "int_arg", "positive_int"]
 
 #: The dataset readers of :data:`pcnn_fer.data.datasets.DATASETS`.
 DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
@@ -24,6 +24,16 @@ DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", 
 #: ``PRESET-SUFFIX`` (:mod:`pcnn_fer.models.baselines`).
 MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny")
 BASELINE_SUFFIXES = ("resnet", "global", "nomdim", "resnet-wide")
+#: The models shipped in the package (:data:`pcnn_fer.weights.BUNDLED_MODELS`).
+BUNDLED_MODEL_NAMES = ("default", "ferplus", "fer2013")
+
+
+def add_checkpoint_flag(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """``--checkpoint`` (default: the bundled FERPlus model), with the same help on every verb."""
+    parser.add_argument("--checkpoint", default="default",
+                        help=f"model: a bundled one ({', '.join(BUNDLED_MODEL_NAMES)}), a run folder, a .safetensors "
+                             "file or an official PCNN .pth" + (", or (onnx backend) an exported .onnx file" if onnx
+                                                                 else "") + " (default: default)")
 
 
 class LazyHandler:

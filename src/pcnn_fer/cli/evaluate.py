@@ -8,7 +8,14 @@ from ..deploy.backends import BACKEND_NAMES
 from ..engine.options import TrainOptions
 from ..engine.precision import AMP_CHOICES
 from ..typed_fields import add_flags
-from .common import DATASET_NAMES, LazyHandler, add_align_flag, add_dataset_option_flags, positive_int
+from .common import (
+    DATASET_NAMES,
+    LazyHandler,
+    add_align_flag,
+    add_checkpoint_flag,
+    add_dataset_option_flags,
+    positive_int,
+)
 
 __all__ = ["add_parser"]
 
@@ -19,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
         "evaluate", help="evaluate a model on a dataset split",
         description="Evaluate a model (run directory, .safetensors, official .pth, or 'default') on a dataset split; "
                     "writes DIR/metrics.json and a confusion-matrix PNG.")
-    e.add_argument("--checkpoint", default="default", help="run dir, model file, official .pth, or 'default'")
+    add_checkpoint_flag(e)
     e.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
     e.add_argument("--root", required=True)
     e.add_argument("--split", help="split to evaluate (default: the dataset's test split, else its validation split)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET
+from .common import add_checkpoint_flag
 
 __all__ = ["add_parser", "run_export"]
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
                     "normalisation / crop fractions / full config in the metadata). The exported model is run with "
                     "onnxruntime and compared with PyTorch; the command fails when any logit differs by more than "
                     "the tolerance.")
-    p.add_argument("--checkpoint", default="default", help="'default' (bundled), a .safetensors file or a run folder")
+    add_checkpoint_flag(p)
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     p.add_argument("--out", type=Path, required=True, help="output .onnx file")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: batch 1)")

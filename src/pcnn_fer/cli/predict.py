@@ -8,7 +8,7 @@ from typing import Any
 
 from ..defaults import MAX_PIXELS
 from ..deploy.backends import BACKEND_NAMES
-from .common import LazyHandler
+from .common import LazyHandler, add_checkpoint_flag
 
 __all__ = ["add_parser"]
 
@@ -22,8 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "inputs and images without faces are reported; the exit code is 1 only when no input could be "
                     "read.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--checkpoint", default="default", help="model: 'default' (bundled), a .safetensors file, a run "
-                   "folder, or (onnx) an exported .onnx file")
+    add_checkpoint_flag(p, onnx=True)
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
     p.add_argument("--out", type=Path, help="write annotated images/videos (and JSON/CSV) to this folder")

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..engine.precision import AMP_CHOICES
 from ..errors import UsageError
-from .common import DATASET_NAMES, add_align_flag, add_dataset_option_flags, int_arg
+from .common import DATASET_NAMES, add_align_flag, add_checkpoint_flag, add_dataset_option_flags, int_arg
 
 __all__ = ["add_parser", "run_robustness"]
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
                     "under seeded corruptions of the aligned faces (each PCNN region and random patches occluded, "
                     "sunglasses, mask, hand; rotation, shift, scale; blur, low resolution, JPEG) at strengths 1-3; "
                     "writes DIR/robustness.json and DIR/robustness.png. See docs/robustness.md.")
-    p.add_argument("--checkpoint", default="default", help="run dir, model file, official .pth, or 'default'")
+    add_checkpoint_flag(p)
     p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
     p.add_argument("--root", help="dataset root folder")
     p.add_argument("--split", help="split (default: the dataset's test split, else its validation split)")

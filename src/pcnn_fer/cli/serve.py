@@ -9,6 +9,7 @@ from typing import Any
 from ..defaults import DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
 from ..deploy.backends import BACKEND_NAMES
 from ..errors import UsageError
+from .common import add_checkpoint_flag
 
 __all__ = ["add_parser", "check_serve_args", "run_serve"]
 
@@ -21,9 +22,7 @@ def add_parser(subparsers: Any) -> None:
                     "docs at /docs and a web page at / (upload a photo or take a webcam snapshot).")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port; the URL printed says which)")
-    s.add_argument("--checkpoint", default="default",
-                   help="'default' (bundled), a .safetensors file, a run folder, or (onnx backend) an exported .onnx "
-                        "file")
+    add_checkpoint_flag(s, onnx=True)
     s.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
     s.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
