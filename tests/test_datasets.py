@@ -30,7 +30,7 @@ from pcnn_fer.data import (
     get_dataset,
     load_split,
 )
-from pcnn_fer.data.loader import load_tensor_data, rows_of, subset_rows, tag_rows
+from pcnn_fer.data.loader import load_tensor_data
 from pcnn_fer.data.protocols import train_val_split
 from pcnn_fer.data.stats import run_stats
 
@@ -461,7 +461,7 @@ def test_decoded_data_subset_by_derived_split(tmp_path):
     (root / "sad" / "sad3.png").write_bytes(b"not a png")
     full_split = load_split("folder", root, "all")
     with pytest.warns(UserWarning, match="skipped 1 of 24"):
-        full, where = load_tensor_data(full_split, 48, cache=tmp_path / "cache")
+        full, _ = load_tensor_data(full_split, 48, cache=tmp_path / "cache")
     tr, va = train_val_split(full_split, 0.25, seed=0)
     derived = [tr.subset(np.arange(0, len(tr), 2)), replace(va.subset([2, 0]), name="va2"), va]
     for part in derived:  # selecting by split == decoding that split on its own
@@ -488,13 +488,6 @@ def test_decoded_data_subset_by_derived_split(tmp_path):
     other.classes = ("fear", "happiness", "sadness")
     with pytest.raises(DatasetError, match="has classes"):
         full.subset(other)
-    # the old row helpers still work, deprecated
-    with pytest.deprecated_call(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        old = full.subset(subset_rows(where, rows_of(tag_rows(full_split).subset(va.origin_rows)), "val"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert torch.equal(old.images, full.subset(va).images)
 
 
 def test_cache_decodes_once_and_skips_unreadable(tmp_path, monkeypatch):

@@ -1,15 +1,28 @@
 """Atomic file writes shared by every module that writes results: a temporary file in the target folder, then
 ``os.replace``, so a crash or ``kill -9`` leaves the old file or the new one, never a torn one; and a folder that a
-failed job created is removed with the temporaries it left (:func:`removed_on_failure`)."""
+failed job created is removed with the temporaries it left (:func:`removed_on_failure`); and the content hash of
+files (:func:`sha256_of`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def sha256_of(*paths: str | Path) -> str:
+    """Hex sha256 of the bytes of ``paths`` in order (paths that are not files are skipped), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if Path(path).is_file():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def file_mode() -> int:

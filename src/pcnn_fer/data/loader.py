@@ -29,9 +29,7 @@ from .align import FaceAligner, face_summary, summary_line
 from .cache import DecodedSplit, decode_split
 from .datasets import DatasetError, Split
 
-__all__ = ["TensorData", "decode_size", "epoch_batches", "load_tensor_data", "sample_weights_balanced", "seed_for",
-           # deprecated: TensorData.subset(split) replaces them
-           "rows_of", "subset_rows", "tag_rows"]
+__all__ = ["TensorData", "decode_size", "epoch_batches", "load_tensor_data", "sample_weights_balanced", "seed_for"]
 
 
 @dataclass
@@ -141,24 +139,6 @@ class TensorData:
 
 
 
-def _deprecated(old: str) -> None:
-    warnings.warn(f"pcnn_fer.data.loader.{old} is deprecated: pass the derived Split to TensorData.subset",
-                  DeprecationWarning, stacklevel=3)
-
-
-def tag_rows(split: Split) -> Split:
-    """Deprecated (every split now knows its rows): make ``split`` the origin its subsets count rows in."""
-    _deprecated("tag_rows")
-    split.origin_rows = np.arange(len(split), dtype=np.int64)
-    return split
-
-
-def rows_of(split: Split) -> np.ndarray:
-    """Deprecated: ``split.origin_rows``, the rows of ``split``'s samples in the split it was derived from."""
-    _deprecated("rows_of")
-    return np.asarray(split.origin_rows, dtype=np.int64)
-
-
 def decode_size(split: Split, input_size: int) -> tuple[int, int] | None:
     """The size to decode ``split`` at: native (None) when its first image is no larger than ``input_size``
     (augmentation resamples on the device), else ``input_size`` square (large sources such as JAFFE)."""
@@ -217,16 +197,6 @@ def _tensor_data(split: Split, decoded: DecodedSplit, device: torch.device | str
         if summary is not None:
             log(summary_line(data.name, summary))
     return data.to(device), where
-
-
-def subset_rows(where: np.ndarray, rows: np.ndarray, what: str = "split") -> np.ndarray:
-    """Deprecated: map rows of a parent split to rows of its decoded data, dropping unreadable images (warning)."""
-    _deprecated("subset_rows")
-    mapped = where[rows]
-    if (mapped < 0).any():
-        warnings.warn(f"{what}: {int((mapped < 0).sum())} unreadable images left out", stacklevel=2)
-        mapped = mapped[mapped >= 0]
-    return mapped
 
 
 def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int = 0, shuffle: bool = True,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError
+from ..fileio import sha256_of
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -45,17 +46,6 @@ def _model_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    """sha256 of a weights file and, when there is one, of the ``.json`` config beside it."""
-    h = hashlib.sha256()
-    for part in (path, path.with_suffix(".json")):
-        if part.is_file():
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
-
-
 def export_cache_key(checkpoint: Any, input_size: int | None = None, opset: int = DEFAULT_OPSET) -> str:
     """Cache file name of a checkpoint's export: its sha256 (of the weights file, or of a module's weights), the
     input size (``native``: the model's own) and the opset."""
@@ -64,7 +54,8 @@ def export_cache_key(checkpoint: Any, input_size: int | None = None, opset: int 
     if hasattr(checkpoint, "state_dict"):
         digest = _model_digest(checkpoint)
     else:
-        digest = _file_digest(resolve_model_path(checkpoint))  # the loader's own error for a missing checkpoint
+        path = resolve_model_path(checkpoint)  # the loader's own error for a missing checkpoint
+        digest = sha256_of(path, path.with_suffix(".json"))  # the weights and the config beside them
     return f"pcnn-{digest[:24]}-{input_size or 'native'}-opset{opset}-v{CACHE_FORMAT}.onnx"
 
 

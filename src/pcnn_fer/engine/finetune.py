@@ -9,12 +9,12 @@ and source classes the new dataset lacks are dropped. The mapping and the source
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..classes import canonical_name
+from ..fileio import sha256_of
 from ..models.pcnn import PCNN
 from ..weights import WeightsError, load_model, resolve_model_path
 
@@ -50,14 +50,6 @@ class InitReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (stored in model.json under ``training.init``)."""
         return asdict(self)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _key(name: str) -> str:
@@ -98,7 +90,7 @@ def init_from_pretrained(model: PCNN, spec: str | Path) -> InitReport:
     model.load_state_dict(new_state)
     kept = {j for j in rows if j is not None}
     return InitReport(
-        source=str(path), sha256=_sha256(path), copied_tensors=len(body),
+        source=str(path), sha256=sha256_of(path), copied_tensors=len(body),
         class_map={c: (source.classes[j] if j is not None else None) for c, j in zip(model.classes, rows)},
         dropped_classes=[c for j, c in enumerate(source.classes) if j not in kept],
     )
