@@ -11,9 +11,10 @@
 # after the first epoch). The script resumes: a run with results.json is kept, one with last.pt is resumed, and
 # evaluations already written are kept.
 #
-# Environment: RECIPE (ferplus-cpu), PRESET (small), BUDGET (30 minutes per run), RUNS, ROBUST_SAMPLES (1000; 0 = the
+# Environment: RECIPE (ferplus-cpu), PRESET (small), BUDGET (30 minutes per run), AMP (auto), RUNS, ROBUST_SAMPLES (1000; 0 = the
 # whole split), CORRUPTIONS (all), SEED (0); smoke tests: EPOCHS, MAX_STEPS, MAX_TRAIN, MAX_VAL, VALID_LIST (a subset
-# list of FER2013Valid file names: evaluate on those only).
+# list of FER2013Valid file names: evaluate on those only). OMP_NUM_THREADS=1 runs two halves side by side on 2 cores
+# (RUNS="pcnn resnet" ... & RUNS="global nomdim" ...), then RUNS=all prints the table.
 set -euo pipefail
 ROOT=${1:-../shared/data/ferplus}
 OUT=${2:-runs/ablation}
@@ -24,7 +25,9 @@ RUNS=${RUNS:-"pcnn resnet resnet-wide global nomdim ce"}
 ROBUST_SAMPLES=${ROBUST_SAMPLES:-1000}
 CORRUPTIONS=${CORRUPTIONS:-all}
 SEED=${SEED:-0}
+AMP=${AMP:-auto}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+python -c "from pcnn_fer.engine.precision import cpu_capabilities as c; print('cpu:', c())"
 
 caps=()
 [ -n "${EPOCHS:-}" ] && caps+=(--epochs "$EPOCHS")
@@ -51,7 +54,7 @@ for run in $RUNS; do
         else
             echo "== $run: pcnn train --recipe $RECIPE ${flags[*]} --time-budget $BUDGET ${caps[*]}"
             pcnn train --dataset ferplus --root "$ROOT" --recipe "$RECIPE" "${flags[@]}" --time-budget "$BUDGET" \
-                --channels-last --seed "$SEED" --no-progress "${caps[@]}" --out "$dir"
+                --channels-last --amp "$AMP" --seed "$SEED" --no-progress "${caps[@]}" --out "$dir"
         fi
     fi
     [ -f "$dir/eval-valid/metrics.json" ] ||

@@ -334,6 +334,36 @@ def test_normalisation_tensors_are_made_once_per_device():
     assert augment.normalize._tensors[images.device] is cached
 
 
+def test_region_erasing_blanks_exactly_one_whole_region():
+    """``region_erasing_p=1``: every sample loses exactly one of the model's five region boxes (the value 0 after
+    normalisation) and keeps every other pixel; the boxes are the model's own (FaceRegions' cut points)."""
+    from dataclasses import replace
+
+    from pcnn_fer.data.transforms import AUGMENT_PRESETS, BatchAugment, to_float
+    from pcnn_fer.models.pcnn import create_model, region_boxes
+
+    model = create_model("tiny", num_classes=3)
+    boxes = region_boxes(model.config, 48)
+    config = replace(AUGMENT_PRESETS["none"], region_erasing_p=1.0)
+    augment = BatchAugment(48, model.config.mean, model.config.std, config, boxes)
+    images = torch.randint(1, 256, (64, 3, 48, 48), dtype=torch.uint8)
+    clean = to_float(images, model.config.mean, model.config.std)
+    out = augment(images, torch.Generator().manual_seed(0))
+    erased = ((out - clean).abs() > 1e-3).any(1)  # (B, H, W): pixels the augmentation changed (identity warp ±1e-4)
+    hit = []
+    for b in range(len(images)):
+        match = [i for i, (t, bt, lf, rt) in enumerate(boxes)
+                 if erased[b, t:bt, lf:rt].all() and erased[b].sum() == (bt - t) * (rt - lf)]
+        assert len(match) == 1, f"sample {b}: changed pixels are not exactly one region box"
+        hit.append(match[0])
+    assert (out[erased.unsqueeze(1).expand_as(out)] == 0).all()
+    assert set(hit) == set(range(5))  # all five regions are drawn
+    none = BatchAugment(48, model.config.mean, model.config.std, replace(config, region_erasing_p=0.0), boxes)
+    assert torch.allclose(none(images, torch.Generator().manual_seed(0)), clean, atol=1e-4)
+    with pytest.raises(ValueError, match="region boxes"):
+        BatchAugment(48, model.config.mean, model.config.std, config)
+
+
 def test_time_budget_lowers_epochs(folder, tmp_path, run_cli):
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "50",
                               "--time-budget", "0.001", "--out", tmp_path, "--no-progress"])

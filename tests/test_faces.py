@@ -32,18 +32,13 @@ from pcnn_fer.faces.detect import (
     create_detector,
     dlib_available,
 )
+from pcnn_fer.faces.detect import (
+    box_iou as iou,
+)
 from pcnn_fer.faces.imageio import ImageLoadError, load_image
 from pcnn_fer.models.pcnn import FaceRegions, preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def iou(a, b) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def on_face(box, face=ASTRONAUT_FACE, min_iou: float = 0.5) -> bool:

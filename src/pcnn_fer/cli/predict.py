@@ -47,6 +47,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for inference; 1 is often fastest for a few small faces "
                    "per image and on busy machines")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcams: analyse every N-th frame")
+    p.add_argument("--detect-every", type=int, default=10, metavar="N",
+                   help="videos/webcams: run the full detector every N analysed frames and search only around the "
+                        "previous frame's faces in between (also whenever a face is lost); 1 = every frame")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")

@@ -9,6 +9,7 @@ GPU fed without worker processes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ class AugmentConfig:
     erasing_p: float = 0.5
     erasing_scale: tuple[float, float] = (0.02, 0.25)
     erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    region_erasing_p: float = 0.0  # blank one whole PCNN region (eye, cheek or mouth box) of this share of samples
 
 
 #: Named augmentation recipes: ``paper`` as published, ``strong`` for training small models from scratch on 48×48.
@@ -35,7 +37,11 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "paper": AugmentConfig(),
     "strong": AugmentConfig(affine_p=0.8, rotate=15.0, translate=0.1, scale=(0.85, 1.15), erasing_p=0.5),
     "none": AugmentConfig(flip=0.0, affine_p=0.0, erasing_p=0.0),
+    # ``strong`` plus region erasing: a blanked eye, cheek or mouth makes the other branches carry the decision.
+    "regions": AugmentConfig(affine_p=0.8, rotate=15.0, translate=0.1, scale=(0.85, 1.15), erasing_p=0.5,
+                             region_erasing_p=0.3),
 }
+
 
 
 class Normalize:
@@ -82,10 +88,14 @@ class BatchAugment:
     """Random training augmentation of a whole batch on its own device; returns normalised 3-channel floats."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 config: AugmentConfig | None = None) -> None:
+                 config: AugmentConfig | None = None, region_boxes: Sequence[tuple[int, int, int, int]] = ()) -> None:
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
         self.normalize = Normalize(mean, std)
         self.config = config or AugmentConfig()
+        # (top, bottom, left, right) pixel boxes of the model's regions at ``size`` (see FaceRegions.boxes).
+        self.boxes = torch.tensor(list(region_boxes), dtype=torch.long).view(-1, 4)
+        if self.config.region_erasing_p > 0 and len(self.boxes) == 0:
+            raise ValueError("region erasing needs the model's region boxes")
 
     def affine(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """Per-sample 2×3 sampling matrices (output → input normalised coordinates)."""
@@ -125,6 +135,19 @@ class BatchAugment:
         selected = (rand() < c.erasing_p).view(b, 1, 1)
         return x.masked_fill((inside & selected).unsqueeze(1), 0.0)
 
+    def erase_regions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Blank (value 0 after normalisation) one whole PCNN region, chosen uniformly, of each selected sample."""
+        b, _, h, w = x.shape
+        dev = x.device
+        selected = torch.rand(b, generator=generator, device=dev) < self.config.region_erasing_p
+        region = torch.randint(0, len(self.boxes), (b,), generator=generator, device=dev)
+        top, bottom, left, right = self.boxes.to(dev)[region].unbind(1)
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        inside = ((rows >= top.view(b, 1, 1)) & (rows < bottom.view(b, 1, 1))
+                  & (cols >= left.view(b, 1, 1)) & (cols < right.view(b, 1, 1)))
+        return x.masked_fill((inside & selected.view(b, 1, 1)).unsqueeze(1), 0.0)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment a uint8/float batch ``(B, 1|3, H, W)`` into a normalised ``(B, 3, size, size)`` float batch."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
@@ -137,4 +160,6 @@ class BatchAugment:
         x = self.normalize(x)
         if self.config.erasing_p > 0:
             x = self.erase(x, generator)
+        if self.config.region_erasing_p > 0:
+            x = self.erase_regions(x, generator)
         return x

@@ -14,6 +14,7 @@ from torch import nn
 from ..data.loader import TensorData, epoch_batches, sample_weights_balanced, seed_for
 from ..data.transforms import AUGMENT_PRESETS, BatchAugment
 from ..loss import make_loss
+from ..models.pcnn import region_boxes
 from ..weights import load_resnet_trunks
 from .checkpoint import CheckpointError
 from .devices import seed_everything, setup_backends
@@ -61,7 +62,7 @@ class TrainingParts:
         self.loss_fn = make_loss(recipe.loss, recipe.alpha, recipe.beta,
                                  label_smoothing=recipe.label_smoothing).to(device)
         self.augment = BatchAugment(recipe.input_size, self.model.config.mean, self.model.config.std,
-                                    AUGMENT_PRESETS[recipe.augment])
+                                    AUGMENT_PRESETS[recipe.augment], region_boxes(self.model.config, recipe.input_size))
 
     @property
     def selected_model(self) -> nn.Module:

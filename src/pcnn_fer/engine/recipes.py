@@ -172,6 +172,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
     ),
     dict(
+        name="ferplus-cpu-ft",
+        description="a second cosine cycle for the bundled FERPlus model (pcnn train --init default): region "
+                    "erasing so the other branches learn to carry an occluded eye, cheek or mouth",
+        model="small", input_size=48, epochs=16, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="regions", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=0.3,
+    ),
+    dict(
         name="fer2013",
         description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
                     "select on PublicTest",

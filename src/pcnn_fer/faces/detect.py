@@ -65,6 +65,15 @@ class Detection:
         return float(self.box[3] - self.box[1])
 
 
+def box_iou(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes (0 when they do not overlap)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 @runtime_checkable
 class FaceDetector(Protocol):
     """Anything with ``detect(rgb) -> list[Detection]`` (rgb: HxWx3 uint8) can be plugged into the recognizer."""
@@ -351,5 +360,5 @@ def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDet
 
 
 __all__ = ["Detection", "FaceDetector", "DlibHOGDetector", "DlibCNNDetector", "HaarDetector", "WholeImageDetector",
-           "AutoDetector", "DetectorUnavailable", "LANDMARK_NAMES", "create_detector", "detect_traced",
+           "AutoDetector", "DetectorUnavailable", "LANDMARK_NAMES", "box_iou", "create_detector", "detect_traced",
            "dlib_available", "DETECT_MAX_PIXELS", "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS"]

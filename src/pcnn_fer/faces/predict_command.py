@@ -29,7 +29,8 @@ DEFAULT_OUT = Path("runs") / "predict"
 
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value in (("--every", args.every), ("--batch-size", args.batch_size), ("--threads", args.threads),
-                        ("--max-frames", args.max_frames), ("--max-pixels", args.max_pixels)):
+                        ("--max-frames", args.max_frames), ("--max-pixels", args.max_pixels),
+                        ("--detect-every", args.detect_every)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
 
@@ -68,7 +69,7 @@ def run_predict(args: argparse.Namespace) -> int:
         keep_bytes, kept = (done[count - 1][0] if count else 0), [r for _, r in done[:count]]
     backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads)
     recognizer = Recognizer(backend=backend, detector=_detector(args), batch_size=args.batch_size, color=args.color,
-                            max_pixels=args.max_pixels)
+                            max_pixels=args.max_pixels, detect_every=args.detect_every)
     report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
     report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume

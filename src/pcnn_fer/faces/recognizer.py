@@ -25,6 +25,7 @@ from .detect import Detection, FaceDetector, WholeImageDetector, create_detector
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
 from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
+from .track import DEFAULT_REFRESH, FrameTracker
 
 
 @dataclass
@@ -121,12 +122,14 @@ class Recognizer:
     object with ``detect(rgb) -> list[Detection]``; ``backend``: ``auto`` (onnxruntime when installed, else torch),
     ``torch``, ``onnx`` (see :func:`~pcnn_fer.deploy.backends.create_backend`) or a backend object; ``color``:
     ``gray`` feeds luminance (like FER2013 training data), ``rgb`` feeds colour, ``auto`` picks gray for models
-    with inputs of at most 64 px (trained on 48×48 gray data) and rgb otherwise.
+    with inputs of at most 64 px (trained on 48×48 gray data) and rgb otherwise; ``detect_every``: video frames get
+    the full detector every this many analysed frames and a search around the previous frame's faces in between
+    (:class:`~pcnn_fer.faces.track.FrameTracker`; 1 = the full detector on every frame).
     """
 
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", detector: str | FaceDetector = "auto",
                  backend: str | ClassifierBackend = "auto", batch_size: int = 32, color: str = "auto",
-                 max_pixels: int = MAX_PIXELS, keep_crops: bool = False) -> None:
+                 max_pixels: int = MAX_PIXELS, keep_crops: bool = False, detect_every: int = DEFAULT_REFRESH) -> None:
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if color not in ("auto", "gray", "rgb"):
@@ -134,6 +137,7 @@ class Recognizer:
         self.backend = create_backend(backend, checkpoint, device)
         self.config: PCNNConfig = self.backend.config
         self.detector = create_detector(detector)
+        self.tracker = FrameTracker(self.detector, refresh=detect_every)
         self.batch_size, self.max_pixels, self.keep_crops = int(batch_size), int(max_pixels), keep_crops
         self.gray = (self.config.input_size <= 64) if color == "auto" else color == "gray"
 
@@ -206,7 +210,10 @@ class Recognizer:
             if f.image is None:
                 found.append(([], [], []))
                 continue
-            detections, tried = detect_traced(self.detector, f.image, thorough=f.frame is None)
+            if f.frame is None or not self.detects:
+                detections, tried = detect_traced(self.detector, f.image, thorough=f.frame is None)
+            else:
+                detections, tried = self.tracker.detect_traced(f.source, f.image)
             found.append((detections, tried, [align_face(f.image, d, self.input_size) for d in detections]))
         probs, region_probs = self.classify([a.image for _, _, aligned in found for a in aligned])
         results, k = [], 0

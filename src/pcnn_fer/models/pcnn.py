@@ -182,6 +182,13 @@ class FaceRegions(nn.Module):
         return [x[:, :, t:b, left:right] for t, b, left, right in (boxes[name] for name in REGIONS)]
 
 
+def region_boxes(config: PCNNConfig, size: int) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes (top, bottom, left, right) of the five regions of a ``size``×``size`` input, in :data:`REGIONS`
+    order (what region-erasing augmentation blanks)."""
+    boxes = FaceRegions(config.crop_fractions).boxes(size, size)
+    return [boxes[name] for name in REGIONS]
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize with align_corners=True (the official code's choice); a no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -325,4 +332,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "ARCHITECTURES", "build_model", "create_model",
-           "preset_config", "count_parameters", "FaceRegions", "MDIM"]
+           "preset_config", "count_parameters", "FaceRegions", "MDIM", "region_boxes"]
