@@ -11,7 +11,7 @@ from PIL import Image
 from pcnn_fer.errors import UsageError
 from pcnn_fer.faces.detect import Detection, DlibHOGDetector, dlib_available
 from pcnn_fer.faces.detect import box_iou as iou
-from pcnn_fer.faces.track import FrameTracker, search_window
+from pcnn_fer.faces.track import FrameTracker, search_windows
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer" / "assets"
 needs_dlib = pytest.mark.skipif(not dlib_available(), reason="dlib and face-recognition-models are not installed")
@@ -45,15 +45,16 @@ def _boxes(faces: list[Detection]) -> list[np.ndarray]:
 @needs_dlib
 def test_window_search_finds_what_full_detection_finds():
     """Between refreshes only a window around the previous faces is searched, and it finds the same face as a full
-    detection of the same frame (IoU ≥ 0.8: HOG's coarser pyramid levels see other cells in a window; landmarks,
-    which alignment uses, within 2 px); every ``refresh``-th frame is full."""
+    detection of the same frame: landmarks, which alignment uses, within 2 px; boxes overlapping by IoU ≥ 0.7 (HOG
+    reports a box on its pyramid level's cell grid, and the coarser levels' grids do not line up with a window's
+    corner: boxes shift by up to a cell there); every ``refresh``-th frame is full."""
     detector = DlibHOGDetector()
     tracker = FrameTracker(detector, refresh=4)
     for t, frame in enumerate(_frames(9)):
         faces, tried = tracker.detect_traced("clip", frame)
         full = detector.detect(frame)
         assert len(faces) == len(full) == 1, t
-        assert iou(faces[0].box, full[0].box) >= 0.8, t
+        assert iou(faces[0].box, full[0].box) >= 0.7, t
         assert np.abs(faces[0].landmarks - full[0].landmarks).max() <= 2, t
         windowed = t % 4 != 0
         assert all(x.endswith(" window") for x in tried) == windowed, (t, tried)
@@ -85,11 +86,14 @@ def test_a_new_video_and_refresh_1_use_full_detection():
     assert all(not every.detect_traced("a", f)[1][0].endswith(" window") for f in frames)
 
 
-def test_search_window_and_arguments():
+def test_search_windows_and_arguments():
     faces = [Detection([100, 100, 150, 160]), Detection([300, 50, 320, 70])]
-    assert search_window(faces, 480, 640, 1.0) == (40, 24, 340, 220)  # grown by each face's larger side
-    assert search_window(faces, 480, 640, 0.5)[:2] == (64, 40)  # corner on the 8-px HOG grid (70 → 64)
-    assert search_window(faces, 100, 330, 1.0) == (40, 24, 330, 100)  # clipped to the frame
+    # each face grown by margin × its larger side, corners on the 8-px HOG grid (30 → 24, 70 → 64, 290 → 288)
+    assert search_windows(faces, 480, 640, 1.0) == [(40, 40, 210, 220), (280, 24, 340, 90)]
+    assert search_windows(faces, 480, 640, 0.5) == [(64, 64, 180, 190), (288, 40, 330, 80)]
+    assert search_windows(faces, 100, 330, 1.0) == [(40, 40, 210, 100), (280, 24, 330, 90)]  # clipped
+    touching = [Detection([100, 100, 160, 160]), Detection([170, 100, 230, 160])]
+    assert search_windows(touching, 480, 640, 0.5) == [(64, 64, 260, 190)]  # overlapping windows are merged
     for bad in ({"refresh": 0}, {"refresh": 2.5}, {"margin": 0}):
         with pytest.raises(UsageError):
             FrameTracker(object(), **bad)

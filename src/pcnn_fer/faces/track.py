@@ -3,9 +3,9 @@
 Detection dominates the cost of a video frame (docs/faces.md), and between two analysed frames faces move little.
 :class:`FrameTracker` therefore runs the full detector only on the first frame of a video, every ``refresh``-th
 analysed frame after it, and whenever the search below finds fewer faces than the previous frame had; in between it
-searches only a window around the previous frame's faces (the box around all of them, grown by ``margin`` face
-sides on every side) and maps what it finds back to frame pixels. A face that enters the picture away from the
-known ones is found at the next full detection, at most ``refresh - 1`` analysed frames late.
+searches only windows around the previous frame's faces (each face's box grown by ``margin`` face sides on every
+side, overlapping windows merged) and maps what it finds back to frame pixels. A face that enters the picture away
+from the known ones is found at the next full detection, at most ``refresh - 1`` analysed frames late.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import UsageError
 from .detect import Detection, FaceDetector, detect_traced
 
-__all__ = ["FrameTracker", "DEFAULT_REFRESH", "search_window"]
+__all__ = ["FrameTracker", "DEFAULT_REFRESH", "search_windows"]
 
 #: Full detection every this many analysed frames (``pcnn predict --detect-every``).
 DEFAULT_REFRESH = 10
@@ -25,16 +25,30 @@ MAX_WINDOW_SHARE = 0.5
 HOG_CELL = 8
 
 
-def search_window(faces: list[Detection], height: int, width: int, margin: float) -> tuple[int, int, int, int]:
-    """``(x1, y1, x2, y2)``: the box around all ``faces`` grown by ``margin`` times each face's larger side,
-    clipped to a ``height``×``width`` frame, its corner on the 8-pixel grid of HOG cells so that the window sees
-    the cells the whole frame does."""
-    x1 = min(f.box[0] - margin * max(f.width, f.height) for f in faces)
-    y1 = min(f.box[1] - margin * max(f.width, f.height) for f in faces)
-    x2 = max(f.box[2] + margin * max(f.width, f.height) for f in faces)
-    y2 = max(f.box[3] + margin * max(f.width, f.height) for f in faces)
-    x1, y1 = (max(0, int(v) // HOG_CELL * HOG_CELL) for v in (x1, y1))
-    return (x1, y1, min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2))))
+def search_windows(faces: list[Detection], height: int, width: int,
+                   margin: float) -> list[tuple[int, int, int, int]]:
+    """``(x1, y1, x2, y2)`` windows to search a frame in: each face's box grown by ``margin`` times its larger side,
+    overlapping windows merged into their bounding box, clipped to the ``height``×``width`` frame, and each corner
+    put on the 8-pixel grid of HOG cells so that a window sees the cells the whole frame does."""
+    windows = []
+    for f in faces:
+        grow = margin * max(f.width, f.height)
+        windows.append([f.box[0] - grow, f.box[1] - grow, f.box[2] + grow, f.box[3] + grow])
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(windows)):
+            for j in range(i + 1, len(windows)):
+                a, b = windows[i], windows[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    windows[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del windows[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted((max(0, int(x1) // HOG_CELL * HOG_CELL), max(0, int(y1) // HOG_CELL * HOG_CELL),
+                   min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))) for x1, y1, x2, y2 in windows)
 
 
 def _shifted(d: Detection, dx: int, dy: int) -> Detection:
@@ -51,7 +65,7 @@ class FrameTracker:
     :func:`~pcnn_fer.faces.detect.detect_traced` does, window searches as ``"dlib-hog 1x window"``.
     """
 
-    def __init__(self, detector: FaceDetector, refresh: int = DEFAULT_REFRESH, margin: float = 1.0) -> None:
+    def __init__(self, detector: FaceDetector, refresh: int = DEFAULT_REFRESH, margin: float = 0.5) -> None:
         if not isinstance(refresh, int) or refresh < 1:
             raise UsageError(f"refresh must be a frame count >= 1, got {refresh!r}")
         if margin <= 0:
@@ -69,21 +83,20 @@ class FrameTracker:
         """Faces in frame ``rgb`` of ``video`` and what was run to find them (the slow fallbacks of still images are
         never run on video frames)."""
         h, w = rgb.shape[:2]
-        window = None
+        windows: list[tuple[int, int, int, int]] = []
         if video == self._video and self._faces and self._since_full + 1 < self.refresh:
-            window = search_window(self._faces, h, w, self.margin)
-            x1, y1, x2, y2 = window
-            if (x2 - x1) * (y2 - y1) > MAX_WINDOW_SHARE * h * w:
-                window = None
+            windows = search_windows(self._faces, h, w, self.margin)
+            if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in windows) > MAX_WINDOW_SHARE * h * w:
+                windows = []
         tried: list[str] = []
         found: list[Detection] = []
-        if window is not None:
-            x1, y1, x2, y2 = window
-            found, tried = detect_traced(self.detector, np.ascontiguousarray(rgb[y1:y2, x1:x2]), thorough=False)
-            found, tried = [_shifted(d, x1, y1) for d in found], [f"{t} window" for t in tried]
-            if len(found) < len(self._faces):
-                window = None  # a face was lost (or left the window): look at the whole frame
-        if window is None:
+        for x1, y1, x2, y2 in windows:
+            more, more_tried = detect_traced(self.detector, np.ascontiguousarray(rgb[y1:y2, x1:x2]), thorough=False)
+            found += [_shifted(d, x1, y1) for d in more]
+            tried += [f"{t} window" for t in more_tried if f"{t} window" not in tried]
+        if windows and len(found) < len(self._faces):
+            windows = []  # a face was lost (or left its window): look at the whole frame
+        if not windows:
             full, full_tried = detect_traced(self.detector, rgb, thorough=False)
             found, tried = full, tried + full_tried
             self._since_full = 0
