@@ -57,7 +57,7 @@ class Recipe:
     gamma: float = _opt(0.5, "StepLR factor")
     warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up (per step) before the schedule, in epochs")
     min_lr_ratio: float = _opt(0.0, "cosine floor as a fraction of --lr")
-    augment: str = _opt("paper", "augmentation preset of pcnn_fer.data.transforms (paper, strong, none)")
+    augment: str = _opt("paper", "augmentation preset of pcnn_fer.data.transforms (paper, strong, regions, none)")
     label_smoothing: float = _opt(0.0, "label smoothing of the loss")
     ema_decay: float = _opt(0.0, "validate, select and ship an exponential moving average of the weights (e.g. "
                                  "0.998; 0 = off)")
