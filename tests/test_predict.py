@@ -318,6 +318,28 @@ def test_predict_command_on_videos(checkpoint, tmp_path, fourcc, suffix):
 
 
 @needs_samples
+def test_video_frames_between_full_detections_give_the_same_predictions(checkpoint, tmp_path):
+    """``--detect-every 10`` (the default: frames 1–5 searched around frame 0's face) and ``--detect-every 1`` (full
+    detection on every frame) give the same labels, landmarks within 2 px and scores within 0.02; 0 is refused."""
+    video = make_video(tmp_path / "clip.avi", "MJPG")
+    records = {}
+    for every in ("10", "1"):
+        out = tmp_path / f"out{every}"
+        assert run_cli(str(video), "--detect-every", every, "--checkpoint", str(checkpoint), "--out", str(out),
+                       "--save-json", "--no-annotate", "--quiet") == 0
+        records[every] = json.loads((out / "predictions.json").read_text())
+    assert len(records["10"]) == len(records["1"]) > 1
+    for tracked, full in zip(records["10"], records["1"], strict=True):
+        assert len(tracked["faces"]) == len(full["faces"]) == 1
+        a, b = tracked["faces"][0], full["faces"][0]
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 0.02
+        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() <= 2
+    proc = pcnn("predict", str(video), "--detect-every", "0", "--checkpoint", str(checkpoint))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "pcnn predict: error: --detect-every must be at least 1, got 0"
+
+
+@needs_samples
 def test_unreadable_video_frames_are_skipped(checkpoint, tmp_path):
     data = make_video(tmp_path / "full.avi", "MJPG", frames=6).read_bytes()
     cut = tmp_path / "cut.avi"
