@@ -33,6 +33,17 @@ ASSETS = ROOT / "src" / "pcnn_fer" / "assets"
 SAMPLES = ROOT.parent / "shared" / "samples"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -84,7 +95,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--detect-every", type=int, default=10)
     args = ap.parse_args()
-    print(f"CPU: {platform.processor() or platform.machine()}; {cpu_capabilities()}")
+    print(f"CPU: {cpu_model()}; {cpu_capabilities()}")
     detector = DlibHOGDetector()
     rows = []
     for width, height in ((640, 360), (1280, 720), (1920, 1080)):
