@@ -9,7 +9,6 @@ machine noise hits them alike; the CPU's capabilities are printed with the table
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -23,22 +22,11 @@ from pcnn_fer import TwoPhaseLoss, create_model  # noqa: E402
 from pcnn_fer.data.loader import TensorData, epoch_batches  # noqa: E402
 from pcnn_fer.data.transforms import AUGMENT_PRESETS, BatchAugment  # noqa: E402
 from pcnn_fer.engine.loop import train_epoch  # noqa: E402
-from pcnn_fer.engine.precision import cpu_capabilities  # noqa: E402
+from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
 
 #: (preset, input size, batch size, steps per round)
 PRESETS = (("small", 48, 64, 12), ("compact", 48, 128, 6), ("paper", 224, 16, 3))
 MODES = (("fp32 NCHW", "none", False), ("fp32 channels_last", "none", True), ("bf16 channels_last", "bf16", True))
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _variant(model: torch.nn.Module, size: int, batch: int, steps: int, amp: str, channels_last: bool):

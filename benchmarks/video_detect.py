@@ -13,7 +13,6 @@ frame (detection + landmarks).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -25,23 +24,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pcnn_fer.engine.precision import cpu_capabilities  # noqa: E402
+from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
 from pcnn_fer.faces.detect import DlibHOGDetector  # noqa: E402
 from pcnn_fer.faces.track import FrameTracker  # noqa: E402
 
 ASSETS = ROOT / "src" / "pcnn_fer" / "assets"
 SAMPLES = ROOT.parent / "shared" / "samples"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _rgb(path: Path) -> np.ndarray:

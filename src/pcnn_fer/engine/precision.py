@@ -13,7 +13,7 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AMP_CHOICES", "cpu_capabilities", "cpu_has_native_bf16", "resolve_amp"]
+__all__ = ["AMP_CHOICES", "cpu_capabilities", "cpu_model", "cpu_has_native_bf16", "resolve_amp"]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -25,6 +25,20 @@ def cpu_has_native_bf16() -> bool:
     cpu = torch.cpu
     return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
                 or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (what every benchmark prints beside its table), or the platform's."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_capabilities() -> dict[str, object]:
