@@ -24,9 +24,7 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from pcnn_fer.engine.precision import cpu_model  # noqa: E402
 from pcnn_fer.faces import detect as detect_now  # noqa: E402
 
 SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
@@ -61,14 +60,7 @@ def cpu_capabilities() -> str:
     """CPU model, torch's CPU capability and oneDNN bf16 support, as one line."""
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                     model)
-    except OSError:
-        pass
-    return (f"CPU: {model}, {os.cpu_count()} cores; torch {torch.__version__} capability "
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} capability "
             f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
 
 

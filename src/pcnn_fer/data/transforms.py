@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,15 +32,26 @@ class AugmentConfig:
     region_erasing_p: float = 0.0  # blank one whole PCNN region (eye, cheek or mouth box) of this share of samples
 
 
+_STRONG = AugmentConfig(affine_p=0.8, rotate=15.0, translate=0.1, scale=(0.85, 1.15), erasing_p=0.5)
+
 #: Named augmentation recipes: ``paper`` as published, ``strong`` for training small models from scratch on 48×48.
 AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "paper": AugmentConfig(),
-    "strong": AugmentConfig(affine_p=0.8, rotate=15.0, translate=0.1, scale=(0.85, 1.15), erasing_p=0.5),
+    "strong": _STRONG,
     "none": AugmentConfig(flip=0.0, affine_p=0.0, erasing_p=0.0),
     # ``strong`` plus region erasing: a blanked eye, cheek or mouth makes the other branches carry the decision.
-    "regions": AugmentConfig(affine_p=0.8, rotate=15.0, translate=0.1, scale=(0.85, 1.15), erasing_p=0.5,
-                             region_erasing_p=0.3),
+    "regions": replace(_STRONG, region_erasing_p=0.3),
 }
+
+
+def _box_mask(h: int, w: int, top: torch.Tensor, bottom: torch.Tensor, left: torch.Tensor,
+              right: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)`` mask of one box per sample: rows ``top`` ≤ r < ``bottom``, columns ``left`` ≤ c < ``right``."""
+    b = top.shape[0]
+    rows = torch.arange(h, device=top.device).view(1, h, 1)
+    cols = torch.arange(w, device=top.device).view(1, 1, w)
+    return ((rows >= top.view(b, 1, 1)) & (rows < bottom.view(b, 1, 1))
+            & (cols >= left.view(b, 1, 1)) & (cols < right.view(b, 1, 1)))
 
 
 
@@ -128,10 +139,7 @@ class BatchAugment:
         ew = torch.sqrt(area / ratio).clamp(1, w).floor()
         top = (rand() * (h - eh + 1)).floor()
         left = (rand() * (w - ew + 1)).floor()
-        rows = torch.arange(h, device=dev).view(1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, w)
-        inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
-                  & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)))
+        inside = _box_mask(h, w, top, top + eh, left, left + ew)
         selected = (rand() < c.erasing_p).view(b, 1, 1)
         return x.masked_fill((inside & selected).unsqueeze(1), 0.0)
 
@@ -141,11 +149,7 @@ class BatchAugment:
         dev = x.device
         selected = torch.rand(b, generator=generator, device=dev) < self.config.region_erasing_p
         region = torch.randint(0, len(self.boxes), (b,), generator=generator, device=dev)
-        top, bottom, left, right = self.boxes.to(dev)[region].unbind(1)
-        rows = torch.arange(h, device=dev).view(1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, w)
-        inside = ((rows >= top.view(b, 1, 1)) & (rows < bottom.view(b, 1, 1))
-                  & (cols >= left.view(b, 1, 1)) & (cols < right.view(b, 1, 1)))
+        inside = _box_mask(h, w, *self.boxes.to(dev)[region].unbind(1))
         return x.masked_fill((inside & selected.view(b, 1, 1)).unsqueeze(1), 0.0)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -139,6 +139,15 @@ class Recipe:
                             input_size=self.input_size, **self.model_overrides)
 
 
+#: ``ferplus-cpu``, also the base of ``ferplus-cpu-ft`` (its second stage).
+_FERPLUS_CPU: dict[str, Any] = dict(
+    name="ferplus-cpu",
+    description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
+    model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+    nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+    augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
+)
+
 #: The named recipes as plain fields; :data:`RECIPES` turns them into checked :class:`Recipe` objects on first use
 #: (checking model / augmentation / loss names imports torch, which ``pcnn train --help`` must not). Measured speeds
 #: and epoch sizing: docs/training.md. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales
@@ -164,20 +173,12 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
         augment="strong", label_rule="probability", val_label_rule="majority",
     ),
+    _FERPLUS_CPU,
     dict(
-        name="ferplus-cpu",
-        description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
-        model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
-    ),
-    dict(
-        name="ferplus-cpu-ft",
+        _FERPLUS_CPU, name="ferplus-cpu-ft",
         description="a second cosine cycle for the bundled FERPlus model (pcnn train --init default): region "
                     "erasing so the other branches learn to carry an occluded eye, cheek or mouth",
-        model="small", input_size=48, epochs=16, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="regions", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=0.3,
+        epochs=16, augment="regions", init_lr_scale=0.3,
     ),
     dict(
         name="fer2013",

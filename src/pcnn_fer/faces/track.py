@@ -30,23 +30,20 @@ def search_windows(faces: list[Detection], height: int, width: int,
     """``(x1, y1, x2, y2)`` windows to search a frame in: each face's box grown by ``margin`` times its larger side,
     overlapping windows merged into their bounding box, clipped to the ``height``×``width`` frame, and each corner
     put on the 8-pixel grid of HOG cells so that a window sees the cells the whole frame does."""
-    windows = []
+    windows: list[list[float]] = []
     for f in faces:
         grow = margin * max(f.width, f.height)
-        windows.append([f.box[0] - grow, f.box[1] - grow, f.box[2] + grow, f.box[3] + grow])
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(windows)):
-            for j in range(i + 1, len(windows)):
-                a, b = windows[i], windows[j]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    windows[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
-                    del windows[j]
-                    merged = True
-                    break
-            if merged:
-                break
+        window = [f.box[0] - grow, f.box[1] - grow, f.box[2] + grow, f.box[3] + grow]
+        i = 0
+        while i < len(windows):  # ``windows`` stay pairwise disjoint: absorb every one the new window overlaps
+            a = windows[i]
+            if a[0] < window[2] and window[0] < a[2] and a[1] < window[3] and window[1] < a[3]:
+                del windows[i]
+                window = [min(a[0], window[0]), min(a[1], window[1]), max(a[2], window[2]), max(a[3], window[3])]
+                i = 0  # the grown window may now overlap one already passed
+            else:
+                i += 1
+        windows.append(window)
     return sorted((max(0, int(x1) // HOG_CELL * HOG_CELL), max(0, int(y1) // HOG_CELL * HOG_CELL),
                    min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))) for x1, y1, x2, y2 in windows)
 
