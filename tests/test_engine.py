@@ -639,6 +639,54 @@ def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, run_cli):
     assert code == 1 and "--protocol random" in err
 
 
+def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path, run_cli):
+    common = ["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3", "--only-folds",
+              "0", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path / "cv", "--no-progress", "--threads", "1"]
+    code, _, err = run_cli(common)
+    assert code == 0, err
+    last = (tmp_path / "cv" / "fold00" / "last.pt").read_bytes()
+    plain = json.loads((tmp_path / "cv" / "fold00" / "metrics.json").read_text())
+    assert plain["tta"] == "none"
+    code, out, err = run_cli([*common, "--tta", "flip"])
+    assert code == 0, err
+    assert "evaluating again with test-time augmentation flip and 1 member(s)" in out and "epoch 1/1" not in out
+    assert (tmp_path / "cv" / "fold00" / "last.pt").read_bytes() == last  # evaluated again, not retrained
+    flipped = json.loads((tmp_path / "cv" / "fold00" / "metrics.json").read_text())
+    assert flipped["tta"] == "flip" and flipped["num_samples"] == plain["num_samples"]
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["tta"] == "flip"
+    code, out, _ = run_cli([*common, "--tta", "flip"])
+    assert code == 0 and "reusing" in out
+    code, out, err = run_cli([*common, "--tta", "flip", "--members", "2"])  # trains only the missing member
+    assert code == 0, err
+    assert "member 2/2 (training seed 1)" in out and "member 1/2" not in out
+    assert (tmp_path / "cv" / "fold00" / "last.pt").read_bytes() == last
+    assert (tmp_path / "cv" / "fold00" / "member1" / "model.safetensors").is_file()
+    ensemble = json.loads((tmp_path / "cv" / "fold00" / "metrics.json").read_text())
+    assert ensemble["members"] == 2 and json.loads((tmp_path / "cv" / "cv.json").read_text())["members"] == 2
+
+
+def test_ensemble_metrics_average_the_members_probabilities():
+    from pcnn_fer.engine.cv import ensemble_metrics
+    from pcnn_fer.engine.loop import evaluate_data, predict_logits
+    from pcnn_fer.models import create_model
+
+    classes = ("happiness", "sadness", "surprise")
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(create_model("tiny", num_classes=3, classes=classes).eval())
+    data = TensorData(torch.randint(0, 256, (24, 1, 48, 48), dtype=torch.uint8), torch.randint(0, 3, (24,)), None,
+                      classes)
+    cfg = models[0].config
+    single = evaluate_data(models[0], data, cfg.input_size, cfg.mean, cfg.std, tta="flip")
+    assert ensemble_metrics(models[:1], data, tta="flip") == single
+    probs = [predict_logits(m, data.images, cfg.input_size, cfg.mean, cfg.std).softmax(1) for m in models]
+    pred = ((probs[0] + probs[1]) / 2).argmax(1)
+    both = ensemble_metrics(models, data)
+    assert both["accuracy"] == pytest.approx(100 * (pred == data.labels).float().mean().item())
+    assert torch.tensor(both["confusion_matrix"]).sum(0).tolist() == torch.bincount(pred, minlength=3).tolist()
+
+
 def test_resumed_fine_tuning_keeps_its_provenance(make_image_folder, tmp_path, run_cli, checkpoint):
     folder = make_image_folder(tmp_path / "faces", per_class=6, splits=("train", "val"))
     common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--init", checkpoint,

@@ -29,12 +29,12 @@ from .checkpoint import load_checkpoint
 from .devices import resolve_device, set_threads
 from .distributed import env_world_size
 from .logs import plot_confusion, write_json
-from .loop import evaluate_data
+from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .options import TrainOptions
 from .recipes import Recipe
 from .train import fit
 
-__all__ = ["cross_validate", "summarise"]
+__all__ = ["cross_validate", "ensemble_metrics", "summarise"]
 
 
 def summarise(values: list[float]) -> tuple[float, float]:
@@ -47,8 +47,16 @@ def summarise(values: list[float]) -> tuple[float, float]:
 
 
 def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
-                   only_folds: list[int] | None = None, use_val: bool = True, log: Any = print) -> dict[str, Any]:
-    """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content."""
+                   only_folds: list[int] | None = None, use_val: bool = True, tta: str = "none", members: int = 1,
+                   log: Any = print) -> dict[str, Any]:
+    """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content.
+
+    ``tta='flip'`` averages each test face's prediction with its mirror's. ``members`` > 1 trains that many models
+    per fold (training seeds ``seed``, ``seed + 1``, ...; the same folds and validation split) and averages their
+    probabilities. A finished fold whose metrics were made with another ``tta`` or ``members`` is evaluated again
+    from its saved models; only missing members are trained."""
+    if members < 1:
+        raise UsageError(f"--members must be at least 1, got {members}")
     if env_world_size() > 1:
         raise UsageError("pcnn cv runs in a single process (launch it without torchrun)")
     if protocol not in PROTOCOLS:
@@ -76,9 +84,10 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
     with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))):
-        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, device, detector, log)
+        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, (tta, members), device, detector, log)
                    for fold in fold_list]
-        summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val),
+        summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val), "tta": tta,
+                   "members": members,
                    "threads": threads, "face_alignment": face_summary([full], detector)}
         write_json(out / "cv.json", summary)
     log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
@@ -88,15 +97,22 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
 
 
 def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
-          use_val: bool, device: torch.device, detector: str | None, log: Any) -> dict[str, Any]:
-    """Train (or resume, or reuse) one fold in ``OUT/foldNN`` and evaluate it on its test rows; its metrics
-    (``detector``: the face aligner's name when the data was decoded face-aligned)."""
+          use_val: bool, evaluation: tuple[str, int], device: torch.device, detector: str | None,
+          log: Any) -> dict[str, Any]:
+    """Train (or resume, or reuse) one fold's ``members`` models (``OUT/foldNN``, then ``OUT/foldNN/memberM``) and
+    evaluate them on its test rows with ``tta`` (``evaluation = (tta, members)``); its metrics (``detector``: the
+    face aligner's name when the data was decoded face-aligned)."""
+    tta, members = evaluation
     fold_dir = Path(opts.out) / f"fold{fold.index:02d}"
     metrics_path = fold_dir / "metrics.json"
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
-        log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
-        return metrics
+        made_with = (metrics.get("tta", "none"), metrics.get("members", 1))
+        if made_with == evaluation:
+            log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
+            return metrics
+        log(f"fold {fold.index}: evaluating again with test-time augmentation {tta} and {members} member(s) "
+            f"(was {made_with[0]}, {made_with[1]}: {metrics['accuracy']:.2f}%)")
     subject_independent = protocol != "random"
     train_split, test_split = fold.split(split)
     val_data = None
@@ -106,7 +122,6 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
         val_data = full.subset(val_split, name=f"fold{fold.index}-val")
     train_data = full.subset(train_split, name=f"fold{fold.index}-train")
     test_data = full.subset(test_split, name=f"fold{fold.index}-test")
-    checkpoint = load_checkpoint(fold_dir) if (fold_dir / "last.pt").exists() else None
     info = {"dataset": split.dataset, "fold": fold.index, "test_subjects": list(fold.test_subjects),
             "val_split": (f"fold{fold.index} train-val({opts.val_fraction:g}, "
                           f"{'by subject' if subject_independent else 'stratified'})") if use_val else None,
@@ -114,23 +129,35 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
             "face_alignment": face_summary([train_data] if val_data is None else [train_data, val_data], detector)}
     log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
         + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
-    if checkpoint is None or int(checkpoint["epoch"]) < recipe.epochs:
-        fit(recipe, replace(opts, out=str(fold_dir)), train_data, val_data, fold_dir, checkpoint=checkpoint,
-            info=info, log=log)
-    model = load_model(fold_dir, device=device)
-    m = evaluate_data(model, test_data, model.config.input_size, model.config.mean, model.config.std,
-                      batch_size=opts.eval_batch_size)
+    member_dirs = [fold_dir] + [fold_dir / f"member{m}" for m in range(1, members)]
+    for m, run_dir in enumerate(member_dirs):
+        checkpoint = load_checkpoint(run_dir) if (run_dir / "last.pt").exists() else None
+        if checkpoint is None or int(checkpoint["epoch"]) < recipe.epochs:
+            if members > 1:
+                log(f"fold {fold.index}: member {m + 1}/{members} (training seed {opts.seed + m})")
+            fit(recipe, replace(opts, out=str(run_dir), seed=opts.seed + m), train_data, val_data, run_dir,
+                checkpoint=checkpoint, info=info, log=log)
+    m = ensemble_metrics([load_model(d, device=device) for d in member_dirs], test_data, opts.eval_batch_size, tta)
     metrics = {"dataset": split.dataset, "split": f"fold{fold.index}_test", "subset": None,
                "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
-               "fold": fold.index, "test_subjects": list(fold.test_subjects),
+               "fold": fold.index, "test_subjects": list(fold.test_subjects), "tta": tta, "members": members,
                "face_alignment": face_summary([test_data], detector)}
     write_json(metrics_path, metrics)
     plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
     log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
     return metrics
+
+
+def ensemble_metrics(models: list[torch.nn.Module], data: TensorData, batch_size: int = 256,
+                     tta: str = "none") -> dict[str, Any]:
+    """Metrics of the mean softmax of ``models`` (each with its own input size and normalisation) on ``data``."""
+    probs = sum(predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+                               batch_size=batch_size, tta=tta).softmax(1) for model in models) / len(models)
+    cm = confusion_matrix(probs.argmax(1), data.labels, data.num_classes)
+    return metrics_from_confusion(cm, data.classes)
 
 
 def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[str, Any]], recipe: Recipe,
