@@ -33,8 +33,8 @@ class TrainOptions:
     out: str = field(metadata={"cli": False})
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (default: CUDA when available)")
     amp: str = _opt("auto", "mixed precision: auto (default) = bf16 on CPUs with native bf16 and on CUDA, else "
-                            "fp32; fp16 (CUDA only) uses a GradScaler. On a CPU bf16 trains 1.3-1.7x faster but "
-                            "ended lower in short from-scratch runs (docs/performance.md): none = fp32",
+                            "fp32; fp16 (CUDA only) uses a GradScaler. On a CPU bf16 trains 1.3-1.7x faster, lags in "
+                            "the first epochs and matched fp32 over a full run (docs/performance.md); none = fp32",
                     choices=AMP_CHOICES)
     channels_last: bool = _opt(False, "channels_last memory format (faster on GPUs and on most CPUs; "
                                       "docs/training.md has measurements)")

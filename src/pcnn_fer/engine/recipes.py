@@ -142,7 +142,8 @@ class Recipe:
 #: ``ferplus-cpu``, also the base of ``ferplus-cpu-ft`` (its second stage).
 _FERPLUS_CPU: dict[str, Any] = dict(
     name="ferplus-cpu",
-    description="FERPlus on 2 CPU cores in < 2 h: small PCNN at 48, soft labels, cosine, weight EMA",
+    description="FERPlus on 2 CPU cores (86 % in < 1 h with native bf16, < 2 h in fp32): small PCNN at 48, "
+                "soft labels, cosine, weight EMA",
     model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
     nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
