@@ -665,6 +665,29 @@ def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path,
     assert ensemble["members"] == 2 and json.loads((tmp_path / "cv" / "cv.json").read_text())["members"] == 2
 
 
+def test_cv_takes_members_tta_and_selection_from_the_recipe(folder, tmp_path, run_cli):
+    from pcnn_fer.engine.recipes import get_recipe
+
+    for name in ("ckplus", "jaffe"):  # a few hundred faces: last epoch, three members, mirror averaging
+        recipe = get_recipe(name)
+        assert (recipe.cv_members, recipe.cv_tta, recipe.cv_val) == (3, "flip", False)
+    assert (get_recipe("tiny").cv_members, get_recipe("tiny").cv_tta, get_recipe("tiny").cv_val) == (1, "none", True)
+    recipe_file = tmp_path / "cv-recipe.json"
+    recipe_file.write_text(json.dumps({"base": "tiny", "epochs": 1, "cv_members": 2, "cv_tta": "flip",
+                                       "cv_val": False}))
+    common = ["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3", "--only-folds",
+              "0", "--recipe", recipe_file, "--out", tmp_path / "cv", "--no-progress", "--threads", "1"]
+    code, out, err = run_cli(common)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert (summary["members"], summary["tta"], summary["selection"]) == (2, "flip", "last epoch")
+    assert "val 0," in out and (tmp_path / "cv" / "fold00" / "member1" / "model.safetensors").is_file()
+    code, out, err = run_cli([*common, "--members", "1", "--tta", "none"])  # flags override the recipe
+    assert code == 0, err
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert (summary["members"], summary["tta"]) == (1, "none") and "evaluating again" in out
+
+
 def test_ensemble_metrics_average_the_members_probabilities():
     from pcnn_fer.engine.cv import ensemble_metrics
     from pcnn_fer.engine.loop import evaluate_data, predict_logits

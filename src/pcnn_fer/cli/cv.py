@@ -29,14 +29,16 @@ def add_parser(subparsers: Any) -> None:
                         "k-fold (a subject's images may be in train and test)")
     c.add_argument("--out", required=True)
     c.add_argument("--only-folds", type=int, nargs="+", metavar="K", help="run only these fold indices")
-    c.add_argument("--no-val", action="store_true",
-                   help="do not carve a validation split from each fold's train (select the last epoch)")
-    c.add_argument("--tta", default="none", choices=["none", "flip"],
-                   help="test-time augmentation of each fold's test faces (flip: average with the mirror image); "
-                        "a finished fold is re-evaluated, not retrained")
-    c.add_argument("--members", type=positive_int, default=1, metavar="K",
+    c.add_argument("--val", action=argparse.BooleanOptionalAction, default=None,
+                   help="carve a validation split from each fold's train to select the epoch; --no-val: the last "
+                        "epoch (default: the recipe's cv_val)")
+    c.add_argument("--tta", default=None, choices=["none", "flip"],
+                   help="test-time augmentation of each fold's test faces (flip: average with the mirror image; "
+                        "default: the recipe's cv_tta); a finished fold is re-evaluated, not retrained")
+    c.add_argument("--members", type=positive_int, default=None, metavar="K",
                    help="train K models per fold (training seeds SEED..SEED+K-1, the same folds) and average their "
-                        "probabilities; a finished fold trains only its missing members")
+                        "probabilities (default: the recipe's cv_members); a finished fold trains only its "
+                        "missing members")
     add_recipe_flags(c, default="paper")
     add_flags(c.add_argument_group("run options"), TrainOptions, overrides=False, skip=CV_SKIPS)
     c.set_defaults(func=run_cv)
@@ -49,6 +51,6 @@ def run_cv(args: argparse.Namespace) -> int:
     check_option_flags(args)
 
     cross_validate(recipe_from_args(args), train_options(args), folds=args.folds, protocol=args.protocol,
-                   only_folds=args.only_folds, use_val=not args.no_val, tta=args.tta,
+                   only_folds=args.only_folds, use_val=args.val, tta=args.tta,
                    members=args.members)
     return 0

@@ -47,14 +47,19 @@ def summarise(values: list[float]) -> tuple[float, float]:
 
 
 def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
-                   only_folds: list[int] | None = None, use_val: bool = True, tta: str = "none", members: int = 1,
-                   log: Any = print) -> dict[str, Any]:
+                   only_folds: list[int] | None = None, use_val: bool | None = None, tta: str | None = None,
+                   members: int | None = None, log: Any = print) -> dict[str, Any]:
     """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content.
 
+    ``use_val``: carve a validation split from each fold's train to select the epoch (else the last epoch).
     ``tta='flip'`` averages each test face's prediction with its mirror's. ``members`` > 1 trains that many models
     per fold (training seeds ``seed``, ``seed + 1``, ...; the same folds and validation split) and averages their
-    probabilities. A finished fold whose metrics were made with another ``tta`` or ``members`` is evaluated again
-    from its saved models; only missing members are trained."""
+    probabilities. None takes the recipe's ``cv_val`` / ``cv_tta`` / ``cv_members``. A finished fold whose metrics
+    were made with another ``tta`` or ``members`` is evaluated again from its saved models; only missing members
+    are trained."""
+    use_val = recipe.cv_val if use_val is None else use_val
+    tta = recipe.cv_tta if tta is None else tta
+    members = recipe.cv_members if members is None else members
     if members < 1:
         raise UsageError(f"--members must be at least 1, got {members}")
     if env_world_size() > 1:

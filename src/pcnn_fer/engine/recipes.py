@@ -22,6 +22,7 @@ __all__ = ["Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
 SelectMetric = Literal["accuracy", "mean_class_accuracy"]
+TestTimeAugment = Literal["none", "flip"]
 
 #: Field names of recipes stored before the rename (old run folders' recipe.json / last.pt) and their names now.
 _OLD_NAMES = {"label_mode": "label_rule", "val_mode": "val_label_rule"}
@@ -75,6 +76,11 @@ class Recipe:
     max_steps: int | None = _opt(None, "cap on optimiser steps per epoch (smoke tests; 0 = no cap)")
     max_val_samples: int | None = _opt(None, "cap on validation samples (seeded subset; 0 = no cap)")
     model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
+    # How `pcnn cv` trains and evaluates each fold with this recipe (its --members / --tta / --val flags override):
+    cv_members: int = _opt(1, "pcnn cv: models trained per fold, their probabilities averaged", cli=False)
+    cv_tta: TestTimeAugment = _opt("none", "pcnn cv: test-time augmentation of each fold's test faces", cli=False)
+    cv_val: bool = _opt(True, "pcnn cv: carve a validation split to select the epoch (False: the last epoch)",
+                        cli=False)
 
     def __post_init__(self) -> None:
         what = f"recipe {self.name!r}"
@@ -102,6 +108,7 @@ class Recipe:
             (self.max_steps is None or self.max_steps >= 1, f"max steps must be at least 1, got {self.max_steps}"),
             (self.max_val_samples is None or self.max_val_samples >= 1,
              f"max_val_samples must be at least 1, got {self.max_val_samples}"),
+            (self.cv_members >= 1, f"cv_members must be at least 1, got {self.cv_members}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -149,6 +156,11 @@ _FERPLUS_CPU: dict[str, Any] = dict(
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
 )
 
+#: Cross-validation on a few hundred faces (CK+, JAFFE): a validation split of one fold's ~12 subjects is too small
+#: to select an epoch, so every training face is used and the last epoch kept; three models per fold and the mirror
+#: image are averaged (docs/results.md, CK+).
+_SMALL_SET_CV: dict[str, Any] = dict(cv_members=3, cv_tta="flip", cv_val=False)
+
 #: The named recipes as plain fields; :data:`RECIPES` turns them into checked :class:`Recipe` objects on first use
 #: (checking model / augmentation / loss names imports torch, which ``pcnn train --help`` must not). Measured speeds
 #: and epoch sizing: docs/training.md. The FERPlus recipes use lr 0.01 / weight decay 5e-3: the two-phase loss scales
@@ -195,14 +207,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
                     "in minutes on a CPU",
         model="small", input_size=48, epochs=12, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
         nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
-        init_lr_scale=0.1,
+        init_lr_scale=0.1, **_SMALL_SET_CV,
     ),
     dict(
         name="jaffe",
         description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
         model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
         nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
-        init_lr_scale=0.1,
+        init_lr_scale=0.1, **_SMALL_SET_CV,
     ),
 )
 
