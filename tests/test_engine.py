@@ -668,9 +668,9 @@ def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path,
 def test_cv_takes_members_tta_and_selection_from_the_recipe(folder, tmp_path, run_cli):
     from pcnn_fer.engine.recipes import get_recipe
 
-    for name in ("ckplus", "jaffe"):  # a few hundred faces: last epoch, three members, mirror averaging
+    for name, members in (("ckplus", 2), ("jaffe", 3)):  # a few hundred faces: last epoch, ensemble, mirror
         recipe = get_recipe(name)
-        assert (recipe.cv_members, recipe.cv_tta, recipe.cv_val) == (3, "flip", False)
+        assert (recipe.cv_members, recipe.cv_tta, recipe.cv_val) == (members, "flip", False)
     assert (get_recipe("tiny").cv_members, get_recipe("tiny").cv_tta, get_recipe("tiny").cv_val) == (1, "none", True)
     recipe_file = tmp_path / "cv-recipe.json"
     recipe_file.write_text(json.dumps({"base": "tiny", "epochs": 1, "cv_members": 2, "cv_tta": "flip",
