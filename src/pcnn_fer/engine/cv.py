@@ -95,7 +95,8 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
                    "members": members,
                    "threads": threads, "face_alignment": face_summary([full], detector)}
         write_json(out / "cv.json", summary)
-    log(f"{reader.name} {PROTOCOLS[protocol]}: accuracy {summary['accuracy_mean']:.2f} ± "
+    how = f"{members} member(s), tta {tta}, {'epoch selected on validation' if use_val else 'last epoch'}"
+    log(f"{reader.name} {PROTOCOLS[protocol]} ({how}): accuracy {summary['accuracy_mean']:.2f} ± "
         f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "
         f"(pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
     return summary
