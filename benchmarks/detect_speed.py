@@ -38,7 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pcnn_fer.engine.precision import cpu_model  # noqa: E402
+from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
 from pcnn_fer.faces import detect as detect_now  # noqa: E402
 
 SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
@@ -56,12 +56,11 @@ class Case:
     faces: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
-def cpu_capabilities() -> str:
-    """CPU model, torch's CPU capability and oneDNN bf16 support, as one line."""
+def cpu_line() -> str:
+    """CPU model, core count, torch version and what torch sees of the CPU (``cpu_capabilities``), as one line."""
     import torch
 
-    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} capability "
-            f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
+    return f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; {cpu_capabilities()}"
 
 
 def load_detect_module(path: Path) -> ModuleType:
@@ -235,9 +234,9 @@ def main() -> None:
     detectors["after: auto"] = detect_now.create_detector("auto")  # hog, then the CNN fallback on still images
     rows = time_detectors(detectors, cases, args.repeats)
     if args.json:
-        print(json.dumps({"cpu": cpu_capabilities(), "rows": rows}, indent=1))
+        print(json.dumps({"cpu": cpu_line(), "rows": rows}, indent=1))
         return
-    print(cpu_capabilities())
+    print(cpu_line())
     names = list(detectors)
     print("| image | MP | faces | " + " | ".join(f"{n}: found, false, ms" for n in names) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in names) + " |")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..engine.options import TrainOptions
+from ..engine.recipes import TTA_CHOICES
 from ..typed_fields import add_flags
 from .common import DATASET_NAMES, positive_int
 from .train import add_recipe_flags, check_option_flags, recipe_from_args, train_options
@@ -32,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--val", action=argparse.BooleanOptionalAction, default=None,
                    help="carve a validation split from each fold's train to select the epoch; --no-val: the last "
                         "epoch (default: the recipe's cv_val)")
-    c.add_argument("--tta", default=None, choices=["none", "flip"],
+    c.add_argument("--tta", default=None, choices=TTA_CHOICES,
                    help="test-time augmentation of each fold's test faces (flip: average with the mirror image; "
                         "default: the recipe's cv_tta); a finished fold is re-evaluated, not retrained")
     c.add_argument("--members", type=positive_int, default=None, metavar="K",

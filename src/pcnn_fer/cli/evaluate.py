@@ -7,6 +7,7 @@ from typing import Any
 from ..deploy.backends import BACKEND_NAMES
 from ..engine.options import TrainOptions
 from ..engine.precision import AMP_CHOICES
+from ..engine.recipes import TTA_CHOICES
 from ..typed_fields import add_flags
 from .common import (
     DATASET_NAMES,
@@ -32,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--split", help="split to evaluate (default: the dataset's test split, else its validation split)")
     add_dataset_option_flags(e)
     e.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")
-    e.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
+    e.add_argument("--tta", default="none", choices=TTA_CHOICES, help="test-time augmentation")
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--backend", default="auto", choices=BACKEND_NAMES,

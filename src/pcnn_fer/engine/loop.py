@@ -20,6 +20,7 @@ from ..data.loader import TensorData
 from ..data.transforms import BatchAugment, eval_transform, flip_batch
 from ..errors import PCNNError, UsageError
 from .distributed import DistInfo, all_reduce_sum
+from .recipes import TTA_CHOICES
 
 __all__ = ["AMP_DTYPES", "TrainingDiverged", "autocast", "confusion_matrix", "evaluate_data",
            "metrics_from_confusion", "predict_logits", "train_epoch"]
@@ -141,6 +142,8 @@ def predict_logits(
     of the image and its mirror and returns log-probabilities (argmax-compatible with logits). The model is put in
     eval mode and restored to its previous mode.
     """
+    if tta not in (None, *TTA_CHOICES):
+        raise UsageError(f"unknown test-time augmentation {tta!r}; choose {' or '.join(TTA_CHOICES)}")
     device = torch.device(device) if device is not None else images.device
     was_training = model.training
     model.eval()
@@ -156,8 +159,6 @@ def predict_logits(
                 if tta == "flip":
                     flipped = model(flip_batch(x))[0].float()
                     logits = torch.log((logits.softmax(1) + flipped.softmax(1)) / 2)
-                elif tta not in (None, "none"):
-                    raise UsageError(f"unknown test-time augmentation {tta!r}; choose flip or none")
             out.append(logits)
     finally:
         model.train(was_training)

@@ -6,6 +6,8 @@ CPUs without them (bf16 would be emulated and slower), bf16 on CUDA devices that
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
@@ -29,9 +31,6 @@ def cpu_has_native_bf16() -> bool:
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (what every benchmark prints beside its table), or the platform's."""
-    import platform
-    from pathlib import Path
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -12,17 +12,21 @@ import functools
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import UsageError
 from ..typed_fields import check_types
 
-__all__ = ["Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_file"]  # and RECIPES (lazy)
+__all__ = [  # and RECIPES (lazy)
+    "TTA_CHOICES", "Recipe", "get_recipe", "load_recipe", "named_recipes", "read_recipe_file",
+]
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine"]
 SelectMetric = Literal["accuracy", "mean_class_accuracy"]
 TestTimeAugment = Literal["none", "flip"]
+#: Test-time augmentations of `pcnn evaluate --tta` and `pcnn cv --tta` / a recipe's ``cv_tta``.
+TTA_CHOICES: tuple[str, ...] = get_args(TestTimeAugment)
 
 #: Field names of recipes stored before the rename (old run folders' recipe.json / last.pt) and their names now.
 _OLD_NAMES = {"label_mode": "label_rule", "val_mode": "val_label_rule"}
