@@ -722,3 +722,34 @@ def test_resumed_fine_tuning_keeps_its_provenance(make_image_folder, tmp_path, r
     assert state["epoch"] == 3 and state["info"]["init"]["source"] == str(checkpoint)
     init = json.loads((tmp_path / "ft" / "model.json").read_text())["training"]["init"]
     assert init is not None and init["source"] == str(checkpoint)
+
+
+def test_cv_workers_train_the_same_models_as_one_process(folder, tmp_path, run_cli):
+    common = ["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3", "--only-folds",
+              "0", "1", "--recipe", "tiny", "--epochs", "1", "--members", "2", "--no-progress"]
+    code, out, err = run_cli([*common, "--out", tmp_path / "one", "--threads", "1", "--workers", "1"])
+    assert code == 0, err
+    assert "worker processes" not in out and json.loads((tmp_path / "one" / "cv.json").read_text())["workers"] == 1
+    code, out, err = run_cli([*common, "--out", tmp_path / "two", "--threads", "2", "--workers", "2"])
+    assert code == 0, err
+    assert "training 4 model(s) in 2 worker processes of 1 thread(s) each" in out
+    one, two = (json.loads((tmp_path / d / "cv.json").read_text()) for d in ("one", "two"))
+    assert two["workers"] == 2 and two["per_fold"] == one["per_fold"]
+    for fold, member in (("fold00", ""), ("fold00", "member1"), ("fold01", ""), ("fold01", "member1")):
+        a, b = (tmp_path / d / fold / member / "model.safetensors" for d in ("one", "two"))
+        assert a.read_bytes() == b.read_bytes()  # one thread each, same seeds: the same weights
+    code, out, err = run_cli([*common, "--out", tmp_path / "two", "--threads", "2", "--workers", "2"])
+    assert code == 0 and "reusing" in out and "worker processes" not in out  # nothing left to train
+
+
+def test_cv_workers_need_a_cpu(folder, tmp_path, run_cli):
+    from pcnn_fer.engine.cv import _worker_count
+
+    assert _worker_count(None, 5, torch.device("cpu"), 2) == 2 and _worker_count(None, 1, torch.device("cpu"), 2) == 1
+    assert _worker_count(None, 0, torch.device("cpu"), 4) == 1 and _worker_count(3, 1, torch.device("cpu"), 1) == 1
+    assert _worker_count(None, 5, torch.device("cuda"), 8) == 1
+    with pytest.raises(Exception, match="--workers 2 trains in parallel CPU processes"):
+        _worker_count(2, 5, torch.device("cuda"), 8)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["cv", "--dataset", "folder", "--root", folder, "--out", tmp_path / "x", "--workers", "0"])
+    assert exit_.value.code == 2

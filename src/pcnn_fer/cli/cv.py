@@ -40,6 +40,10 @@ def add_parser(subparsers: Any) -> None:
                    help="train K models per fold (training seeds SEED..SEED+K-1, the same folds) and average their "
                         "probabilities (default: the recipe's cv_members); a finished fold trains only its "
                         "missing members")
+    c.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="train the fold members in N parallel processes on a CPU, the threads split between them "
+                        "(default: one single-threaded process per thread in use, at most one per model to "
+                        "train; 1: train in this process)")
     add_recipe_flags(c, default="paper")
     add_flags(c.add_argument_group("run options"), TrainOptions, overrides=False, skip=CV_SKIPS)
     c.set_defaults(func=run_cv)
@@ -53,5 +57,5 @@ def run_cv(args: argparse.Namespace) -> int:
 
     cross_validate(recipe_from_args(args), train_options(args), folds=args.folds, protocol=args.protocol,
                    only_folds=args.only_folds, use_val=args.val, tta=args.tta,
-                   members=args.members)
+                   members=args.members, workers=args.workers)
     return 0

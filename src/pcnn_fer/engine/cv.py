@@ -5,14 +5,18 @@ Each fold trains on the other folds' subjects (a validation split carved from th
 and is evaluated once on its own subjects. Every fold lives in ``OUT/foldNN`` (a normal run directory plus
 ``metrics.json``); a fold that already has its metrics is reused and an interrupted fold resumes from its
 ``last.pt``, so re-running the same command after a crash continues where it stopped. ``OUT/cv.json`` holds the
-per-fold accuracies and their mean ± std.
+per-fold accuracies and their mean ± std. On a CPU the fold members train in parallel worker processes
+(``workers``; by default one single-threaded worker per CPU thread in use), which on small datasets uses the cores
+better than one process with several threads.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +52,8 @@ def summarise(values: list[float]) -> tuple[float, float]:
 
 def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol: str = "kfold",
                    only_folds: list[int] | None = None, use_val: bool | None = None, tta: str | None = None,
-                   members: int | None = None, log: Any = print) -> dict[str, Any]:
+                   members: int | None = None, workers: int | None = None,
+                   log: Any = print) -> dict[str, Any]:
     """Train and evaluate every fold of ``opts.dataset`` and write ``OUT/cv.json``; returns its content.
 
     ``use_val``: carve a validation split from each fold's train to select the epoch (else the last epoch).
@@ -56,12 +61,16 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     per fold (training seeds ``seed``, ``seed + 1``, ...; the same folds and validation split) and averages their
     probabilities. None takes the recipe's ``cv_val`` / ``cv_tta`` / ``cv_members``. A finished fold whose metrics
     were made with another ``tta`` or ``members`` is evaluated again from its saved models; only missing members
-    are trained."""
+    are trained. ``workers``: processes that train the members in parallel on a CPU, splitting the threads in use
+    between them (None: one single-threaded worker per thread, at most one per member to train; 1: train in this
+    process)."""
     use_val = recipe.cv_val if use_val is None else use_val
     tta = recipe.cv_tta if tta is None else tta
     members = recipe.cv_members if members is None else members
     if members < 1:
         raise UsageError(f"--members must be at least 1, got {members}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if env_world_size() > 1:
         raise UsageError("pcnn cv runs in a single process (launch it without torchrun)")
     if protocol not in PROTOCOLS:
@@ -88,12 +97,25 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     subjects = f"{len(set(split.subjects))} subjects" if split.subjects is not None else "no subject ids"
     log(f"{reader.name}: {len(split)} images, {subjects}, {PROTOCOLS[protocol]} with {len(fold_list)} fold(s), "
         f"recipe {recipe.name}")
-    with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))):
-        results = [_fold(fold, split, full, recipe, opts, protocol, use_val, (tta, members), device, detector, log)
-                   for fold in fold_list]
+    plans = [_plan(fold, split, full, recipe, opts, protocol, use_val, (tta, members), detector, log)
+             for fold in fold_list]
+    workers = _worker_count(workers, sum(len(plan.jobs) for plan in plans), device, threads)
+    if workers > 1:
+        log(f"training {sum(len(plan.jobs) for plan in plans)} model(s) in {workers} worker processes of "
+            f"{max(1, threads // workers)} thread(s) each")
+    with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))), \
+            _Trainer(recipe, opts, workers, threads, log) as trainer:
+        for plan in plans:  # every model is queued before the first fold waits for its own
+            trainer.submit(plan)
+        results = []
+        for plan in plans:
+            if plan.metrics is None:
+                trainer.wait(plan)
+                plan.metrics = _evaluate(plan, opts.eval_batch_size, device, detector, log)
+            results.append(plan.metrics)
         summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val), "tta": tta,
-                   "members": members,
-                   "threads": threads, "face_alignment": face_summary([full], detector)}
+                   "members": members, "threads": threads, "workers": workers,
+                   "face_alignment": face_summary([full], detector)}
         write_json(out / "cv.json", summary)
     how = f"{members} member(s), tta {tta}, {'epoch selected on validation' if use_val else 'last epoch'}"
     log(f"{reader.name} {PROTOCOLS[protocol]} ({how}): accuracy {summary['accuracy_mean']:.2f} ± "
@@ -102,12 +124,26 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     return summary
 
 
-def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
-          use_val: bool, evaluation: tuple[str, int], device: torch.device, detector: str | None,
-          log: Any) -> dict[str, Any]:
-    """Train (or resume, or reuse) one fold's ``members`` models (``OUT/foldNN``, then ``OUT/foldNN/memberM``) and
-    evaluate them on its test rows with ``tta`` (``evaluation = (tta, members)``); its metrics (``detector``: the
-    face aligner's name when the data was decoded face-aligned)."""
+@dataclass
+class _FoldPlan:
+    """What one fold needs: its metrics when they can be reused as they are, else its data, its member run
+    directories and which of them still have to be trained."""
+
+    fold: Fold
+    evaluation: tuple[str, int]
+    metrics: dict[str, Any] | None = None
+    data: tuple[TensorData, TensorData | None, TensorData] | None = None
+    info: dict[str, Any] | None = None
+    member_dirs: list[Path] | None = None
+    jobs: list[tuple[int, Path]] = field(default_factory=list)
+
+
+def _plan(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
+          use_val: bool, evaluation: tuple[str, int], detector: str | None, log: Any) -> _FoldPlan:
+    """Reuse one fold's metrics (``OUT/foldNN/metrics.json``) when they were made with ``evaluation = (tta,
+    members)``; else split its data and list the members (``OUT/foldNN``, then ``OUT/foldNN/memberM``) whose
+    training is missing or unfinished (``detector``: the face aligner's name when the data was decoded
+    face-aligned)."""
     tta, members = evaluation
     fold_dir = Path(opts.out) / f"fold{fold.index:02d}"
     metrics_path = fold_dir / "metrics.json"
@@ -116,7 +152,7 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
         made_with = (metrics.get("tta", "none"), metrics.get("members", 1))
         if made_with == evaluation:
             log(f"fold {fold.index}: reusing {metrics_path} ({metrics['accuracy']:.2f}%)")
-            return metrics
+            return _FoldPlan(fold, evaluation, metrics=metrics)
         log(f"fold {fold.index}: evaluating again with test-time augmentation {tta} and {members} member(s) "
             f"(was {made_with[0]}, {made_with[1]}: {metrics['accuracy']:.2f}%)")
     subject_independent = protocol != "random"
@@ -136,21 +172,98 @@ def _fold(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
     log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
         + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
     member_dirs = [fold_dir] + [fold_dir / f"member{m}" for m in range(1, members)]
-    for m, run_dir in enumerate(member_dirs):
-        checkpoint = load_checkpoint(run_dir) if (run_dir / "last.pt").exists() else None
-        if checkpoint is None or int(checkpoint["epoch"]) < recipe.epochs:
-            if members > 1:
-                log(f"fold {fold.index}: member {m + 1}/{members} (training seed {opts.seed + m})")
-            fit(recipe, replace(opts, out=str(run_dir), seed=opts.seed + m), train_data, val_data, run_dir,
-                checkpoint=checkpoint, info=info, log=log)
-    m = ensemble_metrics([load_model(d, device=device) for d in member_dirs], test_data, opts.eval_batch_size, tta)
-    metrics = {"dataset": split.dataset, "split": f"fold{fold.index}_test", "subset": None,
+    jobs = [(m, d) for m, d in enumerate(member_dirs)
+            if not (d / "last.pt").exists() or int(load_checkpoint(d)["epoch"]) < recipe.epochs]
+    return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs)
+
+
+def _train_member(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path,
+                  log: Any) -> None:
+    """Train (or resume) member ``member`` of ``plan``'s fold in ``run_dir`` (training seed ``opts.seed + member``)."""
+    train_data, val_data, _ = plan.data
+    members = plan.evaluation[1]
+    if members > 1:
+        log(f"fold {plan.fold.index}: member {member + 1}/{members} (training seed {opts.seed + member})")
+    checkpoint = load_checkpoint(run_dir) if (run_dir / "last.pt").exists() else None
+    fit(recipe, replace(opts, out=str(run_dir), seed=opts.seed + member), train_data, val_data, run_dir,
+        checkpoint=checkpoint, info=plan.info, log=log)
+
+
+def _worker_job(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path) -> None:
+    """:func:`_train_member` in a worker process, with ``opts.threads`` threads and its lines prefixed."""
+    set_threads(opts.threads)
+    _train_member(recipe, opts, plan, member, run_dir, _PrefixedLog(f"[fold {plan.fold.index} member {member}]"))
+
+
+@dataclass(frozen=True)
+class _PrefixedLog:
+    """``print`` with a prefix, flushed at once (a worker's lines interleave with the others')."""
+
+    prefix: str
+
+    def __call__(self, line: str) -> None:
+        print(f"{self.prefix} {line}", flush=True)
+
+
+def _worker_count(workers: int | None, jobs: int, device: torch.device, threads: int) -> int:
+    """Worker processes for ``jobs`` trainings: ``workers`` as asked (CPU only), or by default one per thread in
+    use; never more than one per job; 1 means this process trains."""
+    if workers is None:
+        workers = threads if device.type == "cpu" else 1
+    elif workers > 1 and device.type != "cpu":
+        raise UsageError(f"--workers {workers} trains in parallel CPU processes; on {device.type} use --workers 1")
+    return max(1, min(workers, jobs))
+
+
+class _Trainer:
+    """Trains the folds' missing members in this process when a fold is waited for (``workers`` = 1), or queues
+    them on a pool of ``workers`` spawned processes that share ``threads`` CPU threads."""
+
+    def __init__(self, recipe: Recipe, opts: TrainOptions, workers: int, threads: int, log: Any) -> None:
+        self.recipe, self.opts, self.log = recipe, opts, log
+        self.workers, self.worker_threads = workers, max(1, threads // workers)
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict[int, list[Future]] = {}
+
+    def __enter__(self) -> _Trainer:
+        if self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, plan: _FoldPlan) -> None:
+        """Queue ``plan``'s missing members on the pool (without a pool they are trained by :meth:`wait`)."""
+        if self.pool is not None:
+            opts = replace(self.opts, threads=self.worker_threads, progress=False)
+            self.futures[plan.fold.index] = [self.pool.submit(_worker_job, self.recipe, opts, plan, m, d)
+                                             for m, d in plan.jobs]
+
+    def wait(self, plan: _FoldPlan) -> None:
+        """Return once every member of ``plan``'s fold is trained; a worker's error is raised here."""
+        if self.pool is None:
+            for m, d in plan.jobs:
+                _train_member(self.recipe, self.opts, plan, m, d, self.log)
+        for future in self.futures.pop(plan.fold.index, []):
+            future.result()
+
+
+def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: str | None,
+              log: Any) -> dict[str, Any]:
+    """Evaluate ``plan``'s trained members on its fold's test rows (the mean of their probabilities) and write its
+    ``metrics.json`` and confusion plot."""
+    tta, members = plan.evaluation
+    fold, fold_dir, test_data = plan.fold, plan.member_dirs[0], plan.data[2]
+    m = ensemble_metrics([load_model(d, device=device) for d in plan.member_dirs], test_data, batch_size, tta)
+    metrics = {"dataset": plan.info["dataset"], "split": f"fold{fold.index}_test", "subset": None,
                "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
                "fold": fold.index, "test_subjects": list(fold.test_subjects), "tta": tta, "members": members,
                "face_alignment": face_summary([test_data], detector)}
-    write_json(metrics_path, metrics)
+    write_json(fold_dir / "metrics.json", metrics)
     plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
     log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
