@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
@@ -217,37 +217,42 @@ def _worker_count(workers: int | None, jobs: int, device: torch.device, threads:
 
 class _Trainer:
     """Trains the folds' missing members in this process when a fold is waited for (``workers`` = 1), or queues
-    them on a pool of ``workers`` spawned processes that share ``threads`` CPU threads."""
+    them on a pool of ``workers`` spawned processes that share ``threads`` CPU threads (stopped at once when the
+    run fails or is interrupted; the checkpoints they wrote let the next run resume)."""
 
     def __init__(self, recipe: Recipe, opts: TrainOptions, workers: int, threads: int, log: Any) -> None:
         self.recipe, self.opts, self.log = recipe, opts, log
         self.workers, self.worker_threads = workers, max(1, threads // workers)
-        self.pool: ProcessPoolExecutor | None = None
-        self.futures: dict[int, list[Future]] = {}
+        self.pool: Pool | None = None
+        self.queued: dict[int, list[AsyncResult]] = {}
 
     def __enter__(self) -> _Trainer:
         if self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = multiprocessing.get_context("spawn").Pool(self.workers)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
 
     def submit(self, plan: _FoldPlan) -> None:
         """Queue ``plan``'s missing members on the pool (without a pool they are trained by :meth:`wait`)."""
         if self.pool is not None:
             opts = replace(self.opts, threads=self.worker_threads, progress=False)
-            self.futures[plan.fold.index] = [self.pool.submit(_worker_job, self.recipe, opts, plan, m, d)
-                                             for m, d in plan.jobs]
+            self.queued[plan.fold.index] = [self.pool.apply_async(_worker_job, (self.recipe, opts, plan, m, d))
+                                            for m, d in plan.jobs]
 
     def wait(self, plan: _FoldPlan) -> None:
         """Return once every member of ``plan``'s fold is trained; a worker's error is raised here."""
         if self.pool is None:
             for m, d in plan.jobs:
                 _train_member(self.recipe, self.opts, plan, m, d, self.log)
-        for future in self.futures.pop(plan.fold.index, []):
-            future.result()
+        for result in self.queued.pop(plan.fold.index, []):
+            result.get()
 
 
 def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: str | None,
