@@ -200,10 +200,10 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
     dict(
         name="fer2013",
         description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
-                    "select on PublicTest",
-        model="small", input_size=48, epochs=20, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=0.5,
+                    "every tensor at the full lr, light weight decay, select on PublicTest",
+        model="small", input_size=48, epochs=35, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
     ),
     dict(
         name="ckplus",
