@@ -753,3 +753,11 @@ def test_cv_workers_need_a_cpu(folder, tmp_path, run_cli):
     with pytest.raises(SystemExit) as exit_:
         run_cli(["cv", "--dataset", "folder", "--root", folder, "--out", tmp_path / "x", "--workers", "0"])
     assert exit_.value.code == 2
+
+
+def test_cv_worker_lines_are_prefixed_line_by_line(capsys):
+    from pcnn_fer.engine.cv import _PrefixedLog
+
+    _PrefixedLog("[fold 1 member 0]")("init: class map\n  anger <- anger")
+    assert capsys.readouterr().out.splitlines() == ["[fold 1 member 0] init: class map",
+                                                    "[fold 1 member 0]   anger <- anger"]

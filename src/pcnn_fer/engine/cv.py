@@ -197,12 +197,12 @@ def _worker_job(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int
 
 @dataclass(frozen=True)
 class _PrefixedLog:
-    """``print`` with a prefix, flushed at once (a worker's lines interleave with the others')."""
+    """``print`` with a prefix on every line, flushed at once (a worker's lines interleave with the others')."""
 
     prefix: str
 
-    def __call__(self, line: str) -> None:
-        print(f"{self.prefix} {line}", flush=True)
+    def __call__(self, text: str) -> None:
+        print("\n".join(f"{self.prefix} {line}" for line in str(text).splitlines() or [""]), flush=True)
 
 
 def _worker_count(workers: int | None, jobs: int, device: torch.device, threads: int) -> int:
