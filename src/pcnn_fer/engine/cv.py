@@ -99,12 +99,13 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
         f"recipe {recipe.name}")
     plans = [_plan(fold, split, full, recipe, opts, protocol, use_val, (tta, members), detector, log)
              for fold in fold_list]
-    workers = _worker_count(workers, sum(len(plan.jobs) for plan in plans), device, threads)
-    if workers > 1:
-        log(f"training {sum(len(plan.jobs) for plan in plans)} model(s) in {workers} worker processes of "
-            f"{max(1, threads // workers)} thread(s) each")
+    to_train = sum(len(plan.jobs) for plan in plans)
+    workers = _worker_count(workers, to_train, device, threads)
     with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))), \
             _Trainer(recipe, opts, workers, threads, log) as trainer:
+        if workers > 1:
+            log(f"training {to_train} model(s) in {workers} worker processes of {trainer.worker_threads} "
+                "thread(s) each")
         for plan in plans:  # every model is queued before the first fold waits for its own
             trainer.submit(plan)
         results = []
