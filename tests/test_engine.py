@@ -578,6 +578,37 @@ def test_train_init_records_provenance_and_uses_a_lower_trunk_lr(folder, tmp_pat
     assert code == 1 and "same architecture" in err and len(err.strip().splitlines()) == 1
 
 
+def test_init_widen_grows_a_narrower_source_and_keeps_its_predictions(folder, tmp_path, run_cli, checkpoint):
+    from pcnn_fer.engine.finetune import init_from_pretrained
+    from pcnn_fer.models.pcnn import create_model
+    from pcnn_fer.weights import WeightsError, load_model
+
+    source = load_model(checkpoint).eval()  # tiny, 8 FERPlus classes
+    model = create_model("tiny", num_classes=8, width=0.25)
+    with pytest.raises(WeightsError, match=r"--init-widen grows a narrower source"):
+        init_from_pretrained(model, checkpoint)
+    report = init_from_pretrained(model, checkpoint, widen=True, seed=0)
+    assert report.widened_from == 0.125 and "widened from width 0.125" in report.describe()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x)[0], source(x)[0], atol=2e-5, rtol=1e-4)
+    with pytest.raises(WeightsError, match=r"--init-widen: can only widen"):
+        init_from_pretrained(create_model("tiny", num_classes=8, width=0.0625), checkpoint, widen=True)
+    with pytest.raises(WeightsError, match=r"changes only the width.*also differ in stn_grid 2 vs 3"):
+        init_from_pretrained(create_model("small", num_classes=8), checkpoint, widen=True)
+
+    torch.manual_seed(0)
+    narrow = save_model(create_model("small", num_classes=8, width=0.125), tmp_path / "narrow.safetensors")
+    common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--epochs", "1", "--no-progress"]
+    code, out, err = run_cli([*common, "--model", "small", "--init", narrow, "--init-widen",
+                              "--out", tmp_path / "wide"])
+    assert code == 0, err
+    info = json.loads((tmp_path / "wide" / "model.json").read_text())
+    assert info["training"]["init"]["widened_from"] == 0.125 and info["config"]["width"] == 0.25
+    code, _, err = run_cli([*common, "--init-widen", "--out", tmp_path / "bad"])
+    assert code == 1 and "--init-widen needs --init" in err and len(err.strip().splitlines()) == 1
+
+
 def test_amp_auto_follows_the_cpu_probe(monkeypatch):
     from pcnn_fer.engine import precision
 

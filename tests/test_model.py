@@ -236,3 +236,60 @@ def test_bench_json(capsys) -> None:
         assert key in row
     assert row["params"] == count_parameters(create_model("tiny")) and row["gflops"] > 0
     assert (row["model"], row["input_size"], row["batch_size"]) == ("pcnn-tiny-optimized", 48, 2)
+
+
+# --- widening (Net2WiderNet) ---------------------------------------------------------------------------------------
+
+
+def _randomise_batch_norm(model: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, so that widening is tested on more than identities."""
+    generator = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize("preset, width", [("tiny", 0.25), ("tiny", 0.5), ("tiny-resnet", 0.375)])
+def test_widened_model_computes_the_same_function(preset, width):
+    from pcnn_fer.models.widen import widen_model
+
+    torch.manual_seed(0)
+    model = create_model(preset, num_classes=7).eval()
+    _randomise_batch_norm(model)
+    wide = widen_model(model, width, seed=1).eval()
+    assert wide.config.width == width and count_parameters(wide) > 3 * count_parameters(model)
+    x = torch.randn(4, 3, 48, 48)
+    with torch.no_grad():
+        for a, b in zip(model(x), wide(x)):
+            torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
+
+
+def test_widened_copies_get_different_gradients():
+    from pcnn_fer.models.widen import widen_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=7)
+    _randomise_batch_norm(model)  # a fresh model's zero-γ blocks pass no gradient into their convolutions
+    wide = widen_model(model, 0.25, seed=0)
+    global_logits, local_logits = wide(torch.randn(8, 3, 48, 48))
+    (global_logits.logsumexp(1) + local_logits.logsumexp(1)).sum().backward()
+    grad = wide.global_trunk.layer2[0].conv1.weight.grad  # 32 output channels: copies of 16
+    half = grad.shape[0] // 2
+    assert not torch.allclose(grad[:half], grad[half:], atol=1e-7)  # the random split broke the symmetry
+    weight = wide.global_trunk.layer2[0].conv1.weight
+    halves = weight[:, : weight.shape[1] // 2] + weight[:, weight.shape[1] // 2:]
+    torch.testing.assert_close(halves[:half], halves[half:])  # a grown input's copies sum to the old weight
+
+
+def test_widening_refuses_narrowing_and_non_integer_factors():
+    from pcnn_fer.errors import UsageError
+    from pcnn_fer.models.widen import widen_model
+
+    model = create_model("small", num_classes=7)
+    with pytest.raises(UsageError, match="can only widen"):
+        widen_model(model, 0.125)
+    with pytest.raises(UsageError, match="not an integer factor"):
+        widen_model(model, 0.375)

@@ -5,6 +5,9 @@ the run stops with one line naming the first mismatching tensors. The global hea
 mapped row by row by canonical class name: a class the source knows keeps its row, a class it lacks starts fresh,
 and source classes the new dataset lacks are dropped. The mapping and the source's sha256 are returned as an
 :class:`InitReport`, printed by the trainer and stored in the run's ``model.json``.
+
+With ``widen`` (``--init-widen``) a narrower source of the same preset otherwise (e.g. ``small`` for a ``compact``
+run) is first grown to the run's width without changing its predictions (:mod:`pcnn_fer.models.widen`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..classes import canonical_name
+from ..errors import UsageError
 from ..fileio import sha256_of
 from ..models.pcnn import PCNN
+from ..models.widen import widen_model
 from ..weights import WeightsError, load_model, resolve_model_path
 
 __all__ = ["HEAD_PREFIXES", "InitReport", "init_from_pretrained", "is_head_parameter"]
@@ -38,18 +43,24 @@ class InitReport:
     copied_tensors: int
     class_map: dict[str, str | None]  # new class -> source class whose head rows it took (None: fresh)
     dropped_classes: list[str]  # source classes the new dataset lacks
+    widened_from: float | None = None  # the source's width multiplier when --init-widen grew it
 
     def describe(self) -> str:
         """Several lines for the run's log."""
         rows = [f"  {new} <- {old}" if old else f"  {new} <- (new class, fresh head rows)"
                 for new, old in self.class_map.items()]
         dropped = f"\n  dropped from the source: {', '.join(self.dropped_classes)}" if self.dropped_classes else ""
-        return (f"initialised from {self.source} (sha256 {self.sha256[:12]}...): {self.copied_tensors} tensors "
+        grown = f", widened from width {self.widened_from}" if self.widened_from is not None else ""
+        return (f"initialised from {self.source} (sha256 {self.sha256[:12]}...{grown}): {self.copied_tensors} tensors "
                 f"copied; head rows by class:\n" + "\n".join(rows) + dropped)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (stored in model.json under ``training.init``)."""
         return asdict(self)
+
+
+#: PCNNConfig fields that shape the network besides the width (must match for --init-widen).
+_ARCHITECTURE_FIELDS = ("arch", "stem", "stn_grid", "stn_hidden", "crop_fractions")
 
 
 def _key(name: str) -> str:
@@ -59,11 +70,24 @@ def _key(name: str) -> str:
         return name
 
 
-def init_from_pretrained(model: PCNN, spec: str | Path) -> InitReport:
+def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, seed: int = 0) -> InitReport:
     """Copy the weights of the trained PCNN ``spec`` (run dir, .safetensors, official .pth, or a bundled name such
-    as ``default``) into ``model``; see the module docstring for the rules."""
+    as ``default``) into ``model``, first widened to its width when ``widen`` (the split fractions seeded by
+    ``seed``); see the module docstring for the rules."""
     path = resolve_model_path(spec)
     source = load_model(path)
+    widened_from = None
+    if widen and source.config.width != model.config.width:
+        widened_from = source.config.width
+        differ = [f"{k} {v} vs {getattr(model.config, k)}" for k, v in vars(source.config).items()
+                  if k in _ARCHITECTURE_FIELDS and v != getattr(model.config, k)]
+        if differ:
+            raise WeightsError(f"{path}: --init-widen changes only the width, but the source and the recipe's model "
+                               f"also differ in {'; '.join(differ)}")
+        try:
+            source = widen_model(source, model.config.width, seed)
+        except UsageError as exc:
+            raise WeightsError(f"{path}: --init-widen: {exc}") from None
     src = source.state_dict()
     own = model.state_dict()
     body = [k for k in own if not is_head_parameter(k)]
@@ -74,8 +98,9 @@ def init_from_pretrained(model: PCNN, spec: str | Path) -> InitReport:
     if mismatched or missing or unexpected:
         first = (mismatched + [f"{k} missing from the source" for k in missing]
                  + [f"{k} only in the source" for k in unexpected])[:3]
-        raise WeightsError(f"{path}: --init needs the same architecture (preset, width, stem) as the recipe's model; "
-                           f"first mismatching tensors: {'; '.join(first)}")
+        hint = "" if widen else " (--init-widen grows a narrower source)"
+        raise WeightsError(f"{path}: --init needs the same architecture (preset, width, stem) as the recipe's model"
+                           f"{hint}; first mismatching tensors: {'; '.join(first)}")
     new_state = {k: src[k].to(own[k].dtype) for k in body}
     source_index = {_key(c): i for i, c in enumerate(source.classes)}
     rows = [source_index.get(_key(c)) for c in model.classes]
@@ -92,6 +117,6 @@ def init_from_pretrained(model: PCNN, spec: str | Path) -> InitReport:
     return InitReport(
         source=str(path), sha256=sha256_of(path), copied_tensors=len(body),
         class_map={c: (source.classes[j] if j is not None else None) for c, j in zip(model.classes, rows)},
-        dropped_classes=[c for j, c in enumerate(source.classes) if j not in kept],
+        dropped_classes=[c for j, c in enumerate(source.classes) if j not in kept], widened_from=widened_from,
     )
 

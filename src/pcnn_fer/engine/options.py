@@ -44,6 +44,8 @@ class TrainOptions:
                                          "state dict", metavar="PATH")
     init: str | None = _opt(None, "fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled "
                                   "model (default, fer2013); heads are mapped by class name", metavar="CHECKPOINT")
+    init_widen: bool = _opt(False, "with --init: grow a narrower source to the recipe's width first (e.g. the small "
+                                   "default model for --model compact), keeping its predictions (Net2Net)")
     dataset_option: str | None = _opt(
         None, "FERPlus label rule: majority, plurality, probability, crossentropy (default: the recipe's when "
               "training, else majority)", flag="--label-rule", metavar="RULE", deprecated=("--mode",),
@@ -75,6 +77,7 @@ class TrainOptions:
         check_types(self, "options")
         checks = [
             (self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}"),
+            (self.init or not self.init_widen, "--init-widen needs --init (the checkpoint to widen)"),
             (not (self.init and self.init_resnet),
              "--init and --init-resnet exclude each other (one source of initial weights)"),
             (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),

@@ -146,7 +146,7 @@ def build_parts(recipe: Recipe, opts: TrainOptions, train_data: TensorData, dist
         say(f"initialised the trunks from {opts.init_resnet}" + (f" ({len(skipped)} tensors skipped)"
                                                                  if skipped else ""))
     if opts.init and fresh:
-        report = init_from_pretrained(model, opts.init)
+        report = init_from_pretrained(model, opts.init, widen=opts.init_widen, seed=opts.seed)
         say(report.describe())
         info["init"] = report.to_dict()
     model.to(device)
