@@ -86,7 +86,8 @@ def test_every_run_option_has_a_flag_that_sets_it():
                                                                                      for f in cli_fields(TrainOptions)}
     args = parser.parse_args(["train", "--dataset", "folder", "--root", "r", "--out", "o", "--device", "cpu",
                               "--amp", "none", "--channels-last", "--compile", "--balanced", "--init", "default",
-                              "--label-rule", "m", "--val-label-rule", "v", "--val-fraction", "0.2", "--seed", "3",
+                              "--init-widen", "--label-rule", "m", "--val-label-rule", "v", "--val-fraction", "0.2",
+                              "--seed", "3",
                               "--select-on", "test", "--allow-test-selection", "--max-train-samples", "9",
                               "--eval-batch-size", "7", "--no-progress", "--cache-dir", "c", "--no-cache",
                               "--time-budget", "1.5", "--threads", "2", "--align-faces"])
