@@ -79,8 +79,8 @@ def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, see
     widened_from = None
     if widen and source.config.width != model.config.width:
         widened_from = source.config.width
-        differ = [f"{k} {v} vs {getattr(model.config, k)}" for k, v in vars(source.config).items()
-                  if k in _ARCHITECTURE_FIELDS and v != getattr(model.config, k)]
+        differ = [f"{k} {getattr(source.config, k)} vs {getattr(model.config, k)}" for k in _ARCHITECTURE_FIELDS
+                  if getattr(source.config, k) != getattr(model.config, k)]
         if differ:
             raise WeightsError(f"{path}: --init-widen changes only the width, but the source and the recipe's model "
                                f"also differ in {'; '.join(differ)}")

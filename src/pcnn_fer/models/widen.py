@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import UsageError
 from .pcnn import PCNNConfig, build_model
 
-__all__ = ["widen_model", "widen_state_dict"]
+__all__ = ["widen_model"]
 
 
 def _grown_tensor(name: str, old: torch.Tensor, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
@@ -47,17 +47,6 @@ def _grown_tensor(name: str, old: torch.Tensor, shape: torch.Size, generator: to
     return new
 
 
-def widen_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                     generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The tensors of ``source`` grown to the shapes of ``target`` (same names; see the module docstring)."""
-    missing = [k for k in target if k not in source]
-    extra = [k for k in source if k not in target]
-    if missing or extra:
-        first = ([f"{k} missing from the source" for k in missing] + [f"{k} only in the source" for k in extra])[:3]
-        raise UsageError(f"cannot widen: the two networks differ in more than width ({'; '.join(first)})")
-    return {k: _grown_tensor(k, source[k], target[k].shape, generator) for k in target}
-
-
 def widen_model(model: nn.Module, width: float, seed: int = 0) -> nn.Module:
     """A copy of ``model`` (a PCNN or ablation baseline with a ``config``) at width multiplier ``width``, computing
     the same function (up to float rounding); every channel count must grow by an integer factor."""
@@ -66,6 +55,6 @@ def widen_model(model: nn.Module, width: float, seed: int = 0) -> nn.Module:
         raise UsageError(f"can only widen: the source has width {config.width}, asked for {width}")
     wide = build_model(replace(config, width=width))
     generator = torch.Generator().manual_seed(seed)
-    state = widen_state_dict(model.state_dict(), wide.state_dict(), generator)
-    wide.load_state_dict(state)
+    source = model.state_dict()  # the same architecture at another width: the same tensor names
+    wide.load_state_dict({k: _grown_tensor(k, source[k], t.shape, generator) for k, t in wide.state_dict().items()})
     return wide.train(model.training)
