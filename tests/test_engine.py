@@ -6,6 +6,7 @@ Everything uses the ``tiny`` recipe (a few optimiser steps) on one CPU thread, s
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -694,6 +695,11 @@ def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path,
     assert (tmp_path / "cv" / "fold00" / "member1" / "model.safetensors").is_file()
     ensemble = json.loads((tmp_path / "cv" / "fold00" / "metrics.json").read_text())
     assert ensemble["members"] == 2 and json.loads((tmp_path / "cv" / "cv.json").read_text())["members"] == 2
+    with open(tmp_path / "cv" / "fold00" / "predictions.csv", newline="") as f:  # the ensemble's, face by face
+        rows = list(csv.DictReader(f))
+    assert len(rows) == ensemble["num_samples"] and all(Path(r["path"]).is_file() for r in rows)
+    assert sum(r["correct"] == "0" for r in rows) == ensemble["misclassified"]
+    assert ensemble["misclassified"] == round(ensemble["num_samples"] * (1 - ensemble["accuracy"] / 100))
 
 
 def test_cv_takes_members_tta_and_selection_from_the_recipe(folder, tmp_path, run_cli):

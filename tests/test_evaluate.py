@@ -3,6 +3,7 @@ and bad input (missing/corrupt/wrong-class-count checkpoints, empty splits), all
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -51,6 +52,15 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_
     assert m["checkpoint"] == str(tiny_model) and m["face_alignment"] is None  # folder: not aligned by default
     assert f"accuracy {m['accuracy']:.2f}%" in out
     assert (tmp_path / "ev" / "confusion.png").is_file()
+    rows = _predictions(tmp_path / "ev")
+    assert len(rows) == 15 and {r["label"] for r in rows} == {"happiness", "sadness", "surprise"}
+    assert all(Path(r["path"]).is_file() and r["stem"] == Path(r["path"]).stem for r in rows)
+    assert sum(r["correct"] == "1" for r in rows) == np.trace(cm)
+    assert f"{15 - np.trace(cm)} misclassified" in out
+    for r in rows:
+        probs = {c: float(r[f"p_{c}"]) for c in ("happiness", "sadness", "surprise")}
+        assert max(probs, key=probs.get) == r["predicted"] and float(r["confidence"]) == max(probs.values())
+        assert sum(probs.values()) == pytest.approx(1, abs=1e-3)
     # flip TTA runs and keeps the format; a subset list restricts the split and is named in the results
     lst = tmp_path / "subset.txt"
     lst.write_text("happy_000.png\nsad_001.png\n0/surprise_002.jpg\n")
@@ -60,6 +70,23 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_
     assert code == 0, err
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert list(m2) == KEYS and m2["subset"] == "subset.txt" and m2["num_samples"] == 3
+
+
+def test_predictions_rows_follow_the_decoded_faces(tmp_path):
+    from pcnn_fer.engine.predictions import data_rows_to_split_rows, write_predictions
+
+    # split rows 0..4; row 2 could not be decoded, so the data holds rows 0, 1, 3, 4
+    assert data_rows_to_split_rows(np.array([0, 1, -1, 2, 3])).tolist() == [0, 1, 3, 4]
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
+    wrong = write_predictions(tmp_path / "p.csv", ["a", "b", "c"], [None, "x/b.png", None], ["happy", "happy", "sad"],
+                              torch.tensor([0, 0, 1]), probs, ("happiness", "sadness"))
+    rows = _predictions_file(tmp_path / "p.csv")
+    assert wrong == 2 and [r["correct"] for r in rows] == ["1", "0", "0"]  # a tie goes to the first class
+    assert rows[1] == {"stem": "b", "path": "x/b.png", "label": "happy", "predicted": "sadness", "confidence": "0.8000",
+                       "correct": "0", "p_happiness": "0.2000", "p_sadness": "0.8000"}
+    with pytest.raises(ValueError, match="3 targets"):
+        write_predictions(tmp_path / "q.csv", ["a"], [None], ["happy"], torch.tensor([0, 0, 1]), probs, ("h", "s"))
+    assert not (tmp_path / "q.csv").exists()
 
 
 def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, run_cli, make_image_folder):
@@ -72,7 +99,21 @@ def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, run_c
     assert "dropped 4 of 12 samples" in out
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["classes"] == ["happiness", "sadness"] and m["num_samples"] == 8
-    assert np.array(m["confusion_matrix"]).shape == (2, 2)
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (2, 2)
+    rows = _predictions(tmp_path / "ev")  # the dropped anger faces are not listed; surprise is never predicted
+    assert len(rows) == 8 and {r["label"] for r in rows} == {"happiness", "sadness"}
+    assert {r["predicted"] for r in rows} <= {"happiness", "sadness"} and all(r["p_surprise"] == "0.0000" for r in rows)
+    assert sum(r["correct"] == "1" for r in rows) == np.trace(cm)
+
+
+def _predictions(out_dir: Path) -> list[dict[str, str]]:
+    return _predictions_file(out_dir / "predictions.csv")
+
+
+def _predictions_file(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_backends_give_the_same_metrics(tiny_model, tmp_path, run_cli, make_image_folder):

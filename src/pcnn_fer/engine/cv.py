@@ -35,10 +35,11 @@ from .distributed import env_world_size
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .options import TrainOptions
+from .predictions import write_predictions
 from .recipes import Recipe
 from .train import fit
 
-__all__ = ["cross_validate", "ensemble_metrics", "summarise"]
+__all__ = ["cross_validate", "ensemble_metrics", "ensemble_probabilities", "summarise"]
 
 
 def summarise(values: list[float]) -> tuple[float, float]:
@@ -137,6 +138,7 @@ class _FoldPlan:
     info: dict[str, Any] | None = None
     member_dirs: list[Path] | None = None
     jobs: list[tuple[int, Path]] = field(default_factory=list)
+    test_faces: tuple[list[str], list[Path | None]] = ([], [])  # stems and paths of the test rows, in data order
 
 
 def _plan(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: TrainOptions, protocol: str,
@@ -175,7 +177,10 @@ def _plan(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
     member_dirs = [fold_dir] + [fold_dir / f"member{m}" for m in range(1, members)]
     jobs = [(m, d) for m, d in enumerate(member_dirs)
             if not (d / "last.pt").exists() or int(load_checkpoint(d)["epoch"]) < recipe.epochs]
-    return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs)
+    row_of = {int(o): i for i, o in enumerate(split.origin_rows)}
+    rows = [row_of[int(o)] for o in test_data.origin_rows] if test_data.origin_rows is not None else []
+    faces = ([split.stems[r] for r in rows], [split.paths[r] if split.paths is not None else None for r in rows])
+    return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs, faces)
 
 
 def _train_member(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path,
@@ -259,15 +264,21 @@ class _Trainer:
 def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: str | None,
               log: Any) -> dict[str, Any]:
     """Evaluate ``plan``'s trained members on its fold's test rows (the mean of their probabilities) and write its
-    ``metrics.json`` and confusion plot."""
+    ``metrics.json``, confusion plot and ``predictions.csv``."""
     tta, members = plan.evaluation
     fold, fold_dir, test_data = plan.fold, plan.member_dirs[0], plan.data[2]
-    m = ensemble_metrics([load_model(d, device=device) for d in plan.member_dirs], test_data, batch_size, tta)
+    models = [load_model(d, device=device) for d in plan.member_dirs]
+    probs = ensemble_probabilities(models, test_data, batch_size, tta)
+    m = _metrics_of_probabilities(probs, test_data)
+    misclassified = write_predictions(fold_dir / "predictions.csv", *plan.test_faces,
+                                      [test_data.classes[k] for k in test_data.labels.tolist()], test_data.labels,
+                                      probs, models[0].classes)
     metrics = {"dataset": plan.info["dataset"], "split": f"fold{fold.index}_test", "subset": None,
                "num_samples": m["num_samples"], "classes": list(test_data.classes), "accuracy": m["accuracy"],
                "mean_class_accuracy": m["mean_class_accuracy"], "per_class_accuracy": m["per_class_accuracy"],
                "confusion_matrix": m["confusion_matrix"], "checkpoint": str(fold_dir / "model.safetensors"),
                "fold": fold.index, "test_subjects": list(fold.test_subjects), "tta": tta, "members": members,
+               "misclassified": misclassified,
                "face_alignment": face_summary([test_data], detector)}
     write_json(fold_dir / "metrics.json", metrics)
     plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
@@ -276,13 +287,21 @@ def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: 
     return metrics
 
 
+def ensemble_probabilities(models: list[torch.nn.Module], data: TensorData, batch_size: int = 256,
+                           tta: str = "none") -> torch.Tensor:
+    """The mean softmax ``(N, C)`` of ``models`` (each with its own input size and normalisation) on ``data``."""
+    return sum(predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
+                              batch_size=batch_size, tta=tta).softmax(1) for model in models) / len(models)
+
+
 def ensemble_metrics(models: list[torch.nn.Module], data: TensorData, batch_size: int = 256,
                      tta: str = "none") -> dict[str, Any]:
-    """Metrics of the mean softmax of ``models`` (each with its own input size and normalisation) on ``data``."""
-    probs = sum(predict_logits(model, data.images, model.config.input_size, model.config.mean, model.config.std,
-                               batch_size=batch_size, tta=tta).softmax(1) for model in models) / len(models)
-    cm = confusion_matrix(probs.argmax(1), data.labels, data.num_classes)
-    return metrics_from_confusion(cm, data.classes)
+    """Metrics of the mean softmax of ``models`` (:func:`ensemble_probabilities`) on ``data``."""
+    return _metrics_of_probabilities(ensemble_probabilities(models, data, batch_size, tta), data)
+
+
+def _metrics_of_probabilities(probs: torch.Tensor, data: TensorData) -> dict[str, Any]:
+    return metrics_from_confusion(confusion_matrix(probs.argmax(1), data.labels, data.num_classes), data.classes)
 
 
 def _summary(dataset: str, protocol: str, total_folds: int, results: list[dict[str, Any]], recipe: Recipe,

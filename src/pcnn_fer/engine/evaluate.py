@@ -36,6 +36,7 @@ from .devices import resolve_device, set_threads
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
+from .predictions import data_rows_to_split_rows, write_predictions
 from .recipes import Recipe
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
@@ -113,15 +114,20 @@ def match_classes(model: PCNN | ClassifierBackend, split: Split, log: Any = prin
     return split, mapping
 
 
+def _shared_mask(mapping: dict[int, int], num_model_classes: int, device: torch.device) -> torch.Tensor:
+    """0 for the model classes ``mapping`` shares with the dataset, -inf for the others (added to logits)."""
+    allowed = torch.full((num_model_classes,), float("-inf"), device=device)
+    allowed[sorted(mapping.values())] = 0.0
+    return allowed
+
+
 def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
                       split_classes: tuple[str, ...], num_model_classes: int) -> dict[str, Any]:
     """Metrics of model ``logits`` against dataset ``labels``, predicting only the classes of ``mapping``
     (:func:`match_classes`): ``classes`` (the shared ones, in the dataset's order) plus
     :func:`~pcnn_fer.engine.loop.metrics_from_confusion`'s keys."""
     shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
-    allowed = torch.full((num_model_classes,), float("-inf"), device=logits.device)
-    allowed[[mapping[i] for i in shared_ds]] = 0.0
-    pred_model = (logits + allowed).argmax(1).cpu()
+    pred_model = (logits + _shared_mask(mapping, num_model_classes, logits.device)).argmax(1).cpu()
     pos_of_model = torch.full((num_model_classes,), -1, dtype=torch.long)
     pos_of_ds = torch.full((len(split_classes),), -1, dtype=torch.long)
     for k, ds in enumerate(shared_ds):
@@ -162,6 +168,7 @@ def evaluate_split(
     log: Any = print,
     progress: bool = False,
     align: FaceAligner | None = None,
+    predictions: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` (a classifier backend of :func:`~pcnn_fer.deploy.backends.create_backend`, or a PCNN
     module, run by the torch backend) on ``split`` through the canonical class mapping (see the module docstring); a
@@ -170,18 +177,29 @@ def evaluate_split(
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
     ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
     ``face_alignment`` (with ``align``, faces aligned when decoding: the count of faces found and centre-square
-    fallbacks; else None).
+    fallbacks; else None). With ``predictions`` (a path), each face's label, prediction and class probabilities are
+    written there (:func:`~pcnn_fer.engine.predictions.write_predictions`) and ``misclassified`` counts the wrong ones.
     """
     if isinstance(model, nn.Module):
         model = create_backend("torch", model, str(device))
     config = model.config
     split, mapping = match_classes(model, split, log)
-    data, _ = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
+    data, where = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
     logits = predict_logits(BackendModule(model), data.images, config.input_size, config.mean, config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
-    return {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(config.classes)),
-            "face_alignment": face_summary([data], align.name if align else None)}
+    result = {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(config.classes)),
+              "face_alignment": face_summary([data], align.name if align else None)}
+    if predictions is not None:
+        rows = data_rows_to_split_rows(where).tolist()
+        labels = data.labels.cpu().tolist()
+        result["misclassified"] = write_predictions(
+            predictions, [split.stems[r] for r in rows] if split.stems else [str(r) for r in rows],
+            [split.paths[r] for r in rows] if split.paths is not None else [None] * len(rows),
+            [split.classes[k] for k in labels], torch.tensor([mapping[k] for k in labels]),
+            (logits.float() + _shared_mask(mapping, len(config.classes), logits.device)).softmax(1),
+            tuple(config.classes))
+    return result
 
 
 @dataclass
@@ -222,8 +240,10 @@ def load_target(args: argparse.Namespace) -> EvaluationTarget:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json and OUT/confusion.png."""
+    """Run ``pcnn evaluate`` from parsed arguments; writes OUT/metrics.json, OUT/confusion.png and
+    OUT/predictions.csv."""
     threads = set_threads(args.threads)
+    out = Path(args.out)
     target = load_target(args)
     reader, model, split_name, split, subset_name = (target.reader, target.model, target.split_name, target.split,
                                                      target.subset)
@@ -236,16 +256,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     result = evaluate_split(backend, split, target.device, batch_size=args.batch_size,
                             tta=None if args.tta == "none" else args.tta, amp=amp,
                             cache=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
-                            align=FaceAligner() if wants_alignment(reader, args.align_faces) else None)
+                            align=FaceAligner() if wants_alignment(reader, args.align_faces) else None,
+                            predictions=out / "predictions.csv")
     metrics = {"dataset": reader.name, "split": split_name, "subset": subset_name,
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
                "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
                "checkpoint": str(args.checkpoint), "face_alignment": result["face_alignment"]}
-    out = Path(args.out)
     write_json(out / "metrics.json", metrics)
     plot_confusion(out / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"{target.title}: {metrics['accuracy']:.2f}%")
     print(f"accuracy {metrics['accuracy']:.2f}% (mean-class {metrics['mean_class_accuracy']:.2f}%) on "
-          f"{metrics['num_samples']} samples -> {out / 'metrics.json'}")
+          f"{metrics['num_samples']} samples -> {out / 'metrics.json'}; {result['misclassified']} misclassified "
+          f"-> {out / 'predictions.csv'}")
     return 0
