@@ -798,3 +798,23 @@ def test_cv_worker_lines_are_prefixed_line_by_line(capsys):
     _PrefixedLog("[fold 1 member 0]")("init: class map\n  anger <- anger")
     assert capsys.readouterr().out.splitlines() == ["[fold 1 member 0] init: class map",
                                                     "[fold 1 member 0]   anger <- anger"]
+
+
+def test_cv_worker_lines_are_written_whole_with_their_newline(monkeypatch):
+    """One write per message, newline included: under PYTHONUNBUFFERED each write reaches the file at once, and a
+    newline written apart lets another worker's line land in the middle of this one."""
+    import io
+
+    from pcnn_fer.engine.cv import _PrefixedLog
+
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    _PrefixedLog("[fold 0 member 1]")("epoch 2/20 loss 4.7 *")
+    _PrefixedLog("[fold 0 member 1]")("a\nb")
+    assert writes == ["[fold 0 member 1] epoch 2/20 loss 4.7 *\n", "[fold 0 member 1] a\n[fold 0 member 1] b\n"]

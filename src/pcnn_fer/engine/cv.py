@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import sys
 from dataclasses import dataclass, field, replace
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
@@ -203,12 +204,15 @@ def _worker_job(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int
 
 @dataclass(frozen=True)
 class _PrefixedLog:
-    """``print`` with a prefix on every line, flushed at once (a worker's lines interleave with the others')."""
+    """``print`` with a prefix on every line, written in one call with its newline and flushed at once (a worker's
+    lines interleave with the others'; ``print`` writes the text and the newline apart, which under
+    ``PYTHONUNBUFFERED`` are two writes that another worker's line can split)."""
 
     prefix: str
 
     def __call__(self, text: str) -> None:
-        print("\n".join(f"{self.prefix} {line}" for line in str(text).splitlines() or [""]), flush=True)
+        sys.stdout.write("".join(f"{self.prefix} {line}\n" for line in str(text).splitlines() or [""]))
+        sys.stdout.flush()
 
 
 def _worker_count(workers: int | None, jobs: int, device: torch.device, threads: int) -> int:
