@@ -207,10 +207,10 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
     ),
     dict(
         name="ckplus",
-        description="CK+ folds: fine-tune the bundled small PCNN (--init default), 10 subject-independent folds "
-                    "in minutes on a CPU",
+        description="CK+ folds: fine-tune the bundled small PCNN (--init default) with region erasing, 10 "
+                    "subject-independent folds in minutes on a CPU",
         model="small", input_size=48, epochs=20, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="strong",
+        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="regions",
         init_lr_scale=0.3, cv_members=2, **_SMALL_SET_CV,
     ),
     dict(
