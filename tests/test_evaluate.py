@@ -73,10 +73,18 @@ def test_metrics_json_keys_and_values(tiny_model, tmp_path, run_cli, make_image_
 
 
 def test_predictions_rows_follow_the_decoded_faces(tmp_path):
-    from pcnn_fer.engine.predictions import data_rows_to_split_rows, write_predictions
+    from pcnn_fer.data.datasets import Split
+    from pcnn_fer.data.loader import TensorData
+    from pcnn_fer.engine.predictions import faces_of, write_predictions
 
     # split rows 0..4; row 2 could not be decoded, so the data holds rows 0, 1, 3, 4
-    assert data_rows_to_split_rows(np.array([0, 1, -1, 2, 3])).tolist() == [0, 1, 3, 4]
+    split = Split("d", "s", ("happy", "sad"), [Path(f"/x/{i}.png") for i in range(5)], np.array([0, 1, 0, 1, 0]),
+                  stems=[f"f{i}" for i in range(5)])
+    data = TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 1, 0]), None, split.classes,
+                      origin_rows=np.array([0, 1, 3, 4]), unreadable_rows=np.array([2]))
+    assert faces_of(data, split) == (["f0", "f1", "f3", "f4"], [Path(f"/x/{i}.png") for i in (0, 1, 3, 4)])
+    sub = split.subset([4, 3, 0])  # a derived split: its rows are found by origin, in the data's order
+    assert faces_of(data.subset([3, 0]), sub) == (["f4", "f0"], [Path("/x/4.png"), Path("/x/0.png")])
     probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
     wrong = write_predictions(tmp_path / "p.csv", ["a", "b", "c"], [None, "x/b.png", None], ["happy", "happy", "sad"],
                               torch.tensor([0, 0, 1]), probs, ("happiness", "sadness"))

@@ -36,7 +36,7 @@ from .distributed import env_world_size
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .options import TrainOptions
-from .predictions import write_predictions
+from .predictions import faces_of, write_predictions
 from .recipes import Recipe
 from .train import fit
 
@@ -178,10 +178,8 @@ def _plan(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
     member_dirs = [fold_dir] + [fold_dir / f"member{m}" for m in range(1, members)]
     jobs = [(m, d) for m, d in enumerate(member_dirs)
             if not (d / "last.pt").exists() or int(load_checkpoint(d)["epoch"]) < recipe.epochs]
-    row_of = {int(o): i for i, o in enumerate(split.origin_rows)}
-    rows = [row_of[int(o)] for o in test_data.origin_rows] if test_data.origin_rows is not None else []
-    faces = ([split.stems[r] for r in rows], [split.paths[r] if split.paths is not None else None for r in rows])
-    return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs, faces)
+    return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs,
+                     faces_of(test_data, split))
 
 
 def _train_member(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path,

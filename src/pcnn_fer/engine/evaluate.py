@@ -36,7 +36,7 @@ from .devices import resolve_device, set_threads
 from .logs import plot_confusion, write_json
 from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
-from .predictions import data_rows_to_split_rows, write_predictions
+from .predictions import faces_of, write_predictions
 from .recipes import Recipe
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
@@ -184,19 +184,17 @@ def evaluate_split(
         model = create_backend("torch", model, str(device))
     config = model.config
     split, mapping = match_classes(model, split, log)
-    data, where = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
+    data, _ = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
     logits = predict_logits(BackendModule(model), data.images, config.input_size, config.mean, config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
     result = {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(config.classes)),
               "face_alignment": face_summary([data], align.name if align else None)}
     if predictions is not None:
-        rows = data_rows_to_split_rows(where).tolist()
         labels = data.labels.cpu().tolist()
         result["misclassified"] = write_predictions(
-            predictions, [split.stems[r] for r in rows] if split.stems else [str(r) for r in rows],
-            [split.paths[r] for r in rows] if split.paths is not None else [None] * len(rows),
-            [split.classes[k] for k in labels], torch.tensor([mapping[k] for k in labels]),
+            predictions, *faces_of(data, split), [split.classes[k] for k in labels],
+            torch.tensor([mapping[k] for k in labels]),
             (logits.float() + _shared_mask(mapping, len(config.classes), logits.device)).softmax(1),
             tuple(config.classes))
     return result

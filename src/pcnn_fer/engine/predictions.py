@@ -8,25 +8,26 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..data.datasets import Split
+from ..data.loader import TensorData
 from ..fileio import atomic_write
 
-__all__ = ["PREDICTION_COLUMNS", "data_rows_to_split_rows", "write_predictions"]
+__all__ = ["PREDICTION_COLUMNS", "faces_of", "write_predictions"]
 
 #: The leading columns of predictions.csv; one ``p_<class>`` column per model class follows.
 PREDICTION_COLUMNS: tuple[str, ...] = ("stem", "path", "label", "predicted", "confidence", "correct")
 
 
-def data_rows_to_split_rows(where: np.ndarray) -> np.ndarray:
-    """Invert :func:`~pcnn_fer.data.loader.load_tensor_data`'s row map (each split row's row in the decoded data,
-    -1 when unreadable): for each decoded row, the split row it came from."""
-    where = np.asarray(where, dtype=np.int64)
-    kept = np.flatnonzero(where >= 0)
-    out = np.empty(len(kept), dtype=np.int64)
-    out[where[kept]] = kept
-    return out
+def faces_of(data: TensorData, split: Split) -> tuple[list[str], list[Path | None]]:
+    """The stems and paths (None for csv-pixel datasets) of ``data``'s rows, in its order: ``data`` was decoded from
+    ``split`` or from a split sharing its origin (``origin_rows``), so unreadable images are simply absent."""
+    if data.origin_rows is None:
+        raise ValueError(f"{data.name or 'this data'} was not decoded from a split: its faces have no names")
+    row_of = {int(o): i for i, o in enumerate(split.origin_rows)}
+    rows = [row_of[int(o)] for o in data.origin_rows]
+    return [split.stems[r] for r in rows], [None if split.paths is None else split.paths[r] for r in rows]
 
 
 def write_predictions(path: str | Path, stems: Sequence[str], paths: Sequence[Path | str | None],
