@@ -6,6 +6,10 @@ mapped row by row by canonical class name: a class the source knows keeps its ro
 and source classes the new dataset lacks are dropped. The mapping and the source's sha256 are returned as an
 :class:`InitReport`, printed by the trainer and stored in the run's ``model.json``.
 
+``--init dlib`` (or the path of a dlib ``.dat`` file) starts a ``backbone="dlib"`` model (``--model dlib``) from
+dlib's face-recognition ResNet instead: every trunk and layer4 take its weights, the heads and MDIM start fresh, and
+the report carries the layer mapping (:func:`pcnn_fer.dlib_weights.load_dlib_trunks`).
+
 With ``widen`` (``--init-widen``) a narrower source of the same preset otherwise (e.g. ``small`` for a ``compact``
 run) is first grown to the run's width without changing its predictions (:mod:`pcnn_fer.models.widen`).
 """
@@ -16,14 +20,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..classes import canonical_name
+from ..dlib_weights import load_dlib_trunks
 from ..errors import UsageError
 from ..fileio import sha256_of
 from ..models.pcnn import PCNN
 from ..models.widen import widen_model
 from ..weights import WeightsError, load_model, resolve_model_path
 
-__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_pretrained", "is_head_parameter"]
+__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_dlib", "init_from_pretrained", "is_dlib_spec", "is_head_parameter"]
 
 #: Parameter-name prefixes of the class-specific layers (mapped by class name, trained at the full learning rate).
 HEAD_PREFIXES = ("global_head.", "local_heads.", "local_head.")  # local_head: the global-only baseline's
@@ -44,6 +51,7 @@ class InitReport:
     class_map: dict[str, str | None]  # new class -> source class whose head rows it took (None: fresh)
     dropped_classes: list[str]  # source classes the new dataset lacks
     widened_from: float | None = None  # the source's width multiplier when --init-widen grew it
+    layer_map: list[str] | None = None  # --init dlib: which of dlib's layers each module took
 
     def describe(self) -> str:
         """Several lines for the run's log."""
@@ -51,6 +59,9 @@ class InitReport:
                 for new, old in self.class_map.items()]
         dropped = f"\n  dropped from the source: {', '.join(self.dropped_classes)}" if self.dropped_classes else ""
         grown = f", widened from width {self.widened_from}" if self.widened_from is not None else ""
+        if self.layer_map is not None:
+            return (f"initialised from dlib's face-recognition ResNet {self.source} (sha256 {self.sha256[:12]}...): "
+                    f"{self.copied_tensors} tensors copied:\n" + "\n".join(f"  {line}" for line in self.layer_map))
         return (f"initialised from {self.source} (sha256 {self.sha256[:12]}...{grown}): {self.copied_tensors} tensors "
                 f"copied; head rows by class:\n" + "\n".join(rows) + dropped)
 
@@ -70,10 +81,29 @@ def _key(name: str) -> str:
         return name
 
 
-def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, seed: int = 0) -> InitReport:
+def is_dlib_spec(spec: str | Path) -> bool:
+    """True for ``--init dlib`` or the path of a dlib network file (``.dat``, ``.dat.bz2``)."""
+    return str(spec) == "dlib" or str(spec).endswith((".dat", ".dat.bz2"))
+
+
+def init_from_dlib(model: PCNN, spec: str | Path = "dlib", calibration: torch.Tensor | None = None) -> InitReport:
+    """Start ``model``'s trunks and layer4 from dlib's face-recognition ResNet (the installed one for ``dlib``),
+    batch-norm statistics measured on the normalised ``calibration`` faces."""
+    path, lines, copied = load_dlib_trunks(model, None if str(spec) == "dlib" else spec, calibration)
+    return InitReport(source=str(path), sha256=sha256_of(path), copied_tensors=copied,
+                      class_map={c: None for c in model.classes}, dropped_classes=[], layer_map=lines)
+
+
+def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, seed: int = 0,
+                         calibration: torch.Tensor | None = None) -> InitReport:
     """Copy the weights of the trained PCNN ``spec`` (run dir, .safetensors, official .pth, or a bundled name such
     as ``default``) into ``model``, first widened to its width when ``widen`` (the split fractions seeded by
-    ``seed``); see the module docstring for the rules."""
+    ``seed``); ``dlib`` or a ``.dat`` path goes to :func:`init_from_dlib` (with ``calibration``); see the module
+    docstring for the rules."""
+    if is_dlib_spec(spec):
+        if widen:
+            raise UsageError("--init-widen grows a trained PCNN; it does not apply to --init dlib")
+        return init_from_dlib(model, spec, calibration)
     path = resolve_model_path(spec)
     source = load_model(path)
     widened_from = None

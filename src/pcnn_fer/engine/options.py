@@ -43,7 +43,9 @@ class TrainOptions:
     init_resnet: str | None = _opt(None, "initialise the trunks from a torchvision-format ResNet-18 (e.g. MS-Celeb) "
                                          "state dict", metavar="PATH")
     init: str | None = _opt(None, "fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled "
-                                  "model (default, fer2013); heads are mapped by class name", metavar="CHECKPOINT")
+                                  "model (default, fer2013); heads are mapped by class name. 'dlib' (or a dlib .dat "
+                                  "file) starts a --model dlib network from dlib's face-recognition ResNet",
+                            metavar="CHECKPOINT")
     init_widen: bool = _opt(False, "with --init: grow a narrower source to the recipe's width first (e.g. the small "
                                    "default model for --model compact), keeping its predictions (Net2Net)")
     dataset_option: str | None = _opt(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..data.loader import TensorData, epoch_batches, sample_weights_balanced, seed_for
-from ..data.transforms import AUGMENT_PRESETS, BatchAugment
+from ..data.transforms import AUGMENT_PRESETS, BatchAugment, eval_transform
 from ..loss import make_loss
 from ..models.pcnn import region_boxes
 from ..weights import load_resnet_trunks
@@ -20,7 +20,7 @@ from .checkpoint import CheckpointError
 from .devices import seed_everything, setup_backends
 from .distributed import DistInfo
 from .ema import WeightAverage
-from .finetune import init_from_pretrained
+from .finetune import init_from_pretrained, is_dlib_spec
 from .loop import evaluate_data, train_epoch
 from .optim import build_optimizer, build_scheduler
 from .options import TrainOptions
@@ -127,6 +127,17 @@ class TrainingParts:
                                   f"{str(e).splitlines()[0]}") from None
 
 
+#: Training faces whose statistics the batch norms of a dlib-initialised model start from.
+CALIBRATION_FACES = 512
+
+
+def _calibration_faces(data: TensorData, recipe: Recipe, model: nn.Module) -> torch.Tensor:
+    """A fixed, seeded sample of the training faces, preprocessed as for evaluation (CPU, float32)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randperm(len(data.images), generator=generator)[:CALIBRATION_FACES]
+    return eval_transform(data.images[rows].cpu(), recipe.input_size, model.config.mean, model.config.std)
+
+
 def build_parts(recipe: Recipe, opts: TrainOptions, train_data: TensorData, dist_info: DistInfo,
                 info: dict[str, Any], say: Callable[[str], None], fresh: bool = True) -> TrainingParts:
     """Seed, resolve the precision (recorded in ``info["amp"]``), build the model (initialised from ``--init`` /
@@ -146,7 +157,9 @@ def build_parts(recipe: Recipe, opts: TrainOptions, train_data: TensorData, dist
         say(f"initialised the trunks from {opts.init_resnet}" + (f" ({len(skipped)} tensors skipped)"
                                                                  if skipped else ""))
     if opts.init and fresh:
-        report = init_from_pretrained(model, opts.init, widen=opts.init_widen, seed=opts.seed)
+        calibration = _calibration_faces(train_data, recipe, model) if is_dlib_spec(opts.init) else None
+        report = init_from_pretrained(model, opts.init, widen=opts.init_widen, seed=opts.seed,
+                                      calibration=calibration)
         say(report.describe())
         info["init"] = report.to_dict()
     model.to(device)

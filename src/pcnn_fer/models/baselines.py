@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .backbones import branch_channels, init_backbone, make_layer4, make_trunk
 from .pcnn import ARCHITECTURES, MODEL_PRESETS, REGIONS, FaceRegions, PCNNConfig
-from .resnet import Trunk, init_resnet_weights, make_stage, stage_channels
 
 __all__ = ["BASELINE_ARCHS", "GlobalOnlyPCNN", "NoMDIMPCNN", "ResNet18", "baseline_presets"]
 
@@ -76,12 +76,11 @@ class ResNet18(_Baseline):
 
     def __init__(self, config: PCNNConfig) -> None:
         super().__init__(config)
-        _, _, c3, c4 = stage_channels(config.width)
-        self.trunk = Trunk(config.width, config.stem)
-        self.layer4 = make_stage(c3, c4, 2)
+        _, c4 = branch_channels(config)
+        self.trunk = make_trunk(config)
+        self.layer4 = make_layer4(config)
         self.global_head = nn.Linear(c4, config.num_classes)
-        init_resnet_weights(self.trunk)
-        init_resnet_weights(self.layer4)
+        init_backbone(config, self.trunk, self.layer4)
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """``(logits, logits)`` (plus zero region logits on request)."""
@@ -97,7 +96,7 @@ class GlobalOnlyPCNN(ResNet18):
 
     def __init__(self, config: PCNNConfig) -> None:
         super().__init__(config)
-        self.local_head = nn.Linear(self.trunk.out_channels, config.num_classes)
+        self.local_head = nn.Linear(branch_channels(config)[0], config.num_classes)
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """``(global_logits, layer3-head logits)`` (plus zero region logits on request)."""
@@ -114,16 +113,14 @@ class NoMDIMPCNN(_Baseline):
 
     def __init__(self, config: PCNNConfig) -> None:
         super().__init__(config)
-        _, _, c3, c4 = stage_channels(config.width)
+        c3, c4 = branch_channels(config)
         self.regions = FaceRegions(config.crop_fractions)
-        self.global_trunk = Trunk(config.width, config.stem)
-        self.local_trunks = nn.ModuleDict({name: Trunk(config.width, config.stem) for name in REGIONS})
-        self.layer4 = make_stage(c3, c4, 2)
+        self.global_trunk = make_trunk(config)
+        self.local_trunks = nn.ModuleDict({name: make_trunk(config) for name in REGIONS})
+        self.layer4 = make_layer4(config)
         self.global_head = nn.Linear(c4, config.num_classes)
         self.local_heads = nn.ModuleDict({name: nn.Linear(c3, config.num_classes) for name in REGIONS})
-        init_resnet_weights(self.global_trunk)
-        init_resnet_weights(self.local_trunks)
-        init_resnet_weights(self.layer4)
+        init_backbone(config, self.global_trunk, self.local_trunks, self.layer4)
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """``(global + summed local logits, summed local logits)`` (plus the per-region logits on request)."""
@@ -138,7 +135,8 @@ class NoMDIMPCNN(_Baseline):
 def baseline_presets(pcnn_preset: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The baselines of one PCNN preset, by name suffix (``resnet``, ``resnet-wide``, ``global``, ``nomdim``)."""
     presets = {arch: {**pcnn_preset, "arch": arch} for arch in BASELINE_ARCHS}
-    presets["resnet-wide"] = {**pcnn_preset, "arch": "resnet", "width": pcnn_preset["width"] * math.sqrt(2)}
+    if pcnn_preset.get("backbone", "resnet18") == "resnet18":  # dlib's widths are its own
+        presets["resnet-wide"] = {**pcnn_preset, "arch": "resnet", "width": pcnn_preset["width"] * math.sqrt(2)}
     return presets
 
 

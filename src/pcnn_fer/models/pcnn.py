@@ -28,7 +28,9 @@ from torch import nn
 
 from ..classes import CANONICAL_CLASSES
 from ..errors import UsageError
-from .resnet import STEMS, Stem, Trunk, init_resnet_weights, make_stage, stage_channels
+from .backbones import BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
+from .dlib_resnet import DLIB_PIXEL_MEAN, DLIB_PIXEL_SCALE
+from .resnet import STEMS, Stem
 
 #: The five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right).
 REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
@@ -55,6 +57,7 @@ class PCNNConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
+    backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's) or dlib (face-recognition)
 
     def __post_init__(self) -> None:
         num_classes = _integer("num_classes", self.num_classes, minimum=2)
@@ -67,6 +70,7 @@ class PCNNConfig:
             "num_classes": num_classes,
             "width": _number("width", self.width, above=0.0),
             "stem": _choice("stem", self.stem, STEMS),
+            "backbone": _choice("backbone", self.backbone, BACKBONES),
             "crop_fractions": _numbers("crop_fractions", self.crop_fractions),
             "theta_init": _choice("theta_init", self.theta_init, ("identity", "official")),
             "stn_grid": _integer("stn_grid", self.stn_grid, minimum=1),
@@ -80,6 +84,8 @@ class PCNNConfig:
         h1, h2, w1 = values["crop_fractions"]
         if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
             raise UsageError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {list(self.crop_fractions)}")
+        if values["backbone"] == "dlib" and values["width"] != 1.0:
+            raise UsageError(f"the dlib backbone has dlib's own widths; width must be 1.0, got {self.width}")
         if not isinstance(self.arch, str):
             raise UsageError(f"arch must be an architecture name, got {self.arch!r}")
         if min(values["std"]) <= 0:
@@ -246,18 +252,16 @@ class PCNN(nn.Module):
         if config.arch != "pcnn":
             raise ValueError(f"a {config.arch!r} config builds another architecture: use build_model(config)")
         self.config = config
-        _, _, c3, c4 = stage_channels(config.width)
+        c3, c4 = branch_channels(config)
         self.regions = FaceRegions(config.crop_fractions)
-        self.global_trunk = Trunk(config.width, config.stem)
-        self.local_trunks = nn.ModuleDict({name: Trunk(config.width, config.stem) for name in REGIONS})
-        self.layer4 = make_stage(c3, c4, 2)
+        self.global_trunk = make_trunk(config)
+        self.local_trunks = nn.ModuleDict({name: make_trunk(config) for name in REGIONS})
+        self.layer4 = make_layer4(config)
         self.mdim = MDIM(c4, config.stn_grid, config.stn_hidden, config.theta_init)
         self.dropout = nn.Dropout(config.dropout)
         self.global_head = nn.Linear(c4, config.num_classes)
         self.local_heads = nn.ModuleDict({name: nn.Linear(c3, config.num_classes) for name in REGIONS})
-        init_resnet_weights(self.global_trunk)
-        init_resnet_weights(self.local_trunks)
-        init_resnet_weights(self.layer4)
+        init_backbone(config, self.global_trunk, self.local_trunks, self.layer4)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -297,6 +301,9 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "compact": dict(width=0.5, stem="lowres", input_size=48, stn_grid=3, mean=(0.5,) * 3, std=(0.5,) * 3),
     "small": dict(width=0.25, stem="lowres", input_size=48, stn_grid=3, mean=(0.5,) * 3, std=(0.5,) * 3),
     "tiny": dict(width=0.125, stem="lowres", input_size=48, stn_grid=2, mean=(0.5,) * 3, std=(0.5,) * 3),
+    # dlib's face-recognition ResNet-29 trunks (--init dlib); its pixel normalisation, (p - mean) / 256 on 0…255
+    "dlib": dict(backbone="dlib", input_size=112, stn_grid=2, mean=tuple(m / 255 for m in DLIB_PIXEL_MEAN),
+                 std=(DLIB_PIXEL_SCALE / 255,) * 3),
 }
 
 
