@@ -222,6 +222,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         init_lr_scale=0.3, cv_members=2, **_SMALL_SET_CV,
     ),
     dict(
+        name="ckplus-dlib",
+        description="CK+ folds from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): 112 px, region "
+                    "erasing, one model per fold",
+        model="dlib", input_size=112, epochs=10, batch_size=32, lr=0.001, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+        augment="regions", init_lr_scale=0.5, cv_members=1, **_SMALL_SET_CV,
+    ),
+    dict(
         name="jaffe",
         description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
         model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
