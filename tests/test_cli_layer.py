@@ -14,7 +14,14 @@ import pytest
 
 import pcnn_fer
 from pcnn_fer.cli import build_parser
-from pcnn_fer.cli.common import BASELINE_SUFFIXES, BUNDLED_MODEL_NAMES, DATASET_NAMES, MODEL_PRESET_NAMES, LazyHandler
+from pcnn_fer.cli.common import (
+    BASELINE_SUFFIXES,
+    BUNDLED_MODEL_NAMES,
+    DATASET_NAMES,
+    FIXED_WIDTH_PRESET_NAMES,
+    MODEL_PRESET_NAMES,
+    LazyHandler,
+)
 
 VERBS = [[], ["bench"], ["data"], ["data", "stats"], ["predict"], ["train"], ["evaluate"], ["cv"], ["export"],
          ["serve"], ["robustness"]]
@@ -49,7 +56,8 @@ def test_help_texts_list_the_registries():
     assert BUNDLED_MODEL_NAMES == tuple(BUNDLED_MODELS)
     assert DATASET_NAMES == tuple(DATASETS)
     assert set(MODEL_PRESETS) == {*MODEL_PRESET_NAMES, *(f"{p}-{s}" for p in MODEL_PRESET_NAMES
-                                                         for s in BASELINE_SUFFIXES)}
+                                                         for s in BASELINE_SUFFIXES)} - {
+        f"{p}-resnet-wide" for p in FIXED_WIDTH_PRESET_NAMES}
 
 
 def _verb_parsers(parser: argparse.ArgumentParser):

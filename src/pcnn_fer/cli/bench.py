@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import BASELINE_SUFFIXES, MODEL_PRESET_NAMES, LazyHandler
+from .common import BASELINE_SUFFIXES, FIXED_WIDTH_PRESET_NAMES, MODEL_PRESET_NAMES, LazyHandler
 
 __all__ = ["add_parser"]
 
@@ -16,7 +16,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", default="paper", metavar="NAME",
                    help=f"model (architecture) preset: {', '.join(MODEL_PRESET_NAMES)}, or an ablation baseline "
                         f"NAME-SUFFIX "
-                        f"(SUFFIX: {', '.join(BASELINE_SUFFIXES)}); default paper")
+                        f"(SUFFIX: {', '.join(BASELINE_SUFFIXES)}; no resnet-wide for "
+                        f"{', '.join(FIXED_WIDTH_PRESET_NAMES)}); default paper")
     p.add_argument("--preset", dest="model", help=argparse.SUPPRESS)  # deprecated spelling of --model
     p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")

@@ -15,15 +15,18 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..typed_fields import add_flags
 
-__all__ = ["BASELINE_SUFFIXES", "BUNDLED_MODEL_NAMES", "DATASET_NAMES", "MODEL_PRESET_NAMES", "LazyHandler",
-           "add_align_flag", "add_checkpoint_flag", "add_dataset_option_flags", "int_arg", "positive_int"]
+__all__ = ["BASELINE_SUFFIXES", "BUNDLED_MODEL_NAMES", "DATASET_NAMES", "FIXED_WIDTH_PRESET_NAMES",
+           "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag",
+           "add_checkpoint_flag", "add_dataset_option_flags", "int_arg", "positive_int"]
 
 #: The dataset readers of :data:`pcnn_fer.data.datasets.DATASETS`.
 DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
 #: The PCNN presets of :data:`pcnn_fer.models.pcnn.MODEL_PRESETS`; each also has ablation baselines named
 #: ``PRESET-SUFFIX`` (:mod:`pcnn_fer.models.baselines`).
-MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny")
+MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny", "dlib")
 BASELINE_SUFFIXES = ("resnet", "global", "nomdim", "resnet-wide")
+#: Presets whose trunk widths are fixed by their pretrained weights: no ``resnet-wide`` baseline.
+FIXED_WIDTH_PRESET_NAMES = ("dlib",)
 #: The models shipped in the package (:data:`pcnn_fer.weights.BUNDLED_MODELS`).
 BUNDLED_MODEL_NAMES = ("default", "ferplus", "fer2013")
 
