@@ -10,6 +10,13 @@ MAX_PIXELS = 64_000_000
 #: Default upload limit of ``pcnn serve`` (MB).
 DEFAULT_MAX_UPLOAD_MB = 10.0
 
+#: Default memory budget of ``pcnn serve`` (MiB): its resident memory plus the estimated peaks of the images it
+#: decodes at once stay under this (:class:`pcnn_fer.deploy.memory.DecodeBudget`).
+DEFAULT_MAX_MEMORY_MB = 1800.0
+
+#: Default number of uploads ``pcnn serve`` keeps waiting for a decode before it answers 503 with Retry-After.
+DEFAULT_MAX_QUEUE = 64
+
 #: Default seconds a request body may go without receiving any bytes before ``pcnn serve`` answers 408.
 DEFAULT_READ_TIMEOUT = 30.0
 
@@ -20,5 +27,5 @@ DEFAULT_OPSET = 18
 #: Largest accepted |onnxruntime - PyTorch| difference of any logit in the export parity check.
 DEFAULT_TOLERANCE = 1e-4
 
-__all__ = ["DEFAULT_MAX_UPLOAD_MB", "DEFAULT_OPSET", "DEFAULT_READ_TIMEOUT", "DEFAULT_TOLERANCE", "MAX_PIXELS",
-           "MIN_OPSET"]
+__all__ = ["DEFAULT_MAX_MEMORY_MB", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_OPSET",
+           "DEFAULT_READ_TIMEOUT", "DEFAULT_TOLERANCE", "MAX_PIXELS", "MIN_OPSET"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..defaults import DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
+from ..defaults import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
 from ..deploy.backends import BACKEND_NAMES
 from ..errors import UsageError
 from .common import add_checkpoint_flag
@@ -31,8 +31,14 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help="refuse (413) images whose header declares more pixels than this, before decoding them")
     s.add_argument("--max-decodes", type=int,
-                   help="images decoded and analysed at once (default: the CPU cores); each 64 MP image takes about "
-                        "0.6 GB while it is decoded")
+                   help="at most this many images decoded and analysed at once (default: the CPU cores)")
+    s.add_argument("--max-memory-mb", type=float, default=DEFAULT_MAX_MEMORY_MB,
+                   help="memory budget in MiB: the server's own memory plus the peaks of the images it decodes at "
+                        "once (estimated from their headers; a 64 MP RGB image about 0.7 GB) stay under it; the "
+                        f"others wait (default {DEFAULT_MAX_MEMORY_MB:g}; 0: only --max-decodes bounds them)")
+    s.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                   help=f"uploads that may wait for a decode; beyond them 503 with Retry-After "
+                        f"(default {DEFAULT_MAX_QUEUE})")
     s.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
                    help="seconds an upload may send nothing before it is answered 408 and closed")
     s.add_argument("--workers", type=int, default=2,
@@ -45,12 +51,16 @@ def add_parser(subparsers: Any) -> None:
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuse out-of-range ``pcnn serve`` options with a :class:`~pcnn_fer.errors.UsageError` naming the option."""
     for option, value, low in (("--workers", args.workers, 1), ("--max-pixels", args.max_pixels, 1),
-                               ("--max-decodes", args.max_decodes, 1), ("--threads", args.threads, 1)):
+                               ("--max-decodes", args.max_decodes, 1), ("--threads", args.threads, 1),
+                               ("--max-queue", args.max_queue, 0)):
         if value is not None and value < low:
             raise UsageError(f"{option} must be at least {low}, got {value}")
     for option, value in (("--max-upload-mb", args.max_upload_mb), ("--read-timeout", args.read_timeout)):
         if not 0 < value < float("inf"):
             raise UsageError(f"{option} must be a positive number, got {value}")
+    if not 0 <= args.max_memory_mb < float("inf"):
+        raise UsageError(f"--max-memory-mb must be a non-negative number of MiB (0: no bound), got "
+                         f"{args.max_memory_mb}")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
 
@@ -68,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
         app = create_app(checkpoint=args.checkpoint, backend=args.backend, device=args.device,
                          detector=args.detector, max_upload_mb=args.max_upload_mb, workers=args.workers,
                          threads=args.threads, max_pixels=args.max_pixels, max_decodes=args.max_decodes,
-                         read_timeout=args.read_timeout)
+                         max_memory_mb=args.max_memory_mb, max_queue=args.max_queue, read_timeout=args.read_timeout)
         service = app.state.service
         print(f"pcnn serve: backend {service.backend_note}, {len(service.classes)} classes; "
               f"open {url_of(sock)}/ (API docs at /docs)", flush=True)

@@ -9,9 +9,11 @@
 
 The model is loaded once. Requests are decoded and recognised in Starlette's thread pool, so the event loop never
 blocks; a small pool of recognizers (one face detector each) shares the one classifier backend, whose calls are
-serialised by a lock unless the backend declares itself thread-safe (onnxruntime sessions are). At most
-``max_decodes`` images (default: the CPU cores) are decoded and analysed at once, which bounds memory
-(:mod:`.memory`).
+serialised by a lock unless the backend declares itself thread-safe (onnxruntime sessions are). Memory is bounded
+(:mod:`.memory`): each upload's peak is estimated from its image header, and at most ``max_decodes`` images
+(default: the CPU cores) whose estimates fit in ``max_memory_mb`` beside the server's own memory are decoded and
+analysed at once; the others wait, first come first served, with only their spooled upload in memory, and beyond
+``max_queue`` waiting uploads the answer is 503 with ``Retry-After``.
 
 Bad uploads never crash the server: bodies over the limit get 413 (checked on ``Content-Length`` and while
 streaming), and so do images whose header declares more than ``max_pixels`` pixels (checked before decoding); a
@@ -26,6 +28,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import queue
 import socket
 import threading
@@ -43,14 +46,26 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..defaults import DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT
+from ..defaults import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT
 from ..errors import UsageError
 from ..faces.detect import FaceDetector
-from ..faces.imageio import MAX_PIXELS, ImageLoadError, load_image
+from ..faces.imageio import MAX_PIXELS, ImageLoadError
 from ..faces.recognizer import Recognizer
 from .backends import ClassifierBackend, create_backend, describe_backend
 from .body_guard import BodyGuardMiddleware
-from .memory import TRIM_PIXELS, DecodeSlots, ImageTooLargeError, default_max_decodes, header_pixels, release_memory
+from .memory import (
+    MIB,
+    TRIM_PIXELS,
+    DecodeBudget,
+    DecodeQueueFull,
+    ImageTooLargeError,
+    Upload,
+    decode_rgb,
+    default_max_decodes,
+    inspect_upload,
+    release_memory,
+    upload_cost,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Part content types accepted besides ``image/*`` (the bytes are decoded and checked anyway).
@@ -75,17 +90,20 @@ class LockedBackend:
 
 class InferenceService:
     """The model, loaded once, behind a pool of ``workers`` recognizers (each with its own face detector) that share
-    one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread. At most
-    ``max_decodes`` images (default: the CPU cores) are decoded and analysed at once."""
+    one classifier backend. :meth:`predict` is thread-safe and blocking: call it from a worker thread. Decodes are
+    admitted by :attr:`budget`: at most ``max_decodes`` at once (default: the CPU cores), whose estimated peaks fit
+    in ``max_memory_mb`` MiB beside the process's own memory (0: no memory bound)."""
 
     def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "auto", device: str = "cpu",
                  detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
-                 max_pixels: int = MAX_PIXELS, max_decodes: int | None = None) -> None:
+                 max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,
+                 max_memory_mb: float = DEFAULT_MAX_MEMORY_MB) -> None:
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
         if max_pixels < 1:
             raise UsageError(f"max_pixels must be at least 1, got {max_pixels}")
-        self.decodes = DecodeSlots(max_decodes or default_max_decodes())
+        if not 0 <= max_memory_mb < float("inf"):
+            raise UsageError(f"max_memory_mb must be a non-negative number of MiB (0: no bound), got {max_memory_mb}")
         model = create_backend(backend, checkpoint, device, threads=threads, spinning=False)
         self.backend_name = getattr(model, "name", type(model).__name__)
         self.backend_note = describe_backend(model)  # the name, and for auto why it was chosen
@@ -104,6 +122,10 @@ class InferenceService:
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, Path)) else type(checkpoint).__name__
         self.served = 0
         self._count_lock = threading.Lock()
+        # measured after the model and detectors are loaded: the baseline the memory budget is shared with
+        self.budget = DecodeBudget(max_decodes or default_max_decodes(),
+                                   int(max_memory_mb * MIB) if max_memory_mb else None)
+        self.max_memory_mb = max_memory_mb
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[Recognizer]:
@@ -115,18 +137,30 @@ class InferenceService:
             self.recognizers.put(rec)
 
     def predict(self, data: bytes, source: str | None = None) -> dict[str, Any]:
-        """Decode ``data`` and recognise its faces → the ``pcnn predict`` JSON record. Raises
-        :class:`~pcnn_fer.deploy.memory.ImageTooLargeError` when the header declares more than ``max_pixels``
-        pixels (nothing is decoded) and :class:`~pcnn_fer.faces.imageio.ImageLoadError` for inputs that cannot be
-        decoded."""
-        pixels = header_pixels(data, self.max_pixels)
-        with self.decodes.hold():  # the decoded image lives only inside a slot: memory is bounded by the slots
-            rgb = load_image(data, max_pixels=self.max_pixels)
+        """Decode ``data`` and recognise its faces → the ``pcnn predict`` JSON record, waiting for the budget's
+        admission. Raises :class:`~pcnn_fer.deploy.memory.ImageTooLargeError` when the header declares more than
+        ``max_pixels`` pixels (nothing is decoded) and :class:`~pcnn_fer.faces.imageio.ImageLoadError` for inputs
+        that cannot be decoded."""
+        upload = inspect_upload(data, self.max_pixels)
+        with self.budget.hold(self.cost_of(upload, len(data))):
+            return self.recognise(data, source, upload)
+
+    @staticmethod
+    def cost_of(upload: Upload | None, size: int) -> int:
+        """The estimated peak memory of an upload of ``size`` bytes (its header's estimate, or the fixed cost
+        when the header could not be read: the decoder will then refuse it)."""
+        return upload.cost if upload is not None else upload_cost(0, 0, "", size)
+
+    def recognise(self, data: bytes, source: str | None, upload: Upload | None) -> dict[str, Any]:
+        """:meth:`predict` for a caller that holds the budget's admission for ``upload`` (its header)."""
+        try:
+            rgb = decode_rgb(data, self.max_pixels)  # the decoded image lives only inside an admission
             with self.borrow() as rec:
                 result = rec.predict_array(rgb, source=source)
             del rgb
-        if pixels and pixels >= TRIM_PIXELS:
-            release_memory()
+        finally:
+            if upload is None or upload.pixels >= TRIM_PIXELS:
+                release_memory()
         with self._count_lock:
             self.served += 1
         return result.to_dict()
@@ -167,6 +201,10 @@ class Health(BaseModel):
     max_upload_mb: float
     max_pixels: int
     max_decodes: int
+    max_memory_mb: float
+    max_queue: int
+    decoding: dict[str, Any] = Field(description="the decode budget now: MiB in use and for decodes, active, "
+                                                 "waiting, admitted")
     read_timeout_s: float
     version: str
     served: int
@@ -224,9 +262,11 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                device: str = "cpu", detector: str | FaceDetector = "auto",
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2, threads: int | None = None,
                max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,
+               max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, max_queue: int = DEFAULT_MAX_QUEUE,
                read_timeout: float = DEFAULT_READ_TIMEOUT) -> FastAPI:
     """The FastAPI application. Pass a ready :class:`InferenceService` or the options to build one (the model is
-    loaded here, once). ``read_timeout``: seconds an upload may go without sending any bytes before it gets 408."""
+    loaded here, once). ``read_timeout``: seconds an upload may go without sending any bytes before it gets 408;
+    ``max_queue``: uploads that may wait for a decode before the next one gets 503 with ``Retry-After``."""
     from .. import __version__
     from ..faces.draw import class_color
     from ..models.pcnn import REGIONS
@@ -235,8 +275,11 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         raise UsageError(f"max_upload_mb must be positive, got {max_upload_mb}")
     if not read_timeout > 0:
         raise UsageError(f"read_timeout must be positive, got {read_timeout}")
+    if max_queue < 0:
+        raise UsageError(f"max_queue must be at least 0, got {max_queue}")
     service = service or InferenceService(checkpoint, backend, device, detector, workers, threads,
-                                          max_pixels=max_pixels, max_decodes=max_decodes)
+                                          max_pixels=max_pixels, max_decodes=max_decodes,
+                                          max_memory_mb=max_memory_mb)
     limit = int(max_upload_mb * 2**20)
     limit_text = f"{max_upload_mb:g} MB"
 
@@ -288,15 +331,18 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                 "input_size": int(service.config.input_size), "regions": list(REGIONS),
                 "colors": {c: _hex(class_color(c)) for c in service.classes}, "detector": service.detector_name,
                 "workers": service.workers, "max_upload_mb": max_upload_mb, "max_pixels": service.max_pixels,
-                "max_decodes": service.decodes.limit, "read_timeout_s": read_timeout, "version": __version__,
-                "served": service.served}
+                "max_decodes": service.budget.limit, "max_memory_mb": service.max_memory_mb,
+                "max_queue": max_queue, "decoding": service.budget.status(), "read_timeout_s": read_timeout,
+                "version": __version__, "served": service.served}
 
     @app.post("/predict", response_model=PredictionRecord, summary="Recognise the expressions of all faces in a photo",
               responses={408: {"model": Error, "description": "the upload stopped arriving (--read-timeout)"},
                          413: {"model": Error, "description": "upload larger than the limit, or an image with more "
                                                               "pixels than the limit (from its header)"},
                          415: {"model": Error, "description": "not multipart/form-data, or the file is not an image"},
-                         422: {"model": Error, "description": "empty, truncated or undecodable image"}})
+                         422: {"model": Error, "description": "empty, truncated or undecodable image"},
+                         503: {"model": Error, "description": "--max-queue uploads already wait for a decode; "
+                                                              "retry after the Retry-After seconds"}})
     async def predict(request: Request,
                       file: UploadFile | None = File(None, description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
                       ) -> JSONResponse:
@@ -311,22 +357,33 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         if not (part_type.startswith("image/") or part_type in GENERIC_TYPES):
             raise error(415, f"unsupported file type {part_type!r} for {name!r}: upload an image "
                              "(JPEG, PNG, WebP, BMP, TIFF or GIF)")
-        data = await file.read(limit + 1)
-        await file.close()
-        if len(data) > limit:
-            raise error(413, f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)")
-        if not data:
-            raise error(422, f"{name!r} is empty")
-        started = time.perf_counter()
         try:
-            record = await run_in_threadpool(service.predict, data, name)
+            size = file.size if file.size is not None else file.file.seek(0, 2)
+            if size > limit:
+                raise error(413, f"upload too large: the limit is {limit_text} (pcnn serve --max-upload-mb)")
+            if not size:
+                raise error(422, f"{name!r} is empty")
+            # the header only, from the spooled upload: what the decode will cost (413 above --max-pixels)
+            header = await run_in_threadpool(inspect_upload, file.file, service.max_pixels)
+            started = time.perf_counter()
+            async with service.budget.admit(service.cost_of(header, size), max_waiting=max_queue):
+                data = await file.read(limit + 1)  # in memory only once admitted
+                record = await run_in_threadpool(service.recognise, data, name, header)
+        except DecodeQueueFull as e:
+            raise HTTPException(503, f"busy: {e.waiting} uploads already wait for a decode (pcnn serve --max-queue "
+                                     f"{max_queue}); retry in {e.retry_after:.0f} s",
+                                headers={"Retry-After": str(math.ceil(e.retry_after))}) from None
         except ImageTooLargeError as e:
             raise error(413, f"cannot use {name!r}: {e.reason}") from None
         except ImageLoadError as e:
             raise error(422, f"cannot use {name!r}: {e.reason}") from None
+        except HTTPException:
+            raise
         except Exception as e:  # noqa: BLE001 - report, never crash the server
             log.exception("inference failed for %s", name)
             raise error(500, f"inference failed: {type(e).__name__}: {e}") from None
+        finally:
+            await file.close()
         elapsed = (time.perf_counter() - started) * 1e3
         return JSONResponse(record, headers={"X-Inference-Ms": f"{elapsed:.1f}"})
 
