@@ -1,6 +1,8 @@
 """``pcnn robustness``: region occlusions cover exactly the pixels of the model's own region crops, strength 0 is the
-clean accuracy, the same seed gives the same corruptions and results, and bad arguments fail with one line; plus an
-end-to-end run on a synthetic image folder with a tiny model."""
+clean accuracy, the same seed gives the same corruptions and results, the batched run (every corruption of a block
+of faces in turn, on the BN-folded model) gives the one-corruption-at-a-time results, the seeded face subset and the
+95 % intervals, the estimate printed first, and bad arguments fail with one line; plus an end-to-end run on a
+synthetic image folder with a tiny model."""
 
 from __future__ import annotations
 
@@ -18,9 +20,13 @@ from PIL import Image
 
 from pcnn_fer import create_model, save_model
 from pcnn_fer.cli import main
+from pcnn_fer.data.loader import seed_for
+from pcnn_fer.engine.evaluate import metrics_of_logits
 from pcnn_fer.models.pcnn import REGIONS, FaceRegions
+from pcnn_fer.robustness import run as run_module
 from pcnn_fer.robustness.corruptions import CORRUPTIONS, GREY, MAX_STRENGTH, expand_names
-from pcnn_fer.robustness.run import corrupted_logits, run_benchmark
+from pcnn_fer.robustness.run import corrupted_logits, inference_model, run_benchmark
+from pcnn_fer.robustness.stats import mean_interval, subset_rows, wilson_interval
 
 CLASSES = ("happiness", "sadness", "surprise")
 #: The real ``pcnn`` console script (its module when the script is not on PATH).
@@ -116,6 +122,141 @@ def test_strength_zero_is_clean_and_results_repeat(tiny):
     assert summary["regions"]["left_eye"] is None
 
 
+def with_random_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` (in place, eval mode) with random BatchNorm statistics and affines, so that folding them into the
+    convolutions is not the identity it is at initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model.eval()
+
+
+def spy_logits(monkeypatch) -> list[torch.Tensor]:
+    """The logits :func:`run_benchmark` scores, in the order it scores them (clean, then each corruption's
+    strengths ≥ 1 in order), recorded around the real :func:`metrics_of_logits`."""
+    seen: list[torch.Tensor] = []
+
+    def recording(logits, *args):
+        seen.append(logits.clone())
+        return metrics_of_logits(logits, *args)
+
+    monkeypatch.setattr(run_module, "metrics_of_logits", recording)
+    return seen
+
+
+#: Corruptions with random choices (positions, signs, noise) and deterministic ones, for the batched-path tests.
+MIXED = ["mouth:noise", "hand", "rotate", "left_eye:grey"]
+
+
+def test_batched_run_equals_one_corruption_at_a_time(tiny, monkeypatch):
+    """Block by block, every corruption of a block in turn (270 faces: a block of 256, then a short one) gives the
+    logits of the plain one-corruption-at-a-time path, face for face, for the same seed."""
+    x, labels, mapping = faces(n=270, channels=1, seed=4), torch.arange(270) % 3, {0: 0, 1: 1, 2: 2}
+    seen = spy_logits(monkeypatch)
+    result = run_benchmark(tiny, x, labels, mapping, CLASSES, MIXED, [0, 1, 3], seed=2, batch_size=64,
+                           progress=False, optimize=False)
+    keys = [(None, 0)] + [(name, s) for name in MIXED for s in (1, 3)]
+    assert len(seen) == len(keys)
+    for (name, strength), batched in zip(keys, seen):
+        reference = corrupted_logits(tiny, x, name, strength, seed=2, batch_size=270)
+        assert torch.allclose(batched, reference, atol=1e-5, rtol=0), (name, strength)
+        m = metrics_of_logits(reference, labels, mapping, CLASSES, 3)
+        row = (result["clean"] if name is None else
+               next(r for r in result["corruptions"][name]["results"] if r["strength"] == strength))
+        assert row["accuracy"] == m["accuracy"] and row["mean_class_accuracy"] == m["mean_class_accuracy"]
+        correct = round(m["accuracy"] * 270 / 100)
+        assert row["accuracy_ci95"] == wilson_interval(correct, 270)
+    # another seed draws other corruptions: the comparison above can tell seeds apart
+    assert not torch.allclose(corrupted_logits(tiny, x, "hand", 3, seed=3), seen[keys.index(("hand", 3))])
+
+
+@pytest.mark.parametrize("preset, size", [("tiny", 48), ("tiny", 53), ("tiny-resnet", 48)])
+def test_inference_model_gives_the_same_predictions(preset, size, monkeypatch):
+    """The BN-folded (PCNN: pair-stacked) channels_last model run_benchmark uses by default predicts what the model
+    as loaded predicts, for a PCNN, one of odd input size (no pairing) and a baseline; BatchNorm statistics random
+    so that the fold changes the weights."""
+    torch.manual_seed(0)
+    model = with_random_batchnorm(create_model(preset, num_classes=3, classes=CLASSES, input_size=size))
+    fast = inference_model(model)
+    assert fast is not model and type(fast).__name__ == ("InferencePCNN" if preset == "tiny" and size == 48
+                                                          else type(model).__name__)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # all folded
+    x, labels, mapping = faces(n=100, channels=1, size=size, seed=5), torch.arange(100) % 3, {0: 0, 1: 1, 2: 2}
+    seen = spy_logits(monkeypatch)
+    names = ["mouth:noise", "rotate", "blur"]
+    fast_result = run_benchmark(model, x, labels, mapping, CLASSES, names, [2], seed=1, batch_size=32,
+                                progress=False)
+    plain_result = run_benchmark(model, x, labels, mapping, CLASSES, names, [2], seed=1, batch_size=32,
+                                 progress=False, optimize=False)
+    fast_logits, plain_logits = seen[: len(seen) // 2], seen[len(seen) // 2:]
+    for a, b in zip(fast_logits, plain_logits):
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, float(b.abs().max()))
+        assert torch.equal(a.argmax(1), b.argmax(1))
+    for key in ("clean", "corruptions", "summary"):
+        assert fast_result[key] == plain_result[key], key
+    assert "folded" in fast_result["inference"] and "as loaded" in plain_result["inference"]
+    assert ("paired" in fast_result["inference"]) == (preset == "tiny" and size == 48)
+
+
+def test_estimate_comes_after_the_first_clean_block_only(tiny):
+    """``on_estimate`` is called once, after the first block's clean pass and before any corrupted pass, with the
+    time of the whole run (faces × passes at the measured rate)."""
+    forwards: list[int] = []
+    handle = tiny.register_forward_hook(lambda *_: forwards.append(1))
+    calls: list[tuple[int, float, float]] = []
+    try:
+        run_benchmark(tiny, faces(n=300), torch.arange(300) % 3, {0: 0, 1: 1, 2: 2}, CLASSES, ["blur", "shift"],
+                      [1, 2], batch_size=64, progress=False, optimize=False,
+                      on_estimate=lambda seconds, rate: calls.append((len(forwards), seconds, rate)))
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    done, seconds, rate = calls[0]
+    assert done == 256 // 64  # one block (one chunk of 256 faces) clean, nothing corrupted yet
+    assert len(forwards) == 5 * (4 + 1)  # 1 + 2 × 2 passes over blocks of 256 and 44 faces
+    assert rate > 0 and seconds == pytest.approx(300 * 5 / rate)
+
+
+def test_subset_rows_is_seeded_sorted_and_none_for_the_full_split():
+    rows = subset_rows(1000, 300, seed=7)
+    assert rows.dtype == torch.long and rows.numel() == 300 and rows.unique().numel() == 300
+    assert torch.equal(rows, rows.sort().values) and 0 <= int(rows.min()) and int(rows.max()) < 1000
+    assert torch.equal(rows, subset_rows(1000, 300, seed=7))  # the same faces for every model and every run
+    assert not torch.equal(rows, subset_rows(1000, 300, seed=8))
+    assert torch.equal(subset_rows(1000, 100, seed=7), subset_rows(1000, 100, seed=7))
+    # the rule of the first --max-samples (so older subset results repeat)
+    g = torch.Generator().manual_seed(seed_for(7, 104729, 1000))
+    assert torch.equal(rows, torch.randperm(1000, generator=g)[:300].sort().values)
+    for max_samples in (0, 1000, 5000):
+        assert subset_rows(1000, max_samples, seed=7) is None
+
+
+def test_wilson_interval_known_values():
+    # hand computation with z = 1.96: centre (p + z²/2n) / (1 + z²/n), half z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)
+    assert wilson_interval(0, 10) == pytest.approx([0.0, 27.75], abs=0.01)
+    assert wilson_interval(10, 10) == pytest.approx([72.25, 100.0], abs=0.01)
+    assert wilson_interval(50, 100) == pytest.approx([40.38, 59.62], abs=0.01)
+    assert wilson_interval(850, 1000) == pytest.approx([82.65, 87.08], abs=0.01)
+    assert wilson_interval(0, 0) is None
+
+
+def test_mean_interval_keeps_the_correlation_of_runs_on_the_same_faces():
+    one = torch.tensor([[1] * 50 + [0] * 50])
+    # one run: the normal approximation p ± z·s/√n with the sample standard deviation
+    half = 1.959963984540054 * (0.25 * 100 / 99) ** 0.5 / 10
+    assert mean_interval(one) == pytest.approx([100 * (0.5 - half), 100 * (0.5 + half)])
+    assert mean_interval(torch.cat([one, one])) == pytest.approx(mean_interval(one))  # identical runs: no gain
+    assert mean_interval(torch.cat([one, 1 - one])) == pytest.approx([50.0, 50.0])  # every face right once of two
+    assert mean_interval(torch.ones(3, 20)) == pytest.approx([100.0, 100.0])
+    assert mean_interval(torch.zeros(0, 20)) is None and mean_interval(torch.zeros(3, 0)) is None
+
+
 def test_expand_names():
     assert expand_names(None) == list(CORRUPTIONS)
     assert expand_names(["mouth", "pose"]) == ["mouth:grey", "mouth:noise", "rotate", "shift", "scale"]
@@ -165,7 +306,42 @@ def test_cli_end_to_end_matches_evaluate(folder_and_model, tmp_path, capsys):
     assert "clean" in out and "robustness.json" in out
 
 
+def test_cli_prints_the_estimate_first_and_intervals(folder_and_model, tmp_path, capsys):
+    """The estimated time is printed before the result table; a seeded subset (--max-samples) is the same faces on
+    every run and every accuracy is reported with its 95 % interval; --max-samples 0 is the full split."""
+    root, model = folder_and_model
+    common = ["--checkpoint", model, "--dataset", "folder", "--root", root, "--split", "test", "--no-progress",
+              "--corruptions", "mouth:grey", "rotate", "--strengths", "0", "2"]
+    reports = []
+    for run in ("a", "b"):
+        args = ["robustness", *common, "--out", tmp_path / run, "--max-samples", 10, "--seed", 3]
+        assert main([str(a) for a in args]) == 0
+        out = capsys.readouterr().out
+        assert "estimated time: " in out and "accuracy with 95% confidence interval on 10 faces" in out
+        assert out.index("estimated time: ") < out.index("accuracy with 95% confidence interval")
+        assert "10 faces x 3 passes" in out and "--max-samples 0 runs the full split" in out
+        reports.append(json.loads((tmp_path / run / "robustness.json").read_text()))
+    report = reports[0]
+    assert report["num_samples"] == 10 and report["split_samples"] == 24 and report["max_samples"] == 10
+    assert "subset of 10 of 24 faces (seed 3)" in report["sampling"]
+    low, high = report["clean"]["accuracy_ci95"]
+    assert 0 <= low <= report["clean"]["accuracy"] <= high <= 100 and high - low > 10  # 10 faces: a wide interval
+    for entry in report["corruptions"].values():
+        for row in entry["results"]:
+            assert row["accuracy_ci95"][0] <= row["accuracy"] <= row["accuracy_ci95"][1]
+    assert report["summary"]["all"]["accuracy_ci95"] is not None and report["estimated_seconds"] > 0
+    assert {k: reports[1][k] for k in ("clean", "corruptions", "summary")} == \
+        {k: report[k] for k in ("clean", "corruptions", "summary")}
+    assert main([str(a) for a in ["robustness", *common, "--out", tmp_path / "full", "--max-samples", 0]]) == 0
+    out = capsys.readouterr().out
+    full = json.loads((tmp_path / "full" / "robustness.json").read_text())
+    assert full["num_samples"] == 24 and full["sampling"] == "the full split (24 faces)" and full["max_samples"] == 0
+    assert "faces: the full split (24 faces)" in out and "--max-samples 0 runs" not in out
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--max-samples", "-1"], "--max-samples must be 0 (the full split) or positive, got -1"),
+    (["--batch-size", "0"], "--batch-size must be positive, got 0"),
     (["--corruptions", "fog"], "unknown corruption 'fog'"),
     (["--strengths", "-1"], "--strengths: -1 is out of range"),
     (["--checkpoint", "/nonexistent/model.safetensors"], "no such checkpoint: /nonexistent/model.safetensors"),

@@ -1,4 +1,4 @@
-"""``pcnn robustness``: its parser and handler (the work is in :mod:`pcnn_fer.robustness.run`)."""
+"""``pcnn robustness``: its parser and handler (the work is in :mod:`pcnn_fer.robustness.command`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 from ..engine.precision import AMP_CHOICES
 from ..errors import UsageError
-from .common import DATASET_NAMES, add_align_flag, add_checkpoint_flag, add_dataset_option_flags, int_arg
+from ..robustness.options import RobustnessOptions
+from ..typed_fields import add_flags
+from .common import DATASET_NAMES, add_align_flag, add_checkpoint_flag, add_dataset_option_flags
 
 __all__ = ["add_parser", "run_robustness"]
 
@@ -19,7 +21,9 @@ def add_parser(subparsers: Any) -> None:
         description="Evaluate a model (run directory, .safetensors, official .pth, or 'default') on a dataset split "
                     "under seeded corruptions of the aligned faces (each PCNN region and random patches occluded, "
                     "sunglasses, mask, hand; rotation, shift, scale; blur, low resolution, JPEG) at strengths 1-3; "
-                    "writes DIR/robustness.json and DIR/robustness.png. See docs/robustness.md.")
+                    "writes DIR/robustness.json and DIR/robustness.png. By default on a seeded subset of 1500 faces "
+                    "(--max-samples 0: the full split), every accuracy with its 95%% confidence interval. See "
+                    "docs/robustness.md.")
     add_checkpoint_flag(p)
     p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
     p.add_argument("--root", help="dataset root folder")
@@ -30,9 +34,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--corruptions", nargs="+", metavar="NAME",
                    help="corruptions, groups (occlusion, pose, quality), regions (left_eye ...) or all (default)")
     p.add_argument("--strengths", nargs="+", metavar="S", help="strengths 0-3 (0 = clean; default 1 2 3)")
-    p.add_argument("--seed", type=int_arg, default=0, help="seed of the corruptions' random choices (default 0)")
-    p.add_argument("--max-samples", type=int_arg, metavar="N", help="a seeded subset of N samples (faster)")
-    p.add_argument("--batch-size", type=int_arg, default=256)
+    add_flags(p, RobustnessOptions, overrides=False)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision, as in pcnn evaluate")
     p.add_argument("--cache-dir")
@@ -55,8 +57,6 @@ def run_robustness(args: argparse.Namespace) -> int:
                if not value]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or pass --list)")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    from ..robustness.run import robustness_command
+    from ..robustness.command import robustness_command
 
     return robustness_command(args)
