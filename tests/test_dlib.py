@@ -144,3 +144,31 @@ def test_train_init_dlib_records_the_layer_map(dlib_file, make_image_folder, tmp
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--init", "dlib",
                             "--out", tmp_path / "bad", "--no-progress"])
     assert code == 1 and "needs a model on the dlib backbone" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inference_rewrite_of_a_dlib_pcnn_folds_its_norms_and_keeps_its_outputs():
+    """``pcnn evaluate``, export and the torch backend run the BN-folded form; a dlib PCNN's shortcuts zero-pad their
+    channels, so its eye and cheek trunks are not paired (pairing would mix the two halves)."""
+    from pcnn_fer.models.dlib_resnet import Affine, DlibStem
+    from pcnn_fer.models.fuse import _fold_norm, optimize_for_inference
+
+    torch.manual_seed(0)
+    model = create_model("dlib", num_classes=8).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    fast = optimize_for_inference(model)
+    assert not fast.paired and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        for a, b in zip(model(x, return_regions=True), fast(x.contiguous(memory_format=torch.channels_last),
+                                                           return_regions=True)):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    stem = DlibStem("dlib", norm="affine").eval()
+    stem.norm.weight.data.uniform_(0.5, 2.0)
+    stem.norm.bias.data.uniform_(-1.0, 1.0)
+    assert isinstance(stem.norm, Affine)
+    image = torch.randn(1, 3, 40, 40)
+    torch.testing.assert_close(_fold_norm(stem.conv, stem.norm)(image), stem.norm(stem.conv(image)))

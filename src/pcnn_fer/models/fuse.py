@@ -2,7 +2,9 @@
 
 * BatchNorm is folded into the preceding convolution (no BN kernels at inference).
 * The two eye trunks and the two cheek trunks see crops of the same shape: each pair runs as **one** trunk of
-  grouped convolutions (groups = 2) on the channel-stacked crops, halving the number of kernels launched.
+  grouped convolutions (groups = 2) on the channel-stacked crops, halving the number of kernels launched. Only for
+  ResNet-18 trunks: dlib's blocks zero-pad their shortcut's channels (``add_prev``), which would mix the two
+  halves of a stacked pair, so a dlib PCNN is BN-folded and keeps its five local trunks.
 * The result is channels_last by default.
 """
 
@@ -15,16 +17,38 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import UsageError
+from .dlib_resnet import Affine, DlibBlock, DlibStem
 from .pcnn import PCNN, REGIONS, _pool
 from .resnet import BasicBlock, Trunk
 
 PAIRS: tuple[tuple[str, str], ...] = (("left_eye", "right_eye"), ("left_cheek", "right_cheek"))
 
 
+def _fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+    """``conv`` followed by ``norm`` (a BatchNorm in eval mode or dlib's per-channel :class:`Affine`) as one conv."""
+    if isinstance(norm, nn.BatchNorm2d):
+        return fuse_conv_bn_eval(conv, norm)
+    if not isinstance(norm, Affine):
+        raise TypeError(f"cannot fold {type(norm).__name__} into a convolution")
+    fused = copy.deepcopy(conv)
+    if fused.bias is None:
+        fused.bias = nn.Parameter(torch.zeros(conv.out_channels))
+    with torch.no_grad():
+        fused.weight.mul_(norm.weight.view(-1, 1, 1, 1))
+        fused.bias.copy_(fused.bias * norm.weight + norm.bias)
+    return fused
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every BatchNorm of ResNet trunks/blocks/stages in ``module`` (in place, eval mode) into its conv."""
+    """Fold every BatchNorm (and dlib affine) of ResNet and dlib trunks/blocks/stages in ``module`` (in place, eval
+    mode) into its conv."""
     module.eval()
     for m in module.modules():
+        if isinstance(m, DlibStem) and not isinstance(m.norm, nn.Identity):
+            m.conv, m.norm = _fold_norm(m.conv, m.norm), nn.Identity()
+        if isinstance(m, DlibBlock) and not isinstance(m.norm1, nn.Identity):
+            m.conv1, m.norm1 = _fold_norm(m.conv1, m.norm1), nn.Identity()
+            m.conv2, m.norm2 = _fold_norm(m.conv2, m.norm2), nn.Identity()
         if isinstance(m, (Trunk, BasicBlock)):
             m.conv1 = fuse_conv_bn_eval(m.conv1, m.bn1)
             m.bn1 = nn.Identity()
@@ -56,7 +80,8 @@ def stack_pair(a: nn.Module, b: nn.Module) -> nn.Module:
 
 
 class InferencePCNN(nn.Module):
-    """A BN-folded, pair-stacked PCNN for inference; same inputs and outputs as :class:`PCNN` in eval mode."""
+    """A BN-folded, pair-stacked PCNN for inference; same inputs and outputs as :class:`PCNN` in eval mode. A PCNN on
+    dlib trunks is BN-folded only (``paired`` False: its local trunks run one by one)."""
 
     def __init__(self, model: PCNN) -> None:
         super().__init__()
@@ -64,8 +89,12 @@ class InferencePCNN(nn.Module):
         self.config = model.config
         self.regions = model.regions
         self.global_trunk = model.global_trunk
-        self.pairs = nn.ModuleList(stack_pair(model.local_trunks[a], model.local_trunks[b]) for a, b in PAIRS)
-        self.mouth_trunk = model.local_trunks["mouth"]
+        self.paired = model.config.backbone == "resnet18"
+        if self.paired:
+            self.pairs = nn.ModuleList(stack_pair(model.local_trunks[a], model.local_trunks[b]) for a, b in PAIRS)
+            self.mouth_trunk = model.local_trunks["mouth"]
+        else:
+            self.local_trunks = model.local_trunks
         self.layer4, self.mdim = model.layer4, model.mdim
         self.global_head, self.local_heads = model.global_head, model.local_heads
         self.eval()
@@ -77,13 +106,20 @@ class InferencePCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
         """Same contract as :meth:`PCNN.forward`."""
-        left_eye, right_eye, left_cheek, right_cheek, mouth = self.regions(x)
+        crops = self.regions(x)
+        if not self.paired:
+            return self._heads(x, [self.local_trunks[name](crop) for name, crop in zip(REGIONS, crops)],
+                               return_regions)
+        left_eye, right_eye, left_cheek, right_cheek, mouth = crops
         if left_eye.shape != right_eye.shape or left_cheek.shape != right_cheek.shape:
             raise UsageError(f"the optimised PCNN needs an even input width (equal left/right crops), got "
                              f"{x.shape[-1]}; use the plain PCNN for this size")
         eyes = self.pairs[0](torch.cat([left_eye, right_eye], 1)).chunk(2, 1)
         cheeks = self.pairs[1](torch.cat([left_cheek, right_cheek], 1)).chunk(2, 1)
-        local_maps = [*eyes, *cheeks, self.mouth_trunk(mouth)]
+        return self._heads(x, [*eyes, *cheeks, self.mouth_trunk(mouth)], return_regions)
+
+    def _heads(self, x: torch.Tensor, local_maps: list[torch.Tensor], return_regions: bool) -> tuple[torch.Tensor, ...]:
+        """MDIM, layer4 and the heads on the global trunk's map of ``x`` and the five local maps."""
         fused = self.layer4(self.mdim(self.global_trunk(x), local_maps, self.layer4))
         global_logits = self.global_head(_pool(fused))
         region_logits = torch.stack([self.local_heads[n](_pool(m)) for n, m in zip(REGIONS, local_maps)], 1)
