@@ -3,21 +3,20 @@ subject-dependent with ``--protocol random``.
 
 Each fold trains on the other folds' subjects (a validation split carved from them, by subject, selects the epoch)
 and is evaluated once on its own subjects. Every fold lives in ``OUT/foldNN`` (a normal run directory plus
-``metrics.json``); a fold that already has its metrics is reused and an interrupted fold resumes from its
-``last.pt``, so re-running the same command after a crash continues where it stopped. ``OUT/cv.json`` holds the
-per-fold accuracies and their mean ± std. On a CPU the fold members train in parallel worker processes
-(``workers``; by default one single-threaded worker per CPU thread in use), which on small datasets uses the cores
-better than one process with several threads.
+``metrics.json``, written last), its further members in ``OUT/foldNN/memberM``. Re-running the same command after a
+crash continues where it stopped: a fold whose metrics exist is reused, a member whose ``last.pt`` has every epoch
+(and whose ``results.json`` exists) is not trained again, an unfinished member resumes from its ``last.pt``, and a
+fold whose members are all trained but whose evaluation did not finish is evaluated. ``OUT/cv.json`` holds the
+per-fold accuracies and their mean ± std. On a CPU the fold members train in parallel worker processes sized to
+the cores measured free (:mod:`pcnn_fer.engine.cv_workers`), which on small datasets uses the cores better than one
+process with several threads.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing
-import sys
-from dataclasses import dataclass, field, replace
-from multiprocessing.pool import AsyncResult, Pool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from ..data.protocols import PROTOCOLS, Fold, cross_validation, train_val_split
 from ..errors import UsageError
 from ..fileio import removed_on_failure
 from ..weights import load_model
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
+from .cores import measure_free_cores
+from .cv_workers import MemberJob, MemberTrainer, size_workers
 from .devices import resolve_device, set_threads
 from .distributed import env_world_size
 from .logs import plot_confusion, write_json
@@ -38,7 +39,6 @@ from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .options import TrainOptions
 from .predictions import faces_of, write_predictions
 from .recipes import Recipe
-from .train import fit
 
 __all__ = ["cross_validate", "ensemble_metrics", "ensemble_probabilities", "summarise"]
 
@@ -63,9 +63,9 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     per fold (training seeds ``seed``, ``seed + 1``, ...; the same folds and validation split) and averages their
     probabilities. None takes the recipe's ``cv_val`` / ``cv_tta`` / ``cv_members``. A finished fold whose metrics
     were made with another ``tta`` or ``members`` is evaluated again from its saved models; only missing members
-    are trained. ``workers``: processes that train the members in parallel on a CPU, splitting the threads in use
-    between them (None: one single-threaded worker per thread, at most one per member to train; 1: train in this
-    process)."""
+    are trained. ``workers``: processes that train the members in parallel on a CPU, splitting ``opts.threads``
+    between them (None: sized to the free cores measured now and followed between members,
+    :func:`~pcnn_fer.engine.cv_workers.size_workers`; 1: train in this process)."""
     use_val = recipe.cv_val if use_val is None else use_val
     tta = recipe.cv_tta if tta is None else tta
     members = recipe.cv_members if members is None else members
@@ -102,22 +102,25 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
     plans = [_plan(fold, split, full, recipe, opts, protocol, use_val, (tta, members), detector, log)
              for fold in fold_list]
     to_train = sum(len(plan.jobs) for plan in plans)
-    workers = _worker_count(workers, to_train, device, threads)
-    with removed_on_failure(out, keep=lambda: any(out.glob("fold*/last.pt"))), \
-            _Trainer(recipe, opts, workers, threads, log) as trainer:
-        if workers > 1:
-            log(f"training {to_train} model(s) in {workers} worker processes of {trainer.worker_threads} "
-                "thread(s) each")
+    measure = to_train and device.type == "cpu" and not (workers and opts.threads)
+    sizing = size_workers(to_train, device.type, threads, workers, opts.threads,
+                          measure_free_cores() if measure else None)
+    if to_train:
+        log(sizing.describe())
+    with removed_on_failure(out, keep=lambda: has_checkpoints(out)), \
+            MemberTrainer(recipe, opts, sizing, log) as trainer:
         for plan in plans:  # every model is queued before the first fold waits for its own
-            trainer.submit(plan)
+            trainer.submit(plan.jobs)
         results = []
         for plan in plans:
             if plan.metrics is None:
-                trainer.wait(plan)
+                trainer.wait(plan.fold.index)
                 plan.metrics = _evaluate(plan, opts.eval_batch_size, device, detector, log)
             results.append(plan.metrics)
         summary = {**_summary(reader.name, protocol, len(all_folds), results, recipe, opts, use_val), "tta": tta,
-                   "members": members, "threads": threads, "workers": workers,
+                   "members": members, "threads": sizing.budget if to_train else threads,
+                   "workers": sizing.max_workers if to_train else 1,
+                   "worker_sizing": sizing.to_dict() if to_train else None, "workers_timeline": trainer.timeline,
                    "face_alignment": face_summary([full], detector)}
         write_json(out / "cv.json", summary)
     how = f"{members} member(s), tta {tta}, {'epoch selected on validation' if use_val else 'last epoch'}"
@@ -125,6 +128,23 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
         f"{summary['accuracy_std']:.2f}% over {len(results)} fold(s) "
         f"(pooled {summary['pooled_accuracy']:.2f}%) -> {out / 'cv.json'}")
     return summary
+
+
+def has_checkpoints(out: Path) -> bool:
+    """Whether a cv directory holds a training checkpoint of any fold member (worth keeping after a failure)."""
+    return any(out.glob("fold*/last.pt")) or any(out.glob("fold*/member*/last.pt"))
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the member in ``run_dir`` needs no training: its ``last.pt`` has ``epochs`` epochs and its
+    ``results.json`` was written (a member stopped between the two only has its results written again)."""
+    if not (run_dir / "last.pt").exists():
+        return False
+    try:
+        done = int(load_checkpoint(run_dir)["epoch"])
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; delete it to train this member again") from None
+    return done >= epochs and (run_dir / "results.json").is_file()
 
 
 @dataclass
@@ -138,7 +158,7 @@ class _FoldPlan:
     data: tuple[TensorData, TensorData | None, TensorData] | None = None
     info: dict[str, Any] | None = None
     member_dirs: list[Path] | None = None
-    jobs: list[tuple[int, Path]] = field(default_factory=list)
+    jobs: list[MemberJob] = field(default_factory=list)
     test_faces: tuple[list[str], list[Path | None]] = ([], [])  # stems and paths of the test rows, in data order
 
 
@@ -176,91 +196,10 @@ def _plan(fold: Fold, split: Split, full: TensorData, recipe: Recipe, opts: Trai
     log(f"fold {fold.index}: train {len(train_data)}, val {info['num_val']}, test {len(test_data)} "
         + (f"({len(fold.test_subjects)} subjects)" if subject_independent else "(subject-dependent)"))
     member_dirs = [fold_dir] + [fold_dir / f"member{m}" for m in range(1, members)]
-    jobs = [(m, d) for m, d in enumerate(member_dirs)
-            if not (d / "last.pt").exists() or int(load_checkpoint(d)["epoch"]) < recipe.epochs]
+    jobs = [MemberJob(fold.index, m, members, d, train_data, val_data, info)
+            for m, d in enumerate(member_dirs) if not _finished(d, recipe.epochs)]
     return _FoldPlan(fold, evaluation, None, (train_data, val_data, test_data), info, member_dirs, jobs,
                      faces_of(test_data, split))
-
-
-def _train_member(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path,
-                  log: Any) -> None:
-    """Train (or resume) member ``member`` of ``plan``'s fold in ``run_dir`` (training seed ``opts.seed + member``)."""
-    train_data, val_data, _ = plan.data
-    members = plan.evaluation[1]
-    if members > 1:
-        log(f"fold {plan.fold.index}: member {member + 1}/{members} (training seed {opts.seed + member})")
-    checkpoint = load_checkpoint(run_dir) if (run_dir / "last.pt").exists() else None
-    fit(recipe, replace(opts, out=str(run_dir), seed=opts.seed + member), train_data, val_data, run_dir,
-        checkpoint=checkpoint, info=plan.info, log=log)
-
-
-def _worker_job(recipe: Recipe, opts: TrainOptions, plan: _FoldPlan, member: int, run_dir: Path) -> None:
-    """:func:`_train_member` in a worker process, with ``opts.threads`` threads and its lines prefixed."""
-    set_threads(opts.threads)
-    _train_member(recipe, opts, plan, member, run_dir, _PrefixedLog(f"[fold {plan.fold.index} member {member}]"))
-
-
-@dataclass(frozen=True)
-class _PrefixedLog:
-    """``print`` with a prefix on every line, written in one call with its newline and flushed at once (a worker's
-    lines interleave with the others'; ``print`` writes the text and the newline apart, which under
-    ``PYTHONUNBUFFERED`` are two writes that another worker's line can split)."""
-
-    prefix: str
-
-    def __call__(self, text: str) -> None:
-        sys.stdout.write("".join(f"{self.prefix} {line}\n" for line in str(text).splitlines() or [""]))
-        sys.stdout.flush()
-
-
-def _worker_count(workers: int | None, jobs: int, device: torch.device, threads: int) -> int:
-    """Worker processes for ``jobs`` trainings: ``workers`` as asked (CPU only), or by default one per thread in
-    use; never more than one per job; 1 means this process trains."""
-    if workers is None:
-        workers = threads if device.type == "cpu" else 1
-    elif workers > 1 and device.type != "cpu":
-        raise UsageError(f"--workers {workers} trains in parallel CPU processes; on {device.type} use --workers 1")
-    return max(1, min(workers, jobs))
-
-
-class _Trainer:
-    """Trains the folds' missing members in this process when a fold is waited for (``workers`` = 1), or queues
-    them on a pool of ``workers`` spawned processes that share ``threads`` CPU threads (stopped at once when the
-    run fails or is interrupted; the checkpoints they wrote let the next run resume)."""
-
-    def __init__(self, recipe: Recipe, opts: TrainOptions, workers: int, threads: int, log: Any) -> None:
-        self.recipe, self.opts, self.log = recipe, opts, log
-        self.workers, self.worker_threads = workers, max(1, threads // workers)
-        self.pool: Pool | None = None
-        self.queued: dict[int, list[AsyncResult]] = {}
-
-    def __enter__(self) -> _Trainer:
-        if self.workers > 1:
-            self.pool = multiprocessing.get_context("spawn").Pool(self.workers)
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self.pool is not None:
-            if exc_type is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
-
-    def submit(self, plan: _FoldPlan) -> None:
-        """Queue ``plan``'s missing members on the pool (without a pool they are trained by :meth:`wait`)."""
-        if self.pool is not None:
-            opts = replace(self.opts, threads=self.worker_threads, progress=False)
-            self.queued[plan.fold.index] = [self.pool.apply_async(_worker_job, (self.recipe, opts, plan, m, d))
-                                            for m, d in plan.jobs]
-
-    def wait(self, plan: _FoldPlan) -> None:
-        """Return once every member of ``plan``'s fold is trained; a worker's error is raised here."""
-        if self.pool is None:
-            for m, d in plan.jobs:
-                _train_member(self.recipe, self.opts, plan, m, d, self.log)
-        for result in self.queued.pop(plan.fold.index, []):
-            result.get()
 
 
 def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: str | None,
@@ -282,9 +221,9 @@ def _evaluate(plan: _FoldPlan, batch_size: int, device: torch.device, detector: 
                "fold": fold.index, "test_subjects": list(fold.test_subjects), "tta": tta, "members": members,
                "misclassified": misclassified,
                "face_alignment": face_summary([test_data], detector)}
-    write_json(fold_dir / "metrics.json", metrics)
     plot_confusion(fold_dir / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"fold {fold.index}: {metrics['accuracy']:.2f}%")
+    write_json(fold_dir / "metrics.json", metrics)  # last: its presence says the fold is done
     log(f"fold {fold.index}: test accuracy {m['accuracy']:.2f}% (mean-class {m['mean_class_accuracy']:.2f}%)")
     return metrics
 
