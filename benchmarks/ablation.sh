@@ -12,7 +12,8 @@
 # evaluations already written are kept.
 #
 # Environment: RECIPE (ferplus-cpu), PRESET (small), BUDGET (30 minutes per run), AMP (auto), RUNS, ROBUST_SAMPLES (1000; 0 = the
-# whole split), CORRUPTIONS (all), SEED (0); smoke tests: EPOCHS, MAX_STEPS, MAX_TRAIN, MAX_VAL, VALID_LIST (a subset
+# whole split; none = no robustness run), CORRUPTIONS (all), SEED (0), INIT (a start for every run, e.g. dlib with
+# PRESET=dlib RECIPE=ferplus-dlib: the face-pretrained ablation; default none: from scratch); smoke tests: EPOCHS, MAX_STEPS, MAX_TRAIN, MAX_VAL, VALID_LIST (a subset
 # list of FER2013Valid file names: evaluate on those only). OMP_NUM_THREADS=1 runs two halves side by side on 2 cores
 # (RUNS="pcnn resnet" ... & RUNS="global nomdim" ...), then RUNS=all prints the table.
 set -euo pipefail
@@ -34,10 +35,11 @@ caps=()
 [ -n "${MAX_STEPS:-}" ] && caps+=(--max-steps "$MAX_STEPS")
 [ -n "${MAX_TRAIN:-}" ] && caps+=(--max-train-samples "$MAX_TRAIN")
 [ -n "${MAX_VAL:-}" ] && caps+=(--max-val-samples "$MAX_VAL")
+[ -n "${INIT:-}" ] && caps+=(--init "$INIT")
 evaluate=()
 [ -n "${VALID_LIST:-}" ] && evaluate+=(--subset-list "$VALID_LIST")
 robust=(--corruptions $CORRUPTIONS --seed "$SEED" --no-progress)
-[ "$ROBUST_SAMPLES" != 0 ] && robust+=(--max-samples "$ROBUST_SAMPLES")
+[ "$ROBUST_SAMPLES" = none ] || robust+=(--max-samples "$ROBUST_SAMPLES")  # 0: the full split
 
 for run in $RUNS; do
     case $run in
@@ -60,7 +62,7 @@ for run in $RUNS; do
     [ -f "$dir/eval-valid/metrics.json" ] ||
         pcnn evaluate --checkpoint "$dir" --dataset ferplus --root "$ROOT" --split valid "${evaluate[@]}" \
             --out "$dir/eval-valid"
-    [ -f "$dir/robustness/robustness.json" ] ||
+    [ "$ROBUST_SAMPLES" = none ] || [ -f "$dir/robustness/robustness.json" ] ||
         pcnn robustness --checkpoint "$dir" --dataset ferplus --root "$ROOT" --split valid "${robust[@]}" \
             --out "$dir/robustness"
 done
@@ -85,19 +87,22 @@ for run in runs:
     results = json.loads((d / "results.json").read_text())
     history = json.loads((d / "history.json").read_text())
     valid = json.loads((d / "eval-valid" / "metrics.json").read_text())
-    robust = json.loads((d / "robustness" / "robustness.json").read_text())
-    s = robust["summary"]
+    robust_file = d / "robustness" / "robustness.json"
+    robust = json.loads(robust_file.read_text()) if robust_file.is_file() else None
+    empty = {"accuracy": None}
+    s = robust["summary"] if robust else {k: empty for k in ("occlusion", "pose", "quality", "all")}
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     rows.append(f"| {run} | {results['recipe']['model']} | {results['recipe']['loss']} | "
                 f"{count_parameters(model) / 1e6:.2f} | {gflops:.3f} | {results['epochs_done']} | "
                 f"{sum(r['time'] for r in history) / 60:.1f} | {valid['accuracy']:.2f} | "
-                f"{valid['mean_class_accuracy']:.2f} | {robust['clean']['accuracy']:.2f} | "
+                f"{valid['mean_class_accuracy']:.2f} | {fmt(robust and robust['clean']['accuracy'])} | "
                 f"{fmt(s['occlusion']['accuracy'])} | {fmt(s['pose']['accuracy'])} | {fmt(s['quality']['accuracy'])} | "
                 f"{fmt(s['all']['accuracy'])} |")
-n = robust["num_samples"]
+robust_text = (f"robustness: mean accuracy over strengths 1-3 on {robust['num_samples']} FER2013Valid faces "
+               f"(seed {robust['seed']})" if robust else "no robustness run")
 table = "\n".join([
     f"Recipe {recipe}, --time-budget {budget} min per run; FER2013Valid majority labels ({valid['num_samples']} "
-    f"faces{', subset ' + valid['subset'] if valid['subset'] else ''}); robustness: mean accuracy over strengths 1-3 on {n} FER2013Valid faces (seed {robust['seed']}).",
+    f"faces{', subset ' + valid['subset'] if valid['subset'] else ''}); {robust_text}.",
     "",
     "| run | model | loss | params (M) | GFLOPs | epochs | train min | FER2013Valid acc | mean-class | robust clean "
     "| occlusion | pose | quality | all |",
