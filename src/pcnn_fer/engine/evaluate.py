@@ -40,7 +40,7 @@ from .predictions import faces_of, write_predictions
 from .recipes import Recipe
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
-           "load_any_model", "load_target", "match_classes", "metrics_of_logits"]
+           "load_any_model", "load_target", "match_classes", "metrics_of_logits", "shared_predictions"]
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
@@ -121,11 +121,11 @@ def _shared_mask(mapping: dict[int, int], num_model_classes: int, device: torch.
     return allowed
 
 
-def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
-                      split_classes: tuple[str, ...], num_model_classes: int) -> dict[str, Any]:
-    """Metrics of model ``logits`` against dataset ``labels``, predicting only the classes of ``mapping``
-    (:func:`match_classes`): ``classes`` (the shared ones, in the dataset's order) plus
-    :func:`~pcnn_fer.engine.loop.metrics_from_confusion`'s keys."""
+def shared_predictions(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
+                       split_classes: tuple[str, ...], num_model_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pred, target)`` on CPU as positions among the classes ``mapping`` shares (:func:`match_classes`), in the
+    dataset's order: the argmax over the shared model classes only, and each label's position (-1 for a label the
+    model does not know)."""
     shared_ds = sorted(mapping)  # dataset indices of shared classes, in dataset order
     pred_model = (logits + _shared_mask(mapping, num_model_classes, logits.device)).argmax(1).cpu()
     pos_of_model = torch.full((num_model_classes,), -1, dtype=torch.long)
@@ -133,9 +133,16 @@ def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[
     for k, ds in enumerate(shared_ds):
         pos_of_model[mapping[ds]] = k
         pos_of_ds[ds] = k
-    pred = pos_of_model[pred_model]
-    target = pos_of_ds[labels.cpu()]
-    classes = [split_classes[i] for i in shared_ds]
+    return pos_of_model[pred_model], pos_of_ds[labels.cpu().long()]
+
+
+def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
+                      split_classes: tuple[str, ...], num_model_classes: int) -> dict[str, Any]:
+    """Metrics of model ``logits`` against dataset ``labels``, predicting only the classes of ``mapping``
+    (:func:`match_classes`): ``classes`` (the shared ones, in the dataset's order) plus
+    :func:`~pcnn_fer.engine.loop.metrics_from_confusion`'s keys."""
+    pred, target = shared_predictions(logits, labels, mapping, split_classes, num_model_classes)
+    classes = [split_classes[i] for i in sorted(mapping)]
     cm = confusion_matrix(pred, target, len(classes))
     return {"classes": classes, **metrics_from_confusion(cm, classes)}
 

@@ -79,6 +79,12 @@ def stack_pair(a: nn.Module, b: nn.Module) -> nn.Module:
     return stacked
 
 
+def pairs_trunks(model: nn.Module) -> bool:
+    """Whether :class:`InferencePCNN` stacks ``model``'s eye and cheek trunks in pairs: a PCNN on ResNet-18 trunks
+    (dlib's shortcuts zero-pad channels, which would mix the halves of a stacked pair)."""
+    return isinstance(model, PCNN) and model.config.backbone == "resnet18"
+
+
 class InferencePCNN(nn.Module):
     """A BN-folded, pair-stacked PCNN for inference; same inputs and outputs as :class:`PCNN` in eval mode. A PCNN on
     dlib trunks is BN-folded only (``paired`` False: its local trunks run one by one)."""
@@ -89,7 +95,7 @@ class InferencePCNN(nn.Module):
         self.config = model.config
         self.regions = model.regions
         self.global_trunk = model.global_trunk
-        self.paired = model.config.backbone == "resnet18"
+        self.paired = pairs_trunks(model)
         if self.paired:
             self.pairs = nn.ModuleList(stack_pair(model.local_trunks[a], model.local_trunks[b]) for a, b in PAIRS)
             self.mouth_trunk = model.local_trunks["mouth"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.loader import seed_for
-from ..engine.evaluate import metrics_of_logits
+from ..engine.evaluate import metrics_of_logits, shared_predictions
 from ..engine.loop import predict_logits
 from ..errors import UsageError
 from ..models.pcnn import PCNN, REGIONS
@@ -61,22 +61,23 @@ def parse_strengths(values: Sequence[str] | None) -> list[int]:
 
 
 def inference_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` for fast evaluation with the same predictions (up to float rounding): a PCNN with ResNet
-    trunks and an even input size BN-folded and pair-stacked (:func:`~pcnn_fer.models.fuse.optimize_for_inference`,
-    what ``pcnn evaluate --backend torch`` runs), any other model (baselines, dlib trunks, odd sizes) BN-folded
-    where its BatchNorm follows a ResNet convolution; channels_last either way."""
+    """A copy of ``model`` for fast evaluation with the same predictions (up to float rounding): a PCNN of even
+    input size as :func:`~pcnn_fer.models.fuse.optimize_for_inference` rewrites it (what ``pcnn evaluate --backend
+    torch`` runs: BatchNorm folded, ResNet trunks paired), any other model (baselines, odd sizes) BN-folded;
+    channels_last either way."""
     from ..models.fuse import fold_batchnorm, optimize_for_inference
 
-    if _pairs_trunks(model):
+    if isinstance(model, PCNN) and model.config.input_size % 2 == 0:
         return optimize_for_inference(model)
     return fold_batchnorm(copy.deepcopy(model).eval()).to(memory_format=torch.channels_last)
 
 
 def _pairs_trunks(model: torch.nn.Module) -> bool:
-    """Whether :func:`inference_model` pairs the trunks of ``model``: a PCNN with ResNet trunks (dlib trunks keep
-    BatchNorm outside ResNet blocks, which the pair rewrite cannot stack) of even input size (equal left and right
-    crops)."""
-    return (isinstance(model, PCNN) and model.config.backbone == "resnet18" and model.config.input_size % 2 == 0)
+    """Whether :func:`inference_model` pairs the trunks of ``model``: even input size (equal left and right crops)
+    and :func:`~pcnn_fer.models.fuse.pairs_trunks`."""
+    from ..models.fuse import pairs_trunks
+
+    return pairs_trunks(model) and model.config.input_size % 2 == 0
 
 
 def describe_inference(model: torch.nn.Module, optimize: bool = True) -> str:
@@ -134,15 +135,12 @@ def corrupted_logits(model: torch.nn.Module, images: torch.Tensor, name: str | N
     return torch.cat(out)
 
 
-def _hits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int], num_model_classes: int) -> torch.Tensor:
-    """Whether each face is predicted right (bool, CPU), by the rule of :func:`metrics_of_logits` (only the model
-    classes ``mapping`` shares with the dataset can be predicted)."""
-    allowed = torch.full((num_model_classes,), float("-inf"), device=logits.device)
-    allowed[sorted(mapping.values())] = 0.0
-    pred = (logits + allowed).argmax(1).cpu()
-    to_model = torch.full((max(max(mapping), int(labels.max())) + 1,), -1, dtype=torch.long)
-    to_model[list(mapping)] = torch.tensor(list(mapping.values()), dtype=torch.long)
-    return pred == to_model[labels.cpu().long()]
+def _hits(logits: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int], split_classes: tuple[str, ...],
+          num_model_classes: int) -> torch.Tensor:
+    """Whether each face is predicted right (bool, CPU), by :func:`metrics_of_logits`' rule
+    (:func:`~pcnn_fer.engine.evaluate.shared_predictions`)."""
+    pred, target = shared_predictions(logits, labels, mapping, split_classes, num_model_classes)
+    return (pred == target) & (target >= 0)
 
 
 def run_benchmark(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int],
@@ -190,7 +188,7 @@ def run_benchmark(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     def metrics(key: Run | None) -> dict[str, Any]:
         out = torch.cat(logits[key])
         m = metrics_of_logits(out, labels, mapping, split_classes, num_model_classes)
-        hits[key] = _hits(out, labels, mapping, num_model_classes)
+        hits[key] = _hits(out, labels, mapping, split_classes, num_model_classes)
         return {"accuracy": m["accuracy"], "accuracy_ci95": wilson_interval(int(hits[key].sum()), total),
                 "mean_class_accuracy": m["mean_class_accuracy"]}
 
