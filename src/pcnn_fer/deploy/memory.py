@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import UsageError
-from ..faces.imageio import ImageLoadError, open_checked, pil_to_rgb
+from ..faces.imageio import ImageLoadError, decode_error, open_checked, pil_to_rgb
 from ..imageio import composite
 
 #: Images of at least this many pixels are followed by :func:`release_memory` (smaller ones leave little behind).
@@ -148,14 +148,6 @@ def _rows_to_rgb(strip: Image.Image, transparent: bool) -> np.ndarray:
     return rows[..., None] if rows.ndim == 2 else rows
 
 
-def _decode_error(e: BaseException) -> ImageLoadError:
-    """The :class:`ImageLoadError` that :func:`~pcnn_fer.faces.imageio.load_image` gives for a decoder error."""
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "truncated" in msg.lower():
-        return ImageLoadError(f"truncated image file ({msg})")
-    return ImageLoadError(f"corrupt or unsupported image ({type(e).__name__}: {msg})")
-
-
 def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     """``load_image(data, max_pixels)`` with half the peak memory: the same HxWx3 uint8 RGB pixels (upright per
     EXIF, alpha over white) and the same :class:`ImageLoadError` reasons. The image is turned in place and
@@ -186,7 +178,7 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     except ImageLoadError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise _decode_error(e) from None
+        raise decode_error(e) from None
     except MemoryError:
         raise ImageLoadError("not enough memory to decode this image") from None
     finally:

@@ -120,10 +120,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except ImageLoadError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "truncated" in msg.lower():
-            raise ImageLoadError(f"truncated image file ({msg})") from None
-        raise ImageLoadError(f"corrupt or unsupported image ({type(e).__name__}: {msg})") from None
+        raise decode_error(e) from None
     except MemoryError:
         raise ImageLoadError("not enough memory to decode this image") from None
     finally:
@@ -142,4 +139,13 @@ def save_image(path: str | Path, rgb: np.ndarray, quality: int = 92) -> Path:
     return path
 
 
-__all__ = ["ImageLoadError", "MAX_PIXELS", "load_image", "open_checked", "pil_to_rgb", "array_to_rgb", "save_image"]
+def decode_error(e: BaseException) -> ImageLoadError:
+    """The :class:`ImageLoadError` for an error Pillow raised while decoding (truncated, or corrupt/unsupported)."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "truncated" in msg.lower():
+        return ImageLoadError(f"truncated image file ({msg})")
+    return ImageLoadError(f"corrupt or unsupported image ({type(e).__name__}: {msg})")
+
+
+__all__ = ["ImageLoadError", "MAX_PIXELS", "decode_error", "load_image", "open_checked", "pil_to_rgb", "array_to_rgb",
+           "save_image"]
