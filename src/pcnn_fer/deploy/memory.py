@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..engine.cores import usable_cpus
 from ..errors import UsageError
 from ..faces.imageio import ImageLoadError, decode_error, open_checked, pil_to_rgb
 from ..imageio import composite
@@ -69,10 +70,7 @@ class DecodeQueueFull(Exception):
 
 def default_max_decodes() -> int:
     """The number of CPU cores this process may use (its affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(usable_cpus()))
 
 
 def rss_bytes() -> int | None:
