@@ -221,6 +221,28 @@ def test_pcnn_cv_jaffe_recipe_runs_on_the_download_layout(jaffe_root, tmp_path):
     assert summary["face_alignment"]["no_face"] == 1
 
 
+def test_pcnn_cv_jaffe_from_dlib_trunks_runs_at_112_pixels(jaffe_root, tmp_path):
+    """The JAFFE row of the dlib runs (docs/training.md): ``pcnn cv --dataset jaffe --recipe ckplus-dlib`` on dlib
+    trunks (2 folds, 2 steps), with the layer map stored for every fold's model."""
+    from pcnn_fer.dlib_weights import DlibFormatError, find_dlib_model
+
+    try:
+        find_dlib_model()
+    except DlibFormatError as e:
+        pytest.skip(str(e))
+    _pcnn("cv", "--dataset", "jaffe", "--root", str(jaffe_root), "--recipe", "ckplus-dlib", "--init", "dlib",
+          "--folds", "2", "--epochs", "1", "--max-steps", "2", "--no-progress", "--out", str(tmp_path / "cv"),
+          cwd=tmp_path)
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert summary["complete"] and summary["subject_independent"] and len(summary["per_fold"]) == 2
+    infos = sorted((tmp_path / "cv").rglob("model.json"))
+    assert len(infos) >= 2  # one selected model per fold at least
+    for info in infos:
+        model = json.loads(info.read_text())
+        assert model["config"]["backbone"] == "dlib" and model["config"]["input_size"] == 112
+        assert any(line.startswith("layer4 <- dlib level1") for line in model["training"]["init"]["layer_map"])
+
+
 def test_pcnn_evaluate_reports_faces_in_metrics(jaffe_root, tmp_path):
     _pcnn("evaluate", "--dataset", "jaffe", "--root", str(jaffe_root), "--out", str(tmp_path / "on"), cwd=tmp_path)
     faces = json.loads((tmp_path / "on" / "metrics.json").read_text())["face_alignment"]

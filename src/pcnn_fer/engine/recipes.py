@@ -214,6 +214,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
     ),
     dict(
+        name="fer2013-dlib",
+        description="FER2013's own 7 labels from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): 112 px, "
+                    "the ferplus-dlib rates, hard labels with smoothing, select on PublicTest",
+        model="dlib", input_size=112, epochs=6, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
+        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
+    ),
+    dict(
         name="ckplus",
         description="CK+ folds: fine-tune the bundled small PCNN (--init default) with region erasing, 10 "
                     "subject-independent folds in minutes on a CPU",
