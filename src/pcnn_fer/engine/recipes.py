@@ -201,7 +201,7 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         name="ferplus-dlib",
         description="FERPlus from dlib's face-recognition ResNet (pcnn train --init dlib): PCNN on dlib trunks at "
                     "112 px, lr 5e-4 everywhere (0.01 per CE term), soft labels, cosine, weight EMA",
-        model="dlib", input_size=112, epochs=8, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
+        model="dlib", input_size=112, epochs=9, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
         nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
         augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
     ),
