@@ -81,6 +81,17 @@ def _one_thread_private_cache(monkeypatch, tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def dlib_file() -> Path:
+    """dlib's face-recognition network from ``face_recognition_models`` (skips when it is not installed)."""
+    from pcnn_fer.dlib_weights import DlibFormatError, find_dlib_model
+
+    try:
+        return find_dlib_model()
+    except DlibFormatError as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A random tiny 8-class PCNN file with the bundled model's geometry (48×48, lowres stem)."""

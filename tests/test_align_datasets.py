@@ -221,15 +221,9 @@ def test_pcnn_cv_jaffe_recipe_runs_on_the_download_layout(jaffe_root, tmp_path):
     assert summary["face_alignment"]["no_face"] == 1
 
 
-def test_pcnn_cv_jaffe_from_dlib_trunks_runs_at_112_pixels(jaffe_root, tmp_path):
+def test_pcnn_cv_jaffe_from_dlib_trunks_runs_at_112_pixels(jaffe_root, dlib_file, tmp_path):
     """The JAFFE row of the dlib runs (docs/training.md): ``pcnn cv --dataset jaffe --recipe ckplus-dlib`` on dlib
-    trunks (2 folds, 2 steps), with the layer map stored for every fold's model."""
-    from pcnn_fer.dlib_weights import DlibFormatError, find_dlib_model
-
-    try:
-        find_dlib_model()
-    except DlibFormatError as e:
-        pytest.skip(str(e))
+    trunks (2 folds, 2 steps), with the layer map stored for every fold's model (``dlib_file``: skip without it)."""
     _pcnn("cv", "--dataset", "jaffe", "--root", str(jaffe_root), "--recipe", "ckplus-dlib", "--init", "dlib",
           "--folds", "2", "--epochs", "1", "--max-steps", "2", "--no-progress", "--out", str(tmp_path / "cv"),
           cwd=tmp_path)

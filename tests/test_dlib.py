@@ -24,14 +24,6 @@ from pcnn_fer.models.pcnn import create_model
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer" / "assets" / "astronaut.png"
 
 
-@pytest.fixture(scope="module")
-def dlib_file() -> Path:
-    try:
-        return find_dlib_model()
-    except DlibFormatError as e:
-        pytest.skip(str(e))
-
-
 def _face_chips() -> list[np.ndarray]:
     """dlib's own 150×150 chips of the faces in the bundled sample photo (5-point landmarks, padding 0.25)."""
     dlib = pytest.importorskip("dlib")

@@ -160,6 +160,16 @@ _FERPLUS_CPU: dict[str, Any] = dict(
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
 )
 
+#: ``fer2013``, also the base of ``fer2013-dlib`` (the same labels and regularisation on dlib trunks).
+_FER2013: dict[str, Any] = dict(
+    name="fer2013",
+    description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
+                "every tensor at the full lr, light weight decay, select on PublicTest",
+    model="small", input_size=48, epochs=35, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
+    nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+    augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
+)
+
 #: Cross-validation on a few hundred faces (CK+, JAFFE): a validation split of one fold's ~12 subjects is too small
 #: to select an epoch, so every training face is used and the last epoch kept, and the mirror image is averaged; the
 #: recipes add as many models per fold as their 30-minute budget allows (docs/results.md, CK+).
@@ -205,21 +215,12 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
         augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
     ),
+    _FER2013,
     dict(
-        name="fer2013",
-        description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
-                    "every tensor at the full lr, light weight decay, select on PublicTest",
-        model="small", input_size=48, epochs=35, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
-    ),
-    dict(
-        name="fer2013-dlib",
-        description="FER2013's own 7 labels from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): 112 px, "
-                    "the ferplus-dlib rates, hard labels with smoothing, select on PublicTest",
-        model="dlib", input_size=112, epochs=6, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
-        augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
+        _FER2013, name="fer2013-dlib",
+        description="FER2013's own 7 labels from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): the "
+                    "fer2013 recipe on dlib trunks at 112 px, at ferplus-dlib's rate",
+        model="dlib", input_size=112, epochs=6, lr=0.0005, warmup_epochs=0.3,
     ),
     dict(
         name="ckplus",
