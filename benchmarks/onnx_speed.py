@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pcnn_fer.backends.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session
 from pcnn_fer.bench import median_times
-from pcnn_fer.deploy.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session
 from pcnn_fer.models.fuse import optimize_for_inference
 from pcnn_fer.models.pcnn import create_model
 

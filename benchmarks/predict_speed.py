@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from detect_speed import cpu_capabilities  # noqa: E402
 
-from pcnn_fer.deploy.backends import create_backend, describe_backend  # noqa: E402
-from pcnn_fer.deploy.torch_backend import TorchClassifier  # noqa: E402
+from pcnn_fer.backends.dispatch import create_backend, describe_backend  # noqa: E402
+from pcnn_fer.backends.torch_backend import TorchClassifier  # noqa: E402
 from pcnn_fer.faces.align import align_face  # noqa: E402
 from pcnn_fer.faces.detect import DlibHOGDetector, create_detector  # noqa: E402
 from pcnn_fer.faces.imageio import load_image, save_image  # noqa: E402

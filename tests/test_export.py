@@ -22,11 +22,11 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402
 
 from pcnn_fer import create_model, save_model  # noqa: E402
+from pcnn_fer.backends import OnnxClassifier, onnx_backend, onnx_export  # noqa: E402
+from pcnn_fer.backends.dispatch import create_backend, describe_backend  # noqa: E402
+from pcnn_fer.backends.onnx_export import OUTPUT_NAMES, ExportError, check_parity, export_onnx, read_metadata  # noqa: E402
+from pcnn_fer.backends.torch_backend import TorchClassifier  # noqa: E402
 from pcnn_fer.cli import main  # noqa: E402
-from pcnn_fer.deploy import OnnxClassifier, onnx_backend, onnx_export  # noqa: E402
-from pcnn_fer.deploy.backends import create_backend, describe_backend  # noqa: E402
-from pcnn_fer.deploy.onnx_export import OUTPUT_NAMES, ExportError, check_parity, export_onnx, read_metadata  # noqa: E402
-from pcnn_fer.deploy.torch_backend import TorchClassifier  # noqa: E402
 from pcnn_fer.faces import Recognizer  # noqa: E402
 from pcnn_fer.models.pcnn import REGIONS  # noqa: E402
 from pcnn_fer.weights import ASSETS, load_model  # noqa: E402
@@ -187,7 +187,7 @@ def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoin
     for got, want in zip(auto(batch), TorchClassifier(checkpoint)(batch), strict=True):
         assert np.abs(got - want).max() <= 1e-4
     code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "from pcnn_fer.deploy.backends import create_backend, describe_backend\n"
+            "from pcnn_fer.backends.dispatch import create_backend, describe_backend\n"
             f"b = create_backend('auto', {str(checkpoint)!r})\n"
             "print(type(b).__name__, '|', describe_backend(b))\n"
             "try:\n    create_backend('onnx', 'default')\nexcept RuntimeError as e:\n    print(e)\n")

@@ -161,7 +161,7 @@ def test_no_detect_and_small_inputs(checkpoint):
 def test_torch_backend_matches_the_plain_model(checkpoint):
     import torch
 
-    from pcnn_fer.deploy.torch_backend import TorchClassifier
+    from pcnn_fer.backends.torch_backend import TorchClassifier
     from pcnn_fer.weights import load_model
 
     model = load_model(checkpoint)
@@ -474,7 +474,7 @@ def test_backend_choices_and_training_checkpoint_hint(checkpoint, tmp_path):
     proc = pcnn("predict", str(crop), "--no-detect", "--checkpoint", str(run / "last.pt"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{run / 'last.pt'} is a training checkpoint: pass the run folder {run}" in proc.stderr, proc.stderr
-    from pcnn_fer.deploy.backends import create_backend
+    from pcnn_fer.backends.dispatch import create_backend
 
     with pytest.raises(UsageError, match="is a training checkpoint: pass the run folder"):
         create_backend("torch", run / "last.pt")

@@ -117,12 +117,12 @@ def onnx_bench_models(preset: str, input_size: int | None, num_classes: int = 7,
                       channels_last: bool = True, threads: int | None = None, spinning: bool | None = None,
                       compile: bool = False) -> dict[str, nn.Module]:
     """The models of ``pcnn bench --backend onnx``: :func:`build_models` plus ``pcnn-<preset>-onnx``, the same PCNN
-    exported to ONNX and run by the ``onnx`` backend of :func:`pcnn_fer.deploy.backends.create_backend` with as many
+    exported to ONNX and run by the ``onnx`` backend of :func:`pcnn_fer.backends.dispatch.create_backend` with as many
     intra-op threads as torch uses."""
     import shutil
     import tempfile
 
-    from .deploy.backends import create_backend
+    from .backends.dispatch import create_backend
 
     if device != "cpu":
         raise UsageError("pcnn bench --backend onnx times onnxruntime on the cpu only")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..deploy.backends import BACKEND_NAMES
+from ..backends.dispatch import BACKEND_NAMES
 from ..engine.options import TrainOptions
 from ..engine.precision import AMP_CHOICES
 from ..engine.recipes import TTA_CHOICES

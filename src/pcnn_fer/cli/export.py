@@ -1,4 +1,4 @@
-"""``pcnn export``: its parser and handler (the work is in :mod:`pcnn_fer.deploy.onnx_export`)."""
+"""``pcnn export``: its parser and handler (the work is in :mod:`pcnn_fer.backends.onnx_export`)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Run ``pcnn export``; 0 when the export passed the parity check, 1 otherwise."""
-    from ..deploy.onnx_export import ExportError, export_onnx
+    from ..backends.onnx_export import ExportError, export_onnx
 
     try:
         result = export_onnx(args.checkpoint, args.out, dynamic_batch=args.dynamic_batch, input_size=args.input_size,

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..backends.dispatch import BACKEND_NAMES
 from ..defaults import MAX_PIXELS
-from ..deploy.backends import BACKEND_NAMES
 from .common import LazyHandler, add_checkpoint_flag
 
 __all__ = ["add_parser"]

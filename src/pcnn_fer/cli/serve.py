@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..backends.dispatch import BACKEND_NAMES
 from ..defaults import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
-from ..deploy.backends import BACKEND_NAMES
 from ..errors import UsageError
 from .common import add_checkpoint_flag
 

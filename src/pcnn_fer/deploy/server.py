@@ -46,12 +46,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ..backends.dispatch import ClassifierBackend, create_backend, describe_backend
 from ..defaults import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT
 from ..errors import UsageError
 from ..faces.detect import FaceDetector
 from ..faces.imageio import MAX_PIXELS, ImageLoadError
 from ..faces.recognizer import Recognizer
-from .backends import ClassifierBackend, create_backend, describe_backend
 from .body_guard import BodyGuardMiddleware
 from .memory import (
     MIB,

@@ -6,7 +6,7 @@ model brings its own input size, normalisation and class names. Classes are matc
 name: predictions are restricted to the classes both share, and samples of a class the model lacks are dropped
 (the mapping and the dropped count are printed).
 
-Predictions come from a classifier backend (:func:`pcnn_fer.deploy.backends.create_backend`: ``--backend auto``
+Predictions come from a classifier backend (:func:`pcnn_fer.backends.dispatch.create_backend`: ``--backend auto``
 runs onnxruntime on the CPU when it is installed, else torch), fed the same normalised float32 NCHW batches as
 ``pcnn predict``; the backend used is printed.
 """
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..backends.dispatch import ClassifierBackend, create_backend, describe_backend
 from ..classes import canonical_name, class_mapping, describe_mapping
 from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
-from ..deploy.backends import ClassifierBackend, create_backend, describe_backend
 from ..models.pcnn import PCNN
 from ..typed_fields import given_flag
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
@@ -177,7 +177,7 @@ def evaluate_split(
     align: FaceAligner | None = None,
     predictions: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` (a classifier backend of :func:`~pcnn_fer.deploy.backends.create_backend`, or a PCNN
+    """Metrics of ``model`` (a classifier backend of :func:`~pcnn_fer.backends.dispatch.create_backend`, or a PCNN
     module, run by the torch backend) on ``split`` through the canonical class mapping (see the module docstring); a
     progress bar of the prediction when ``progress``; ``amp`` applies to a torch backend.
 

@@ -2,7 +2,7 @@
 (:mod:`.align`), robust decoding (:mod:`.imageio`), input expansion (:mod:`.sources`), decode-ahead and batching
 (:mod:`.stream`), recognition (:mod:`.recognizer`), annotation (:mod:`.draw`), output files (:mod:`.outputs`) and
 the work of ``pcnn predict`` (:mod:`.predict_command`; its parser is in :mod:`pcnn_fer.cli.predict`). Classifier
-backends live in :mod:`pcnn_fer.deploy.backends`.
+backends live in :mod:`pcnn_fer.backends.dispatch`.
 
 Importing this package imports none of them: the names below are loaded on first use (:mod:`pcnn_fer.lazy`).
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..deploy.backends import create_backend, describe_backend
+from ..backends.dispatch import create_backend, describe_backend
 from ..errors import UsageError
 from . import outputs
 from .detect import create_detector

@@ -1,5 +1,5 @@
 """Expression recognition in photos: detect → align onto the FER2013 template → classify, with a swappable
-classifier backend (:func:`pcnn_fer.deploy.backends.create_backend`: ``auto``, ``torch``, ``onnx`` or an object).
+classifier backend (:func:`pcnn_fer.backends.dispatch.create_backend`: ``auto``, ``torch``, ``onnx`` or an object).
 
     >>> from pcnn_fer.faces import Recognizer
     >>> result = Recognizer().predict("photo.jpg")          # path, PIL image or RGB array
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..deploy.backends import ClassifierBackend, create_backend
+from ..backends.dispatch import ClassifierBackend, create_backend
 from ..errors import UsageError
 from ..models.pcnn import REGIONS, PCNNConfig
 from .align import AlignedFace, align_face
@@ -120,7 +120,7 @@ class Recognizer:
     ``checkpoint``: ``"default"`` (the bundled FERPlus model), a ``.safetensors`` path or a PCNN module;
     ``detector``: ``auto``/``dlib``/``cnn``/``haar``/``none`` (``none`` = inputs are already-cropped faces) or any
     object with ``detect(rgb) -> list[Detection]``; ``backend``: ``auto`` (onnxruntime when installed, else torch),
-    ``torch``, ``onnx`` (see :func:`~pcnn_fer.deploy.backends.create_backend`) or a backend object; ``color``:
+    ``torch``, ``onnx`` (see :func:`~pcnn_fer.backends.dispatch.create_backend`) or a backend object; ``color``:
     ``gray`` feeds luminance (like FER2013 training data), ``rgb`` feeds colour, ``auto`` picks gray for models
     with inputs of at most 64 px (trained on 48×48 gray data) and rgb otherwise; ``detect_every``: video frames get
     the full detector every this many analysed frames and a search around the previous frame's faces in between

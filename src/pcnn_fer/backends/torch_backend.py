@@ -13,7 +13,7 @@ from ..weights import load_model
 
 
 class TorchClassifier:
-    """PyTorch backend with the :class:`~pcnn_fer.deploy.backends.ClassifierBackend` contract: a PCNN (or a
+    """PyTorch backend with the :class:`~pcnn_fer.backends.dispatch.ClassifierBackend` contract: a PCNN (or a
     checkpoint loaded with :func:`pcnn_fer.weights.load_model`), by default rewritten for inference with
     :func:`pcnn_fer.models.fuse.optimize_for_inference` (identical outputs). Class probabilities are the softmax of
     the global (fused) logits; region probabilities the softmax of each of the five region heads."""

@@ -9,8 +9,8 @@ Names (:data:`BACKEND_NAMES`), resolved when asked for (nothing is registered or
 
 * ``auto`` – ``onnx`` on the CPU when onnxruntime is installed and the model exports (the export is cached), else
   ``torch``; the backend's ``note`` says what was chosen and why;
-* ``torch`` – :class:`~pcnn_fer.deploy.torch_backend.TorchClassifier`;
-* ``onnx`` – :class:`~pcnn_fer.deploy.onnx_backend.OnnxClassifier`.
+* ``torch`` – :class:`~pcnn_fer.backends.torch_backend.TorchClassifier`;
+* ``onnx`` – :class:`~pcnn_fer.backends.onnx_backend.OnnxClassifier`.
 
 Any object with ``config`` and ``__call__`` may be passed instead of a name and is returned as is.
 """

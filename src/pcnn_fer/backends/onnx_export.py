@@ -8,7 +8,7 @@
   plain PCNN is exported.
 * Weights are embedded (no ``.onnx.data`` side file). The model's ``metadata_props`` hold the classes, input size,
   mean/std, crop fractions, regions and the full :class:`~pcnn_fer.models.pcnn.PCNNConfig` as JSON, so an
-  ``.onnx`` file is usable on its own (:func:`read_metadata`, :class:`pcnn_fer.deploy.onnx_backend.OnnxClassifier`).
+  ``.onnx`` file is usable on its own (:func:`read_metadata`, :class:`pcnn_fer.backends.onnx_backend.OnnxClassifier`).
 * One input ``input`` (float32 N×3×S×S, normalised with the model's mean/std), three outputs ``global_logits``
   (N, C), ``local_logits`` (N, C) and ``region_logits`` (N, 5, C) – the same as ``PCNN.forward(x, True)``.
 """

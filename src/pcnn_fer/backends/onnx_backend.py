@@ -83,7 +83,7 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 class OnnxClassifier:
-    """onnxruntime backend with the :class:`~pcnn_fer.deploy.backends.ClassifierBackend` contract.
+    """onnxruntime backend with the :class:`~pcnn_fer.backends.dispatch.ClassifierBackend` contract.
 
     ``checkpoint``: an exported ``.onnx`` file, or a checkpoint / PCNN module (exported to the cache on first use);
     ``device``: ``cpu`` or ``cuda[:N]`` (needs onnxruntime-gpu); ``threads``: intra-op threads (None: onnxruntime's
