@@ -142,6 +142,27 @@ def test_weights_with_nan_are_refused_naming_the_file(tiny_state, tmp_path):
     with pytest.raises(WeightsError, match=f"^{path}: global_head.bias holds NaN or infinite values"):
         load_model(path)
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool, torch.complex64])
+def test_weights_that_are_not_floating_point_are_refused(tiny_state, tmp_path, dtype, capsys):
+    """Issue 33 item 5: float weights cast to int64 loaded and predicted garbage (neutral 0.28 for a happy face)."""
+    state, config = tiny_state
+    cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    path = tmp_path / "cast.safetensors"
+    save_file(cast, str(path), metadata={"pcnn_config": json.dumps(config)})
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(WeightsError, match=rf"^{path}: \S+ holds {name} values, the model expects floating-point"):
+        load_model(path)
+    assert cli.main(["predict", str(ASTRONAUT), "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"holds {name} values" in err and "Traceback" not in err
+    steps = {**state, "global_trunk.bn1.num_batches_tracked": torch.tensor(3.5)} \
+        if "global_trunk.bn1.num_batches_tracked" in state else None
+    if steps is not None:  # an integer buffer stored as a float is refused the same way
+        save_file(steps, str(path), metadata={"pcnn_config": json.dumps(config)})
+        with pytest.raises(WeightsError, match="expects integer ones"):
+            load_model(path)
+
+
 # --- unreadable dataset files (item 4) ---------------------------------------------------------------------------
 
 

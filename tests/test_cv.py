@@ -417,3 +417,40 @@ def test_a_cv_directory_with_only_a_member_checkpoint_is_kept(tmp_path):
     (tmp_path / "fold03" / "member1").mkdir(parents=True)
     (tmp_path / "fold03" / "member1" / "last.pt").write_bytes(b"x")
     assert has_checkpoints(tmp_path)
+
+
+@pytest.mark.parametrize("change, named", [(("--folds", "4"), "folds was 3, now 4"),
+                                           (("--seed", "1"), "seed was 0, now 1"),
+                                           (("--epochs", "4"), "recipe.epochs was 3, now 4"),
+                                           (("--no-val",), "use_val was True, now False")])
+def test_cv_refuses_to_reuse_folds_of_another_setup(folder, tmp_path, run_cli, straight, change, named):
+    """Issue 33 item 2: folds of a 3-fold run were reused by a 4-fold run and reported as one protocol."""
+    import shutil
+
+    out = tmp_path / "cv"
+    shutil.copytree(straight, out)
+    args = _cv(folder, out, "--epochs", "3", "--members", "2", "--threads", "1")
+    setup = (out / "cv-setup.json").read_text()
+    code, _, err = run_cli([*args, *change])  # the later flag wins
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "holds folds of another set-up" in err, err
+    assert named in err and (out / "cv-setup.json").read_text() == setup
+    assert _results(out) == _results(straight)  # nothing was trained or rewritten
+
+
+def test_cv_folder_without_a_setup_record(folder, tmp_path, run_cli, straight):
+    """Folders of older runs: checked against their cv.json; without one they are refused."""
+    import shutil
+
+    out = tmp_path / "cv"
+    shutil.copytree(straight, out)
+    (out / "cv-setup.json").unlink()
+    args = _cv(folder, out, "--epochs", "3", "--members", "2", "--threads", "1")
+    code, out_text, err = run_cli([*args, "--seed", "2"])
+    assert code == 1 and "seed was 0, now 2" in err, err
+    code, out_text, err = run_cli(args)
+    assert code == 0 and "fold 0: reusing" in out_text and not _trained(out_text), err
+    assert (out / "cv-setup.json").is_file()
+    (out / "cv-setup.json").unlink()
+    (out / "cv.json").unlink()
+    code, _, err = run_cli(args)
+    assert code == 1 and "without a record of their set-up" in err, err

@@ -195,6 +195,29 @@ def test_ferplus_malformed_line_names_file_and_line(tmp_path):
 
 
 
+def test_ferplus_duplicated_row_is_an_error_naming_both_lines(tmp_path):
+    """Issue 33 item 4: a repeated label.csv row was counted twice without a word."""
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    with open(root / "FER2013Train" / "label.csv", "a") as f:
+        f.write('fer0000000.png,"(0, 0, 48, 48)",0,10,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DatasetError, match=r"label\.csv:6: image fer0000000\.png is listed again \(first on line 1\)"):
+        load_split("ferplus", root, "train")
+    with pytest.raises(DatasetError, match="listed again"):
+        dataset_stats("ferplus", root)
+
+
+def test_ferplus_without_train_labels_never_trains_on_validation(tmp_path, run_cli):
+    """Issue 33 item 1: without FER2013Train/label.csv, train used FER2013Valid for training and selection."""
+    root = _ferplus_fixture(tmp_path / "ferplus")
+    (root / "FER2013Train" / "label.csv").unlink()
+    code, _, err = run_cli(["train", "--dataset", "ferplus", "--root", root, "--recipe", "tiny", "--out",
+                            tmp_path / "run"])
+    assert code == 1 and "no training split 'train'" in err and "present: valid" in err, err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    code, out, err = run_cli(["data", "stats", "--dataset", "ferplus", "--root", root])
+    assert code == 0 and "note: ferplus: no 'train' split" in err and "no 'test' split" in err, err
+
+
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "Infinity"])
 def test_ferplus_non_finite_vote_is_an_error(tmp_path, bad):
     root = _ferplus_fixture(tmp_path / "ferplus")
@@ -351,6 +374,15 @@ def test_ckplus_fixture(tmp_path):
         load_split("ckplus", root, "train")
     gray_img(root / "happy" / "frame1.png")
     with pytest.raises(DatasetError, match="subject id"):
+        load_split("ckplus", root, "all")
+
+
+def test_ckplus_two_folders_of_one_class_are_refused_naming_both(tmp_path):
+    """Issue 33 item 3: ``happy/`` and ``joy/`` both mean happiness; the later one silently replaced the earlier."""
+    root = tmp_path / "ck"
+    for cls, name in (("anger", "S010_004_00000017"), ("happy", "S010_006_00000013"), ("joy", "S011_006_00000013")):
+        gray_img(root / cls / f"{name}.png")
+    with pytest.raises(DatasetError, match=r"ckplus: folders .*happy and .*joy both name class 'happiness'"):
         load_split("ckplus", root, "all")
 
 

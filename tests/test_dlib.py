@@ -164,3 +164,64 @@ def test_inference_rewrite_of_a_dlib_pcnn_folds_its_norms_and_keeps_its_outputs(
     assert isinstance(stem.norm, Affine)
     image = torch.randn(1, 3, 40, 40)
     torch.testing.assert_close(_fold_norm(stem.conv, stem.norm)(image), stem.norm(stem.conv(image)))
+
+
+def _dlib_int(value: int) -> bytes:
+    """dlib's portable integer: a control byte (byte count, bit 7 the sign) and the little-endian magnitude."""
+    magnitude = abs(value)
+    body = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "little")
+    return bytes([len(body) | (0x80 if value < 0 else 0)]) + body
+
+
+def _dlib_header(margin: tuple[int, int] = (1, -1)) -> bytes:
+    """The start of a face-recognition network file up to its first layer: loss layer, one add_layer, input layer."""
+    text = (lambda t: _dlib_int(len(t)) + t.encode())  # noqa: E731
+    real = (lambda m, e: _dlib_int(m) + _dlib_int(e))  # noqa: E731
+    return (_dlib_int(1) + text("loss_metric_2") + real(*margin) + real(3, -2) + _dlib_int(3)
+            + text("input_rgb_image_sized") + real(1, 7) * 3 + _dlib_int(150) * 2)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("shape, message", [((1, -8, 1, 1), "negative size"), ((-1, -1, 1, 4), "negative size"),
+                                            ((1 << 30, 1 << 30, 1, 1), "larger than the rest of the file")])
+def test_a_tensor_with_a_negative_or_huge_count_is_refused_not_a_hang(shape, message, tmp_path):
+    """Issue 33 (hang): a 136-byte file whose tensor counts -8 elements moved the reader backwards forever."""
+    body = _dlib_header() + _dlib_int(5) + b"con_4" + _dlib_int(2) + b"".join(map(_dlib_int, shape)) + b"\0" * 64
+    crafted = tmp_path / "crafted.dat"
+    crafted.write_bytes(body)
+    with pytest.raises(DlibFormatError, match=rf"crafted\.dat: byte \d+: .*{message}"):
+        parse_dlib_network(crafted)
+
+
+def test_a_negative_byte_count_never_moves_the_reader_back():
+    from pcnn_fer.dlib_weights import _Stream
+
+    stream = _Stream(b"\x00" * 16, "x.dat")
+    stream.pos = 8
+    with pytest.raises(DlibFormatError, match="negative byte count"):
+        stream.take(-4)
+    assert stream.pos == 8
+
+
+def test_a_header_float_out_of_range_is_one_line(tmp_path):
+    """Issue 33 item 9: a margin of 1 · 2^5000 raised OverflowError from the float reader."""
+    crafted = tmp_path / "overflow.dat"
+    crafted.write_bytes(_dlib_header(margin=(1, 5000)) + b"\0" * 32)
+    with pytest.raises(DlibFormatError, match=r"overflow\.dat: byte \d+: a float out of range"):
+        parse_dlib_network(crafted)
+
+
+def test_a_bz2_bomb_is_refused_without_decompressing_it_all(tmp_path):
+    import bz2
+
+    from pcnn_fer.dlib_weights import MAX_DLIB_FILE_BYTES
+
+    bomb = tmp_path / "bomb.dat.bz2"
+    bomb.write_bytes(bz2.compress(b"\0" * (MAX_DLIB_FILE_BYTES + (1 << 20)), 1))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(DlibFormatError, match=r"bomb\.dat\.bz2: decompresses to more than 64 MB"):
+        parse_dlib_network(bomb)
+    broken = tmp_path / "broken.dat.bz2"
+    broken.write_bytes(bz2.compress(b"\0" * 1000)[:30])
+    with pytest.raises(DlibFormatError, match=r"broken\.dat\.bz2: a broken bz2 file"):
+        parse_dlib_network(broken)

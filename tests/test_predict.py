@@ -548,6 +548,60 @@ def test_resume_refuses_results_of_other_inputs(checkpoint, tmp_path):
         run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--resume")
 
 
+@pytest.mark.parametrize("record, why", [
+    ({"source": "f0000.png"}, "no 'frame', 'skipped', 'faces'"),
+    ({"source": "f0000.png", "frame": None, "skipped": None, "faces": {}}, "'faces' is not a list"),
+    ({"source": "f0000.png", "frame": None, "skipped": None, "faces": [{"box": [1, 2, 3]}]},
+     "face 0: 'box' is not 4 numbers"),
+    ({"source": "f0000.png", "frame": "1", "skipped": None, "faces": []}, "'frame' is neither null"),
+], ids=["bare", "faces-object", "short-box", "frame-text"])
+def test_resume_refuses_records_that_are_not_whole(checkpoint, tmp_path, record, why):
+    """Issue 33 items 6 and 10: a record without ``faces`` was kept as done, and --save-csv then raised KeyError."""
+    folder = _face_folder(tmp_path / "faces", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(UsageError, match=rf"predictions\.jsonl:1: not a pcnn predict record \({why}"):
+        run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--resume",
+                "--save-csv")
+    assert not (out / "predictions.csv").exists()
+
+
+def test_resume_refuses_records_of_a_model_with_other_classes(checkpoint, tmp_path):
+    folder = _face_folder(tmp_path / "faces", 2)
+    out = tmp_path / "out"
+    assert run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--save-jsonl",
+                   "--quiet") == 0
+    jsonl = out / "predictions.jsonl"
+    lines = jsonl.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["faces"][0]["probabilities"] = {"happy": 1.0}
+    jsonl.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with pytest.raises(UsageError, match=r"predictions\.jsonl:1: face 0 has probabilities of \['happy'\]"):
+        run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--out", str(out), "--resume",
+                "--save-csv")
+
+
+def test_undecodable_file_names_reach_every_output(checkpoint, tmp_path):
+    """Issue 33 item 8: ``caf\\xe9.png`` (not UTF-8) with --save-csv raised UnicodeEncodeError and lost the CSV
+    and JSON of the whole run."""
+    folder = _face_folder(tmp_path / "faces", 2)
+    odd = os.fsencode(folder) + b"/caf\xe9.png"
+    os.rename(os.fsencode(folder / "f0001.png"), odd)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "predict", str(folder), "--no-detect",
+                           "--checkpoint", str(checkpoint), "--out", str(out), "--save-csv", "--save-json"],
+                          capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"},
+                          timeout=300)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
+    rows = list(csv.reader((out / "predictions.csv").open(encoding="utf-8")))
+    assert [Path(r[0]).name for r in rows[1:]] == ["caf\\udce9.png", "f0000.png"]
+    records = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert [Path(r["source"]).name for r in records] == ["caf\udce9.png", "f0000.png"]
+    assert all(r["faces"] for r in records)
+    assert os.path.exists(os.fsencode(out) + b"/caf\xe9.png")  # the annotated copy keeps the file's own name
+
+
 def test_resume_points_fall_on_batch_boundaries():
     from pcnn_fer.faces.outputs import resume_point
     from pcnn_fer.faces.sources import Source

@@ -64,6 +64,8 @@ class _Stream:
         return DlibFormatError(f"{self.source}: byte {self.pos}: {message}")
 
     def take(self, n: int) -> bytes:
+        if n < 0:
+            raise self.fail(f"a negative byte count ({n})")
         if self.pos + n > len(self.data):
             raise self.fail(f"the file ends early (needed {n} more bytes)")
         chunk = self.data[self.pos:self.pos + n]
@@ -95,7 +97,13 @@ class _Stream:
 
     def real(self) -> float:
         mantissa, exponent = self.integer(), self.integer()
-        return math.ldexp(mantissa, exponent)
+        try:
+            value = math.ldexp(mantissa, exponent)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise self.fail(f"a float out of range (mantissa {mantissa}, exponent {exponent})")
+        return value
 
     def boolean(self) -> bool:
         byte = self.take(1)
@@ -108,11 +116,15 @@ class _Stream:
         if found != version:
             raise self.fail(f"tensor version {found}, expected {version}")
         n, k, nr, nc = (self.integer() for _ in range(4))
+        if min(n, k, nr, nc) < 0:
+            raise self.fail(f"a tensor with a negative size {(n, k, nr, nc)}")
         return n, k, nr, nc
 
     def tensor(self) -> np.ndarray:
         shape = self.shape(2)
         count = math.prod(shape)
+        if 4 * count > len(self.data) - self.pos:
+            raise self.fail(f"a tensor of shape {shape} ({count} floats) is larger than the rest of the file")
         return np.frombuffer(self.take(4 * count), dtype="<f4").reshape(shape)
 
 
@@ -130,6 +142,8 @@ def _split(s: _Stream, params: np.ndarray, names: tuple[str, ...]) -> dict[str, 
     for name in names:
         shape = s.shape(1)
         size = math.prod(shape)
+        if start + size > flat.size:
+            raise s.fail(f"the view {name} of shape {shape} is larger than its {flat.size} parameters")
         views[name] = flat[start:start + size].reshape(shape)
         start += size
     if start != flat.size:
@@ -180,18 +194,38 @@ class DlibNetwork:
     layers: list[DlibLayer]
 
 
+#: dlib's face-recognition ResNet is 22.5 MB; a file (or a ``.bz2`` expanding to one) beyond this is refused unread.
+MAX_DLIB_FILE_BYTES = 64 << 20
+
+
+def _bunzip_bounded(data: bytes, path: Path) -> bytes:
+    """``data`` bz2-decompressed, refusing output beyond :data:`MAX_DLIB_FILE_BYTES` (a bz2 bomb)."""
+    decompressor = bz2.BZ2Decompressor()
+    try:
+        out = decompressor.decompress(data, max_length=MAX_DLIB_FILE_BYTES + 1)
+    except (OSError, ValueError) as e:
+        raise DlibFormatError(f"{path}: a broken bz2 file ({e})") from None
+    if len(out) > MAX_DLIB_FILE_BYTES:
+        raise DlibFormatError(f"{path}: decompresses to more than {MAX_DLIB_FILE_BYTES >> 20} MB: not dlib's "
+                              "face-recognition ResNet (22 MB)")
+    if not decompressor.eof:
+        raise DlibFormatError(f"{path}: a broken bz2 file (it ends early)")
+    return out
+
+
 def parse_dlib_network(path: str | Path) -> DlibNetwork:
     """Parse a dlib face-recognition ResNet ``.dat`` file (or its ``.bz2`` download) into its layer records."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_DLIB_FILE_BYTES + 1)
     except OSError as e:
         raise DlibFormatError(f"{path}: cannot read ({e.strerror or e})") from None
     if data[:3] == b"BZh":
-        try:
-            data = bz2.decompress(data)
-        except (OSError, ValueError) as e:
-            raise DlibFormatError(f"{path}: a broken bz2 file ({e})") from None
+        data = _bunzip_bounded(data, path)
+    if len(data) > MAX_DLIB_FILE_BYTES:
+        raise DlibFormatError(f"{path}: larger than {MAX_DLIB_FILE_BYTES >> 20} MB: not dlib's face-recognition "
+                              "ResNet (22 MB)")
     s = _Stream(data, str(path))
     s.integer()
     if (loss := s.string()) != "loss_metric_2":

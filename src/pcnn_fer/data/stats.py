@@ -77,6 +77,12 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
     else:
         print(format_stats(stats))
+    reader = get_dataset(args.dataset)
+    if reader.name != "folder":  # a fixed layout: say which of its splits are absent (e.g. FER2013Train/label.csv)
+        for s in dict.fromkeys(x for x in (reader.train_split, reader.val_split, reader.test_split) if x):
+            if s not in stats["splits"]:
+                print(f"note: {reader.name}: no {s!r} split under {args.root} (its label file or folder is missing)",
+                      file=sys.stderr)
     for s, (miss, n) in missing.items():
         if miss:
             what = "all" if miss == n else f"{miss} of"

@@ -31,6 +31,7 @@ from ..fileio import removed_on_failure
 from ..weights import load_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .cores import measure_free_cores
+from .cv_setup import check_fold_setup, fold_setup, record_fold_setup
 from .cv_workers import MemberJob, MemberTrainer, size_workers
 from .devices import resolve_device, set_threads
 from .distributed import env_world_size
@@ -86,6 +87,8 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
         raise UsageError(f"{reader.name} has no subject ids: subject-independent cross-validation is impossible "
                          "(--protocol random gives subject-dependent folds)")
     all_folds = cross_validation(split, protocol=protocol, k=folds, seed=opts.seed)
+    setup = fold_setup(recipe, opts, protocol, len(all_folds), use_val, split)
+    check_fold_setup(out, setup)  # before any fold is reused
     fold_list = all_folds
     if only_folds:
         bad = [k for k in only_folds if not 0 <= k < len(all_folds)]
@@ -109,6 +112,7 @@ def cross_validate(recipe: Recipe, opts: TrainOptions, folds: int = 10, protocol
         log(sizing.describe())
     with removed_on_failure(out, keep=lambda: has_checkpoints(out)), \
             MemberTrainer(recipe, opts, sizing, log) as trainer:
+        record_fold_setup(out, setup)
         for plan in plans:  # every model is queued before the first fold waits for its own
             trainer.submit(plan.jobs)
         results = []

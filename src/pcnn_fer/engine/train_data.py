@@ -73,7 +73,7 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     present = reader.splits(root)
     train_name = reader.train_split
     if train_name not in present:
-        if len(present) == 1 and not is_test_split(reader, present[0]):
+        if len(present) == 1 and not is_test_split(reader, present[0]) and present[0] != reader.val_split:
             train_name = present[0]  # e.g. an image folder without split folders ("all")
         else:
             raise DatasetError(f"{reader.name}: no training split {reader.train_split!r} under {root}; present: "
@@ -82,6 +82,8 @@ def load_train_val(opts: TrainOptions, recipe: Recipe, device: torch.device,
     info: dict[str, Any] = {"dataset": reader.name, "train_split": train_name, "train_mode": train_mode,
                             "val_mode": val_mode, "test_selection": False}
     val_name = _selection_split(reader, opts, present, train_name)
+    if val_name == train_name:  # never train and select on the same images
+        raise DatasetError(f"{reader.name}: the training split {train_name!r} is also the selection split")
     aligner = FaceAligner() if wants_alignment(reader, opts.align_faces) else None
 
     def decode(split: Any) -> TensorData:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fileio import publish, temporary_beside
+from .records import RecordError, check_record
 from .sources import Source
 from .stream import STILL_KINDS, chunk_starts
 
@@ -137,9 +138,11 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         offset += len(line) + 1
         try:
             record = json.loads(line)
-            record["source"]  # noqa: B018 - every record names its source
-        except (ValueError, TypeError, KeyError):
-            raise UsageError(f"{path}:{number}: not a pcnn predict record; remove the file or drop --resume") from None
+            check_record(record)
+        except ValueError as e:
+            why = f" ({e})" if isinstance(e, RecordError) else ""
+            raise UsageError(f"{path}:{number}: not a pcnn predict record{why}; remove the file or drop --resume") \
+                from None
         yield offset, record
 
 
@@ -203,7 +206,7 @@ class ResultFiles:
             self._json = (f, tmp)
         if self._csv_wanted:
             fd, tmp = temporary_beside(self.out / CSV_NAME)
-            f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+            f = os.fdopen(fd, "w", encoding="utf-8", newline="", errors="backslashreplace")  # undecodable file names
             writer = csv.writer(f)
             writer.writerow(csv_header(self.classes))
             self._csv = (f, tmp, writer)

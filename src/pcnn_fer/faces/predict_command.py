@@ -17,9 +17,11 @@ from tqdm import tqdm
 
 from ..backends.dispatch import create_backend, describe_backend
 from ..errors import UsageError
+from ..models.pcnn import REGIONS
 from . import outputs
 from .detect import create_detector
 from .recognizer import Recognizer
+from .records import RecordError, check_record_classes
 from .sources import expand_sources, video_frame_count
 from .stream import frames_per_chunk
 
@@ -70,6 +72,7 @@ def run_predict(args: argparse.Namespace) -> int:
     backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads)
     recognizer = Recognizer(backend=backend, detector=_detector(args), batch_size=args.batch_size, color=args.color,
                             max_pixels=args.max_pixels, detect_every=args.detect_every)
+    _check_kept_classes(kept, out, recognizer.classes)
     report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
     report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
@@ -102,6 +105,15 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"pcnn predict: error: no input could be read ({report.inputs} skipped)", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_kept_classes(kept: list[dict[str, Any]], out: Path | None, classes: Any) -> None:
+    """Refuse to resume over records made by a model with other classes (their CSV columns would not exist)."""
+    for number, record in enumerate(kept, 1):
+        try:
+            check_record_classes(record, classes, REGIONS)
+        except RecordError as e:
+            raise UsageError(f"{out / outputs.JSONL_NAME}:{number}: {e}; remove the file or drop --resume") from None
 
 
 class _Report:

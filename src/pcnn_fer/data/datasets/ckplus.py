@@ -56,7 +56,13 @@ class CKPlusReader(UnsplitDatasetReader):
         return find_root(r, ok, self.name, "<class>/S###_###_########.png class folders (CK+48)")
 
     def _read_all(self, r: Path) -> Split:
-        dirs = {canonical_name(d.name): d for d in list_dirs(r)}
+        dirs: dict[str, Path] = {}
+        for d in list_dirs(r):
+            c = canonical_name(d.name)
+            if c in dirs:
+                raise DatasetError(f"ckplus: folders {dirs[c]} and {d} both name class {c!r}: merge them or remove "
+                                   "one")
+            dirs[c] = d
         unknown = [c for c in dirs if c not in CKPLUS_CODE_ORDER]
         if unknown:
             raise DatasetError(f"ckplus: class folders {unknown} under {r} are not CK+ classes")

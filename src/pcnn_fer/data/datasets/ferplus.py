@@ -130,6 +130,7 @@ class FERPlusReader(DatasetReader):
         names: list[str] = []
         votes: list[list[float]] = []
         lines: list[int] = []
+        first_line: dict[str, int] = {}
         with open_text(path) as f:
             for line_no, row in enumerate(csv.reader(f), start=1):
                 if not row or all(not c.strip() for c in row):
@@ -149,6 +150,10 @@ class FERPlusReader(DatasetReader):
                 name = row[0].strip()
                 if not name:
                     raise line_error(path, line_no, "empty image name")
+                if name in first_line:
+                    raise line_error(path, line_no, f"image {name} is listed again (first on line {first_line[name]}); "
+                                                    "each face must be listed once")
+                first_line[name] = line_no
                 names.append(name)
                 votes.append(v)
                 lines.append(line_no)
