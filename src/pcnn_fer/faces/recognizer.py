@@ -26,6 +26,8 @@ from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_im
 from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
 from .track import DEFAULT_REFRESH, FrameTracker
+from .track_result import TrackResult
+from .tracking import TrackingConfig, track_frames
 
 
 @dataclass
@@ -33,7 +35,9 @@ class Face:
     """One recognised face. ``box`` [x1, y1, x2, y2] and ``landmarks`` (5, 2) are in input-image pixels;
     ``probabilities`` maps every class to its probability; ``regions`` maps each PCNN region to its own class
     probabilities; ``detection_score`` and ``detector`` come from the face detector; ``crop`` is the aligned model
-    input (uint8 RGB) when the recognizer keeps crops."""
+    input (uint8 RGB) when the recognizer keeps crops. Faces of tracked video frames (:meth:`Recognizer.track_stream`)
+    also carry the person's ``face_id`` and the smoothed ``smooth_label`` and ``smooth_probabilities``
+    (:mod:`pcnn_fer.faces.smoothing`); still images leave them None."""
 
     box: np.ndarray
     landmarks: np.ndarray | None
@@ -44,10 +48,19 @@ class Face:
     detection_score: float = 1.0
     detector: str = ""
     crop: np.ndarray | None = None
+    face_id: int | None = None
+    smooth_label: str | None = None
+    smooth_probabilities: dict[str, float] | None = None
 
     def to_dict(self, digits: int = 4) -> dict[str, Any]:
-        """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score."""
+        """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score; tracked faces
+        start with ``face_id`` and add ``smooth_label`` and ``smooth_probabilities``."""
+        tracked = {} if self.face_id is None else {"face_id": int(self.face_id)}
+        smoothed = {} if self.smooth_probabilities is None else {
+            "smooth_label": self.smooth_label,
+            "smooth_probabilities": {k: round(float(v), digits) for k, v in self.smooth_probabilities.items()}}
         return {
+            **tracked,
             "box": [round(float(v), 1) for v in self.box],
             "landmarks": None if self.landmarks is None else [[round(float(x), 1), round(float(y), 1)]
                                                               for x, y in self.landmarks],
@@ -56,6 +69,7 @@ class Face:
             "probabilities": {k: round(float(v), digits) for k, v in self.probabilities.items()},
             "regions": {r: {k: round(float(v), digits) for k, v in p.items()} for r, p in self.regions.items()},
             "detection_score": round(float(self.detection_score), digits),
+            **smoothed,
         }
 
 
@@ -63,7 +77,8 @@ class Prediction(list):
     """The faces found in one image or video frame (a list of :class:`Face`), plus the ``image`` (RGB uint8),
     its ``source``, ``frame`` index (None for still images), ``skipped`` (None, or why the input was unusable),
     ``tried`` (the detectors run on it, in order), and for stream results the ``origin``
-    (:class:`~pcnn_fer.faces.sources.Source`) and the video's ``fps``."""
+    (:class:`~pcnn_fer.faces.sources.Source`) and the video's ``fps``. Tracked video frames also carry ``time_s``
+    (seconds into the source) and ``people``, the source's :class:`~pcnn_fer.faces.people.PeopleSummary` so far."""
 
     def __init__(self, faces: Iterable[Face] = (), image: np.ndarray | None = None, source: str | None = None,
                  frame: int | None = None, skipped: str | None = None, classes: Sequence[str] = (),
@@ -71,6 +86,8 @@ class Prediction(list):
         super().__init__(faces)
         self.image, self.source, self.frame, self.skipped = image, source, frame, skipped
         self.classes, self.tried, self.origin, self.fps = tuple(classes), tuple(tried), origin, fps
+        self.time_s: float | None = None
+        self.people: Any = None
 
     def __repr__(self) -> str:
         where = f"{self.source}" + (f"#{self.frame}" if self.frame is not None else "")
@@ -101,8 +118,10 @@ class Prediction(list):
         return save_image(path, self.plot())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON record: ``source``, ``frame``, ``skipped``, ``faces`` (see :meth:`Face.to_dict`)."""
-        return {"source": self.source, "frame": self.frame, "skipped": self.skipped,
+        """JSON record: ``source``, ``frame`` (and ``time_s`` for tracked video frames), ``skipped``, ``faces`` (see
+        :meth:`Face.to_dict`)."""
+        timed = {} if self.time_s is None else {"time_s": round(float(self.time_s), 4)}
+        return {"source": self.source, "frame": self.frame, **timed, "skipped": self.skipped,
                 "faces": [f.to_dict() for f in self]}
 
     def to_json(self, **kwargs: Any) -> str:
@@ -205,25 +224,35 @@ class Recognizer:
 
     def predict_frames(self, frames: Sequence[Frame]) -> list[Prediction]:
         """Predictions for decoded frames (skipped ones included), the faces of all of them classified together."""
-        found: list[tuple[list[Detection], list[str], list[AlignedFace]]] = []
-        for f in frames:
-            if f.image is None:
-                found.append(([], [], []))
-                continue
-            if f.frame is None or not self.detects:
-                detections, tried = detect_traced(self.detector, f.image, thorough=f.frame is None)
-            else:
-                detections, tried = self.tracker.detect_traced(f.source, f.image)
-            found.append((detections, tried, [align_face(f.image, d, self.input_size) for d in detections]))
+        found = [self.find_faces(f) for f in frames]
         probs, region_probs = self.classify([a.image for _, _, aligned in found for a in aligned])
         results, k = [], 0
-        for f, (detections, tried, aligned) in zip(frames, found, strict=True):
-            faces = [self._face(d, a, probs[k + j], region_probs[k + j]) for j, (d, a) in
-                     enumerate(zip(detections, aligned, strict=True))]
-            k += len(faces)
-            results.append(Prediction(faces, image=f.image, source=f.source.name, frame=f.frame, skipped=f.skipped,
-                                      classes=self.classes, tried=tried, origin=f.source, fps=f.fps))
+        for f, located in zip(frames, found, strict=True):
+            n = len(located[0])
+            results.append(self.make_prediction(f, located, probs[k:k + n], region_probs[k:k + n]))
+            k += n
         return results
+
+    def find_faces(self, frame: Frame) -> tuple[list[Detection], list[str], list[AlignedFace]]:
+        """(detections, detectors tried, aligned crops) of one decoded frame (nothing for a skipped one); video
+        frames go through the frame-search tracker (:attr:`tracker`)."""
+        if frame.image is None:
+            return [], [], []
+        if frame.frame is None or not self.detects:
+            detections, tried = detect_traced(self.detector, frame.image, thorough=frame.frame is None)
+        else:
+            detections, tried = self.tracker.detect_traced(frame.source, frame.image)
+        return detections, tried, [align_face(frame.image, d, self.input_size) for d in detections]
+
+    def make_prediction(self, frame: Frame, located: tuple[list[Detection], list[str], list[AlignedFace]],
+                        probs: np.ndarray, region_probs: np.ndarray) -> Prediction:
+        """The :class:`Prediction` of ``frame`` from :meth:`find_faces`' result and the faces' class (N, C) and
+        region (N, 5, C) probabilities."""
+        detections, tried, aligned = located
+        faces = [self._face(d, a, probs[j], region_probs[j])
+                 for j, (d, a) in enumerate(zip(detections, aligned, strict=True))]
+        return Prediction(faces, image=frame.image, source=frame.source.name, frame=frame.frame,
+                          skipped=frame.skipped, classes=self.classes, tried=tried, origin=frame.source, fps=frame.fps)
 
     def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray) -> Face:
         k = int(np.argmax(p))
@@ -246,6 +275,42 @@ class Recognizer:
         size = frames_per_chunk(self.detects, self.batch_size)
         for chunk in chunks(prefetch(frames, depth=2 * size), size):
             yield from self.predict_frames(chunk)
+
+    def track_stream(self, sources: Sequence[str | Path | Source], every: int = 1, max_frames: int | None = None,
+                     config: TrackingConfig | None = None, **options: Any) -> Iterator[Prediction]:
+        """:meth:`predict_stream` with people over time: the faces of video and webcam frames carry a ``face_id``
+        stable for one person through the source, ``smooth_label`` and ``smooth_probabilities``; frames carry
+        ``time_s`` and ``people`` (the source's :class:`~pcnn_fer.faces.people.PeopleSummary` so far). ``config``
+        or keyword ``options`` (``smooth_seconds``, ``reid_seconds``, ``reid``, ``change``, ``reuse_seconds``):
+        :class:`~pcnn_fer.faces.tracking.TrackingConfig`."""
+        config = config or TrackingConfig(**options)
+        expanded = expand_sources(sources)
+        frames = (f for s in expanded for f in iter_frames(s, every=every, max_pixels=self.max_pixels,
+                                                            max_frames=max_frames))
+        yield from track_frames(self, prefetch(frames, depth=4), every=every, config=config)
+
+    def track(self, source: str | Path | Source | int, every: int = 1, max_frames: int | None = None,
+              keep_rows: bool = True, **options: Any) -> TrackResult:
+        """The people of one video file or webcam (an int index) as a :class:`~pcnn_fer.faces.track_result.
+        TrackResult` (``.summary()``, ``.to_pandas()``, ``.plot_timeline(path)``); ``keep_rows=False`` keeps only
+        the summary (memory does not grow with the video). Options as for :meth:`track_stream`."""
+        spec = str(source) if isinstance(source, int) else source
+        expanded = expand_sources([spec])
+        if len(expanded) != 1 or expanded[0].kind not in ("video", "webcam"):
+            raise UsageError(f"track takes one video file or webcam index, got {source!r}")
+        people, rows, skipped = None, [], 0
+        for result in self.track_stream(expanded, every=every, max_frames=max_frames, **options):
+            if result.frame is None:
+                raise UsageError(f"{result.source}: {result.skipped}")
+            people = result.people if result.people is not None else people
+            skipped += result.skipped is not None
+            if keep_rows:
+                rows.extend((result.source, result.frame, result.time_s, f.face_id, *map(float, f.box), f.label,
+                             f.score, f.smooth_label, *f.probabilities.values(), *f.smooth_probabilities.values())
+                            for f in result)
+        if people is None:
+            raise UsageError(f"{expanded[0].name}: no frame could be read")
+        return TrackResult(people, rows, skipped)
 
 
 __all__ = ["Recognizer", "Prediction", "Face"]

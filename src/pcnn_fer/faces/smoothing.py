@@ -1,0 +1,54 @@
+"""Per-person temporal smoothing of expression probabilities (``pcnn predict --smooth SECONDS``).
+
+Each face id keeps an exponential moving average of its class probabilities with a time constant of ``seconds``:
+a frame ``dt`` seconds after the previous one of that person moves the average by ``1 - exp(-dt / seconds)`` of the
+way to the frame's probabilities. The weight depends on time, not on frames, so the same setting behaves alike at
+any frame rate or ``--every``; after a long absence the first frame back counts almost fully. ``seconds = 0`` turns
+smoothing off (the smoothed values are the frame's own). How the default was chosen: docs/faces.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import UsageError
+
+__all__ = ["ExpressionSmoother", "DEFAULT_SMOOTH_SECONDS"]
+
+#: Default time constant in seconds (docs/faces.md, "Smoothing").
+DEFAULT_SMOOTH_SECONDS = 0.5
+
+
+class ExpressionSmoother:
+    """Exponential moving average of class probabilities per face id, in time (see the module docstring)."""
+
+    def __init__(self, seconds: float = DEFAULT_SMOOTH_SECONDS) -> None:
+        seconds = float(seconds)
+        if not np.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"smoothing time constant must be a finite number of seconds >= 0, got {seconds!r}")
+        self.seconds = seconds
+        self._state: dict[int, tuple[float, np.ndarray]] = {}
+
+    def update(self, face_id: int, t: float, probabilities: np.ndarray) -> np.ndarray:
+        """The smoothed probabilities of person ``face_id`` after its frame at time ``t`` (seconds)."""
+        p = np.asarray(probabilities, np.float64)
+        previous = self._state.get(face_id)
+        if previous is None or self.seconds == 0:
+            smoothed = p.copy()
+        else:
+            weight = 1.0 - np.exp(-max(0.0, t - previous[0]) / self.seconds)
+            smoothed = previous[1] + weight * (p - previous[1])
+        self._state[face_id] = (t, smoothed)
+        return smoothed
+
+    def keep_only(self, face_ids: Iterable[int]) -> None:
+        """Forget every person not in ``face_ids`` (those the identity tracker no longer remembers)."""
+        keep = set(face_ids)
+        for face_id in [k for k in self._state if k not in keep]:
+            del self._state[face_id]
+
+    def reset(self) -> None:
+        """Forget everyone (a new source)."""
+        self._state.clear()
