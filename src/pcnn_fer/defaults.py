@@ -27,5 +27,12 @@ DEFAULT_OPSET = 18
 #: Largest accepted |onnxruntime - PyTorch| difference of any logit in the export parity check.
 DEFAULT_TOLERANCE = 1e-4
 
-__all__ = ["DEFAULT_MAX_MEMORY_MB", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_OPSET",
-           "DEFAULT_READ_TIMEOUT", "DEFAULT_TOLERANCE", "MAX_PIXELS", "MIN_OPSET"]
+#: Default time constant (seconds) of the per-person expression smoothing in videos (``pcnn predict --smooth``;
+#: docs/faces.md, "People in videos").
+SMOOTH_SECONDS = 0.5
+
+#: Default memory (seconds) for re-identifying a person who left a video (``pcnn predict --reid-seconds``).
+REID_SECONDS = 30.0
+
+__all__ = ["SMOOTH_SECONDS", "REID_SECONDS", "DEFAULT_MAX_MEMORY_MB", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB",
+           "DEFAULT_OPSET", "DEFAULT_READ_TIMEOUT", "DEFAULT_TOLERANCE", "MAX_PIXELS", "MIN_OPSET"]

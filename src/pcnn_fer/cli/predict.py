@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.dispatch import BACKEND_NAMES
-from ..defaults import MAX_PIXELS
+from ..defaults import MAX_PIXELS, REID_SECONDS, SMOOTH_SECONDS
 from .common import LazyHandler, add_checkpoint_flag
 
 __all__ = ["add_parser"]
@@ -50,6 +50,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=10, metavar="N",
                    help="videos/webcams: run the full detector every N analysed frames and search only around the "
                         "previous frame's faces in between (also whenever a face is lost); 1 = every frame")
+    p.add_argument("--smooth", type=float, default=SMOOTH_SECONDS, metavar="SECONDS",
+                   help="videos/webcams: time constant of each person's smoothed expression (exponential average; "
+                        f"0 = off; default {SMOOTH_SECONDS})")
+    p.add_argument("--reid-seconds", type=float, default=REID_SECONDS, metavar="SECONDS",
+                   help="videos/webcams: a person who leaves and comes back within this many seconds gets their face "
+                        "id back (by dlib's face descriptor); default %(default)s")
+    p.add_argument("--no-reid", action="store_true",
+                   help="videos/webcams: follow faces by motion only (no face descriptors; a returning person gets a "
+                        "new id)")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")

@@ -1,4 +1,5 @@
-"""Annotated images: a box per face in the colour of its expression, the label and score above it, the five
+"""Annotated images: a box per face in the colour of its expression, the label and score above it (in videos the
+person's ``#face_id`` and smoothed label), the five
 landmarks, and five small per-region bars under it – one per PCNN region (LE, RE, LC, RC, M = left eye, right eye,
 left cheek, right cheek, mouth), each as long as that region's probability for the face's label and coloured by the
 region's own top class."""
@@ -55,14 +56,16 @@ def draw_faces(rgb: np.ndarray, faces: Sequence[Face], regions: bool = True, lan
     for face in faces:
         x1, y1, x2, y2 = (int(round(v * factor)) for v in face.box)
         side = max(1, min(x2 - x1, y2 - y1))
-        color = class_color(face.label)
+        shown = face.smooth_label or face.label  # tracked video faces: the person's id and smoothed label
+        shown_score = face.smooth_probabilities[shown] if face.smooth_probabilities else face.score
+        color = class_color(shown)
         thick = max(1, round(side / 60))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
         if landmarks and face.landmarks is not None:
             for x, y in np.asarray(face.landmarks) * factor:
                 cv2.circle(canvas, (int(round(x)), int(round(y))), max(1, thick), (0, 255, 0), -1, cv2.LINE_AA)
         scale = float(np.clip(side / 160, 0.35, 1.2))
-        label = f"{face.label} {face.score:.0%}"
+        label = ("" if face.face_id is None else f"#{face.face_id} ") + f"{shown} {shown_score:.0%}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick))
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else max(0, y1) + th + 6  # above the box, else inside its top
         cv2.rectangle(canvas, (x1, ty - th - 4), (min(width - 1, x1 + tw + 4), ty + base), color, -1)

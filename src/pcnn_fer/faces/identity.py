@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..defaults import REID_SECONDS
 from ..errors import UsageError
 from .descriptors import SAME_PERSON_DISTANCE, FaceDescriber
 from .detect import Detection
@@ -41,7 +42,7 @@ class IdentityConfig:
     """Settings of :class:`IdentityTracker` (``pcnn predict --reid-seconds`` sets ``reid_seconds``)."""
 
     #: A person unseen for this long is forgotten; one who returns sooner gets their id back (by appearance).
-    reid_seconds: float = 30.0
+    reid_seconds: float = REID_SECONDS
     #: A track is predicted by motion for this long after it was last seen; after that only appearance finds it.
     coast_seconds: float = 1.0
     #: Least IoU between a predicted box and a detection for them to be assigned by motion.

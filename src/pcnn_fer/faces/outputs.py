@@ -28,7 +28,7 @@ from .stream import STILL_KINDS, chunk_starts
 JSONL_NAME, JSON_NAME, CSV_NAME = "predictions.jsonl", "predictions.json", "predictions.csv"
 
 
-def _relative_name(source: Source) -> Path:
+def relative_output_name(source: Source) -> Path:
     """The input's path below its folder argument (its file name for files named directly)."""
     loc = Path(source.location)
     if source.kind == "webcam":
@@ -60,7 +60,7 @@ def annotated_paths(sources: Sequence[Source], out: Path) -> dict[int, list[Path
     for i, source in enumerate(sources):
         if source.kind == "missing":
             continue
-        base = _relative_name(source).with_suffix("")
+        base = relative_output_name(source).with_suffix("")
         if source.kind in ("video", "webcam"):
             paths[i] = [unique(base, ".mp4"), unique(base, ".avi", avoid_inputs=True)]
         else:
@@ -110,21 +110,28 @@ def check_no_overwrite(sources: Sequence[Source], outputs: Sequence[Path]) -> No
 
 
 def csv_header(classes: Sequence[str]) -> list[str]:
-    """CSV columns: source, frame, face index, box, label, score, detection score, the class probabilities and every
-    region's class probabilities."""
+    """CSV columns: source, frame, time in seconds and face id (video frames), face index, box, label, score,
+    detection score, the class probabilities, every region's class probabilities, and the smoothed label and
+    probabilities (video frames; :mod:`pcnn_fer.faces.smoothing`)."""
     from ..models.pcnn import REGIONS
 
-    return ["source", "frame", "face", "x1", "y1", "x2", "y2", "label", "score", "detection_score",
-            *(f"p_{c}" for c in classes), *(f"{r}_{c}" for r in REGIONS for c in classes)]
+    return ["source", "frame", "time_s", "face_id", "face", "x1", "y1", "x2", "y2", "label", "score",
+            "detection_score", *(f"p_{c}" for c in classes), *(f"{r}_{c}" for r in REGIONS for c in classes),
+            "smooth_label", *(f"smooth_{c}" for c in classes)]
 
 
 def csv_rows(record: dict[str, Any], classes: Sequence[str]) -> list[list[Any]]:
     """One CSV row per face of a JSON record (columns of :func:`csv_header`)."""
     from ..models.pcnn import REGIONS
 
-    return [[record["source"], "" if record["frame"] is None else record["frame"], i, *face["box"], face["label"],
-             face["score"], face["detection_score"],
-             *(face["probabilities"][c] for c in classes), *(face["regions"][r][c] for r in REGIONS for c in classes)]
+    def smoothed(face: dict[str, Any]) -> list[Any]:
+        probs = face.get("smooth_probabilities")
+        return [face.get("smooth_label", ""), *(probs[c] if probs else "" for c in classes)]
+
+    return [[record["source"], "" if record["frame"] is None else record["frame"], record.get("time_s", ""),
+             face.get("face_id", ""), i, *face["box"], face["label"], face["score"], face["detection_score"],
+             *(face["probabilities"][c] for c in classes), *(face["regions"][r][c] for r in REGIONS for c in classes),
+             *smoothed(face)]
             for i, face in enumerate(record["faces"])]
 
 
@@ -305,5 +312,6 @@ class VideoOut:
         return self.path
 
 
-__all__ = ["Annotator", "annotated_paths", "check_out_folder", "check_no_overwrite", "csv_header", "csv_rows",
+__all__ = ["Annotator", "annotated_paths", "relative_output_name", "check_out_folder", "check_no_overwrite",
+           "csv_header", "csv_rows",
            "read_jsonl", "resume_point", "ResultFiles", "VideoOut", "JSONL_NAME", "JSON_NAME", "CSV_NAME"]

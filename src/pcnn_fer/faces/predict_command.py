@@ -9,6 +9,7 @@ comes (:mod:`pcnn_fer.faces.outputs`) and reporting it on the console.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from ..errors import UsageError
 from ..models.pcnn import REGIONS
 from . import outputs
 from .detect import create_detector
+from .people_outputs import PeopleFiles
 from .recognizer import Recognizer
 from .records import RecordError, check_record_classes
 from .sources import expand_sources, video_frame_count
 from .stream import frames_per_chunk
+from .tracking import TrackingConfig
 
 #: Where outputs go when --save-json / --save-csv / --save-jsonl is given without --out.
 DEFAULT_OUT = Path("runs") / "predict"
@@ -35,6 +38,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
                         ("--detect-every", args.detect_every)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    for flag, seconds in (("--smooth", args.smooth), ("--reid-seconds", args.reid_seconds)):
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"{flag} must be a number of seconds >= 0, got {seconds}")
 
 
 def _detector(args: argparse.Namespace) -> Any:
@@ -57,13 +63,17 @@ def run_predict(args: argparse.Namespace) -> int:
     sources = expand_sources(args.sources)
     annotated: dict[int, list[Path]] = {}
     keep_bytes, kept, start = None, [], 0
+    tracking = TrackingConfig(smooth_seconds=args.smooth, reid_seconds=args.reid_seconds, reid=not args.no_reid)
+    people = None
     if out is not None:  # every output is checked before any work
         outputs.check_out_folder(out)
         if not args.no_annotate:
             annotated = outputs.annotated_paths(sources, out)
         names = [n for n, wanted in ((outputs.JSON_NAME, args.save_json), (outputs.CSV_NAME, args.save_csv),
                                      (outputs.JSONL_NAME, jsonl)) if wanted]
-        outputs.check_no_overwrite(sources, [p for ps in annotated.values() for p in ps] + [out / n for n in names])
+        people = PeopleFiles(out, sources, args.every, timelines=not args.no_annotate)
+        outputs.check_no_overwrite(sources, [p for ps in annotated.values() for p in ps] + [out / n for n in names]
+                                   + people.planned())
     if args.resume and (out / outputs.JSONL_NAME).is_file():
         done = list(outputs.read_jsonl(out / outputs.JSONL_NAME))
         count, start = outputs.resume_point(sources, [r["source"] for _, r in done],
@@ -73,6 +83,8 @@ def run_predict(args: argparse.Namespace) -> int:
     recognizer = Recognizer(backend=backend, detector=_detector(args), batch_size=args.batch_size, color=args.color,
                             max_pixels=args.max_pixels, detect_every=args.detect_every)
     _check_kept_classes(kept, out, recognizer.classes)
+    if people is not None:
+        people.add_kept(kept, recognizer.classes)
     report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
     report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
@@ -85,9 +97,10 @@ def run_predict(args: argparse.Namespace) -> int:
             files.open(keep_bytes)
             for record in kept:
                 files.add(record, stream=False)
-        for result in recognizer.predict_stream(sources[start:], every=args.every, max_frames=args.max_frames):
+        for result in recognizer.track_stream(sources[start:], every=args.every, max_frames=args.max_frames,
+                                              config=tracking):
             if result.origin is not report.source:
-                report.end_source(annotator.end_source() if annotator else None)
+                report.end_source(annotator.end_source() if annotator else None, people)
                 report.source = result.origin
             if files is not None:
                 files.add(result.to_dict())
@@ -96,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
             report.add(result)
         complete = True
     finally:
-        report.end_source(annotator.end_source() if annotator else None)
+        report.end_source(annotator.end_source() if annotator else None, people)
         report.close()
         if files is not None:
             files.close(complete)
@@ -126,8 +139,10 @@ class _Report:
         self.frame_bar: Any = None
         self.source: Any = None
         self.inputs = self.read = self.faces = self.no_face = 0
+        self.images = self.image_faces = self.image_no_face = self.image_skipped = 0
+        self.videos = self.frames = self.people = 0
         self.video = {"frames": 0, "with_faces": 0, "skipped": 0}
-        self.labels: dict[str, int] = {}
+        self.summary_so_far: Any = None
 
     def line(self, text: str, err: bool = False) -> None:
         """Print one line (unless --quiet) without breaking the progress bars."""
@@ -144,15 +159,18 @@ class _Report:
         if not video:
             self.line(f"{result.source}: {result.summary()}")
             self.bar.update(result.origin.kind in ("image", "missing"))
+            self.images += 1
+            self.image_faces += len(result)
+            self.image_no_face += result.skipped is None and not result
+            self.image_skipped += result.skipped is not None
             return
+        self.summary_so_far = result.people if result.people is not None else self.summary_so_far
         if self.frame_bar is None:
             self.frame_bar = self._frame_bar(result.origin)
         self.frame_bar.update(1)
         self.video["frames"] += 1
         self.video["skipped"] += result.skipped is not None
         self.video["with_faces"] += bool(result)
-        for face in result:
-            self.labels[face.label] = self.labels.get(face.label, 0) + 1
 
     def _frame_bar(self, origin: Any) -> Any:
         total = None
@@ -164,16 +182,26 @@ class _Report:
         return self.tqdm(total=total, unit="frame", desc=Path(origin.location).name, leave=False,
                          disable=self.quiet, file=sys.stderr)
 
-    def end_source(self, written: Path | None) -> None:
-        """Close the previous video's bar and print its summary (and where its annotated video went)."""
+    def end_source(self, written: Path | None, files: PeopleFiles | None = None) -> None:
+        """Close the previous video's bar, print its people and dominant expressions, write its people files
+        (summary.json, timeline) and say where its annotated video went."""
+        people, self.summary_so_far = self.summary_so_far, None
         if self.frame_bar is not None:
             self.frame_bar.close()
             self.frame_bar = None
             v = self.video
-            faces = ", ".join(f"{k} x{n}" for k, n in sorted(self.labels.items(), key=lambda kv: -kv[1]))
-            self.line(f"{self.source.name}: {v['frames']} frame(s) analysed, {v['with_faces']} with faces"
-                      f"{f' ({faces})' if faces else ''}, {v['skipped']} unreadable")
-            self.video, self.labels = {"frames": 0, "with_faces": 0, "skipped": 0}, {}
+            self.videos += 1
+            self.frames += v["frames"]
+            if people is not None:
+                self.people += len(people.people)
+                self.line(people.line() + f"; {v['frames']} frame(s) analysed, {v['with_faces']} with faces, "
+                          f"{v['skipped']} unreadable")
+            else:
+                self.line(f"{self.source.name}: {v['frames']} frame(s), {v['skipped']} unreadable")
+            self.video = {"frames": 0, "with_faces": 0, "skipped": 0}
+        timeline = files.end_source(self.source, people) if files is not None else None
+        if timeline is not None:
+            self.line(f"{self.source.name}: timeline written to {timeline}")
         if written is not None:
             self.line(f"{self.source.name}: annotated video written to {written}")
 
@@ -182,10 +210,16 @@ class _Report:
         self.bar.close()
 
     def summary(self, out: Path | None) -> None:
-        """The closing line: inputs, faces, inputs without a face, skipped inputs."""
+        """The closing line: images (faces, without a face, skipped) and videos (frames, people)."""
+        parts = []
+        if self.images:
+            parts.append(f"{self.images} image(s): {self.image_faces} face(s), {self.image_no_face} without a face, "
+                         f"{self.image_skipped} skipped")
+        if self.videos:
+            parts.append(f"{self.videos} video(s): {self.frames} frame(s), {self.people} "
+                         f"{'person' if self.people == 1 else 'people'}")
         where = f"; outputs in {out}" if out is not None else ""
-        self.line(f"{self.inputs} input(s): {self.faces} face(s), {self.no_face} without a face, "
-                  f"{self.inputs - self.read} skipped{where}")
+        self.line("; ".join(parts or ["no input"]) + where)
 
 
 __all__ = ["run_predict", "DEFAULT_OUT"]

@@ -287,7 +287,9 @@ class Recognizer:
         expanded = expand_sources(sources)
         frames = (f for s in expanded for f in iter_frames(s, every=every, max_pixels=self.max_pixels,
                                                             max_frames=max_frames))
-        yield from track_frames(self, prefetch(frames, depth=4), every=every, config=config)
+        size = frames_per_chunk(self.detects, self.batch_size)
+        yield from track_frames(self, chunks(prefetch(frames, depth=max(4, 2 * size)), size), every=every,
+                                config=config)
 
     def track(self, source: str | Path | Source | int, every: int = 1, max_frames: int | None = None,
               keep_rows: bool = True, **options: Any) -> TrackResult:

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..defaults import SMOOTH_SECONDS
 from ..errors import UsageError
 
 __all__ = ["ExpressionSmoother", "DEFAULT_SMOOTH_SECONDS"]
 
-#: Default time constant in seconds (docs/faces.md, "Smoothing").
-DEFAULT_SMOOTH_SECONDS = 0.5
+#: Default time constant in seconds (docs/faces.md, "People in videos").
+DEFAULT_SMOOTH_SECONDS = SMOOTH_SECONDS
 
 
 class ExpressionSmoother:

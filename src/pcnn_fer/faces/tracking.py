@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..defaults import REID_SECONDS
 from ..errors import UsageError
 from .descriptors import FaceDescriber, describer_or_none
 from .identity import IdentityConfig, IdentityTracker
@@ -48,7 +49,7 @@ class TrackingConfig:
     #: Time constant of the per-person exponential smoothing in seconds; 0 = off.
     smooth_seconds: float = DEFAULT_SMOOTH_SECONDS
     #: How long a person who left is remembered for re-identification by appearance.
-    reid_seconds: float = 30.0
+    reid_seconds: float = REID_SECONDS
     #: Re-identify by dlib descriptors (False: motion only; a person who returns gets a new id).
     reid: bool = True
     #: Mean absolute gray difference (0…255) from the last classified crop above which a face is classified again.
@@ -172,12 +173,14 @@ class _Inline:
         return self.value
 
 
-def track_frames(recognizer: Any, frames: Iterable[Frame], every: int = 1, config: TrackingConfig | None = None,
-                 describer: FaceDescriber | None | str = "auto", overlap: bool = True) -> Iterator[Any]:
-    """Predictions for decoded ``frames`` in order: video and webcam frames tracked (see the module docstring),
-    still images and skipped records as :meth:`Recognizer.predict_frames` gives them. ``describer``: ``"auto"``
-    (dlib's descriptors when installed and ``config.reid``), None (motion only) or a describer. ``overlap``:
-    classify in a worker thread while the next frame is searched."""
+def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
+                 config: TrackingConfig | None = None, describer: FaceDescriber | None | str = "auto",
+                 overlap: bool = True) -> Iterator[Any]:
+    """Predictions for groups of decoded frames (:func:`~pcnn_fer.faces.stream.chunks`), in order: video and webcam
+    frames tracked (see the module docstring), groups of still images classified together as
+    :meth:`Recognizer.predict_frames` does. ``describer``: ``"auto"`` (dlib's descriptors when installed and
+    ``config.reid``), None (motion only) or a describer. ``overlap``: classify in a worker thread while the next
+    frame is searched."""
     config = config or TrackingConfig()
     if isinstance(describer, str):
         describer = describer_or_none() if config.reid else None
@@ -191,28 +194,28 @@ def track_frames(recognizer: Any, frames: Iterable[Frame], every: int = 1, confi
     state: SourceTracking | None = None
     pending: tuple[SourceTracking, dict[str, Any]] | None = None
     try:
-        for frame in frames:
-            if frame.source.kind in STILL_KINDS or frame.image is None and frame.frame is None:
+        for group in groups:
+            for frame in group:
+                tracked = frame.source.kind not in STILL_KINDS and frame.frame is not None
+                if not tracked or frame.image is None:
+                    if pending is not None:  # keep the order
+                        yield pending[0].finish(pending[1])
+                        pending = None
+                    if not tracked:
+                        yield from recognizer.predict_frames(group)
+                        break
+                if state is None or state.source is not frame.source:
+                    state = SourceTracking(recognizer, frame.source, frame.fps, every, config, describer)
+                    recognizer.tracker.reset()
+                if frame.image is None:  # an unreadable frame: reported in order, nothing to track
+                    skipped = recognizer.predict_frames([frame])[0]
+                    skipped.people = state.people
+                    yield skipped
+                    continue
+                job = (state, state.prepare(frame, submit))
                 if pending is not None:
                     yield pending[0].finish(pending[1])
-                    pending = None
-                yield recognizer.predict_frames([frame])[0]
-                continue
-            if state is None or state.source is not frame.source:
-                state = SourceTracking(recognizer, frame.source, frame.fps, every, config, describer)
-                recognizer.tracker.reset()
-            if frame.image is None:  # an unreadable frame: reported in order, nothing to track
-                if pending is not None:
-                    yield pending[0].finish(pending[1])
-                    pending = None
-                skipped = recognizer.predict_frames([frame])[0]
-                skipped.people = state.people
-                yield skipped
-                continue
-            job = (state, state.prepare(frame, submit))
-            if pending is not None:
-                yield pending[0].finish(pending[1])
-            pending = job
+                pending = job
         if pending is not None:
             yield pending[0].finish(pending[1])
     finally:
