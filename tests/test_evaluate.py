@@ -20,7 +20,7 @@ from pcnn_fer.data.transforms import eval_transform
 from pcnn_fer.weights import DEFAULT_MODEL
 
 KEYS = ["dataset", "split", "subset", "num_samples", "classes", "accuracy", "mean_class_accuracy",
-        "per_class_accuracy", "confusion_matrix", "checkpoint", "face_alignment"]
+        "per_class_accuracy", "confusion_matrix", "calibration", "risk_coverage", "checkpoint", "face_alignment"]
 
 
 @pytest.fixture(scope="module")

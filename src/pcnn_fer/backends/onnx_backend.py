@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fileio import sha256_of
+from ..models.calibration import calibrate_logits, note_calibration
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -105,6 +106,7 @@ class OnnxClassifier:
         meta = read_metadata(path)
         self.metadata = meta
         self.config: PCNNConfig = meta["config"]
+        note_calibration(self.config, checkpoint)
         self.session = ort_session(path, threads=threads, device=device, spinning=spinning)
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
@@ -124,9 +126,10 @@ class OnnxClassifier:
         return g, loc, r
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities (N, C) and region probabilities (N, 5, C) of a normalised float32 NCHW batch."""
+        """Class probabilities (N, C), after the model's calibration, and region probabilities (N, 5, C) of a
+        normalised float32 NCHW batch."""
         global_logits, _, region_logits = self.logits(batch)
-        return _softmax(global_logits, 1), _softmax(region_logits, 2)
+        return _softmax(calibrate_logits(global_logits, self.config.calibration), 1), _softmax(region_logits, 2)
 
 
 __all__ = ["OnnxClassifier", "cached_export", "export_cache_key", "CACHE_FORMAT"]

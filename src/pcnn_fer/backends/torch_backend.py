@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..devices import torch_device
+from ..models.calibration import calibrate_logits, note_calibration
 from ..models.pcnn import PCNN, PCNNConfig
 from ..weights import load_model
 
@@ -16,7 +17,8 @@ class TorchClassifier:
     """PyTorch backend with the :class:`~pcnn_fer.backends.dispatch.ClassifierBackend` contract: a PCNN (or a
     checkpoint loaded with :func:`pcnn_fer.weights.load_model`), by default rewritten for inference with
     :func:`pcnn_fer.models.fuse.optimize_for_inference` (identical outputs). Class probabilities are the softmax of
-    the global (fused) logits; region probabilities the softmax of each of the five region heads."""
+    the global (fused) logits after the model's calibration (``config.calibration``, none: temperature 1); region
+    probabilities the softmax of each of the five region heads."""
 
     name = "torch"
 
@@ -24,6 +26,7 @@ class TorchClassifier:
         self.device = torch_device(device)
         model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint, device=self.device)
         self.config: PCNNConfig = model.config
+        note_calibration(self.config, checkpoint)
         if optimize and isinstance(model, PCNN) and self.config.input_size % 2 == 0:
             from ..models.fuse import optimize_for_inference
 
@@ -35,7 +38,7 @@ class TorchClassifier:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             global_logits, _, region_logits = self.model(x, return_regions=True)
-            probs = torch.softmax(global_logits.float(), 1).cpu().numpy()
+            probs = torch.softmax(calibrate_logits(global_logits.float(), self.config.calibration), 1).cpu().numpy()
             region_probs = torch.softmax(region_logits.float(), 2).cpu().numpy()
         return probs, region_probs
 

@@ -1,4 +1,5 @@
-"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, cv, export, serve, robustness).
+"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, calibrate, cv, export, serve,
+robustness).
 
 Each verb's parser is in its own module of this package (:mod:`.bench`, :mod:`.data`, ...); a verb's handler imports
 the library modules that do the work only when it runs, so ``pcnn --help`` and every ``pcnn VERB --help`` import no
@@ -22,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.cli.predict", "add_parser"),
     ("pcnn_fer.cli.train", "add_parser"),
     ("pcnn_fer.cli.evaluate", "add_parser"),
+    ("pcnn_fer.cli.calibrate", "add_parser"),
     ("pcnn_fer.cli.cv", "add_parser"),
     ("pcnn_fer.cli.robustness", "add_parser"),
     ("pcnn_fer.cli.data", "add_data_parser"),

@@ -31,6 +31,7 @@ from ..data.protocols import apply_subset
 from ..models.pcnn import PCNN
 from ..typed_fields import given_flag
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
+from .calibration_fit import ECE_BINS, calibration_metrics, reliability_bins, risk_coverage
 from .checkpoint import CheckpointError, load_checkpoint
 from .devices import resolve_device, set_threads
 from .logs import plot_confusion, write_json
@@ -38,14 +39,15 @@ from .loop import confusion_matrix, metrics_from_confusion, predict_logits
 from .precision import resolve_amp
 from .predictions import faces_of, write_predictions
 from .recipes import Recipe
+from .reliability_plots import plot_reliability, plot_risk_coverage
 
 __all__ = ["METRIC_KEYS", "BackendModule", "EvaluationTarget", "default_split", "evaluate_command", "evaluate_split",
            "load_any_model", "load_target", "match_classes", "metrics_of_logits", "shared_predictions"]
 
 #: The keys of metrics.json, in order.
 METRIC_KEYS: tuple[str, ...] = ("dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
-                                "face_alignment")
+                                "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "calibration",
+                                "risk_coverage", "checkpoint", "face_alignment")
 
 
 def load_any_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> PCNN:
@@ -195,16 +197,32 @@ def evaluate_split(
     logits = predict_logits(BackendModule(model), data.images, config.input_size, config.mean, config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
+    probs = (logits.float() + _shared_mask(mapping, len(config.classes), logits.device)).softmax(1)
     result = {**metrics_of_logits(logits, data.labels, mapping, tuple(split.classes), len(config.classes)),
-              "face_alignment": face_summary([data], align.name if align else None)}
+              "face_alignment": face_summary([data], align.name if align else None),
+              **confidence_figures(probs, data.labels, mapping)}
     if predictions is not None:
         labels = data.labels.cpu().tolist()
         result["misclassified"] = write_predictions(
             predictions, *faces_of(data, split), [split.classes[k] for k in labels],
-            torch.tensor([mapping[k] for k in labels]),
-            (logits.float() + _shared_mask(mapping, len(config.classes), logits.device)).softmax(1),
-            tuple(config.classes))
+            torch.tensor([mapping[k] for k in labels]), probs, tuple(config.classes))
     return result
+
+
+def confidence_figures(probs: torch.Tensor, labels: torch.Tensor, mapping: dict[int, int]) -> dict[str, Any]:
+    """``calibration`` (ECE over 15 equal-width bins, NLL, Brier score, mean confidence, the reliability bins and the
+    model's calibration) and ``risk_coverage`` (accuracy of the most confident faces per share answered) of the
+    probabilities ``probs`` over the model's classes (zero outside the shared ones) against dataset ``labels``."""
+    shared = [mapping[k] for k in sorted(mapping)]  # model indices of the shared classes, in dataset order
+    position = {ds: k for k, ds in enumerate(sorted(mapping))}
+    target = torch.tensor([position[int(k)] for k in labels.cpu().tolist()], dtype=torch.long)
+    p = probs.detach().double().cpu()[:, shared]
+    p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
+    confidence, predicted = p.max(1)
+    correct = predicted == target
+    return {"calibration": {**calibration_metrics(p, target), "bins": ECE_BINS,
+                            "reliability": reliability_bins(confidence, correct.double())},
+            "risk_coverage": risk_coverage(confidence, correct)}
 
 
 @dataclass
@@ -267,11 +285,25 @@ def evaluate_command(args: argparse.Namespace) -> int:
                "num_samples": result["num_samples"], "classes": result["classes"], "accuracy": result["accuracy"],
                "mean_class_accuracy": result["mean_class_accuracy"],
                "per_class_accuracy": result["per_class_accuracy"], "confusion_matrix": result["confusion_matrix"],
+               "calibration": {**result["calibration"], "model_calibration": _calibration_of(backend)},
+               "risk_coverage": result["risk_coverage"],
                "checkpoint": str(args.checkpoint), "face_alignment": result["face_alignment"]}
     write_json(out / "metrics.json", metrics)
     plot_confusion(out / "confusion.png", metrics["confusion_matrix"], metrics["classes"],
                    title=f"{target.title}: {metrics['accuracy']:.2f}%")
+    cal = metrics["calibration"]
+    plot_reliability(out / "reliability.png", cal["reliability"], cal["ece"], title=target.title)
+    plot_risk_coverage(out / "risk_coverage.png", metrics["risk_coverage"], title=target.title)
+    print(f"confidence: ECE {cal['ece']:.2f}% (15 bins), NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}, mean "
+          f"{cal['mean_confidence']:.2f}%; 90% most confident {metrics['risk_coverage']['at']['90']:.2f}% correct "
+          f"-> {out / 'reliability.png'}, {out / 'risk_coverage.png'}")
     print(f"accuracy {metrics['accuracy']:.2f}% (mean-class {metrics['mean_class_accuracy']:.2f}%) on "
           f"{metrics['num_samples']} samples -> {out / 'metrics.json'}; {result['misclassified']} misclassified "
           f"-> {out / 'predictions.csv'}")
     return 0
+
+
+def _calibration_of(backend: Any) -> dict[str, Any] | None:
+    """The calibration the backend's model carries (None: uncalibrated, temperature 1)."""
+    calibration = getattr(getattr(backend, "config", None), "calibration", None)
+    return None if calibration is None else calibration.to_dict()

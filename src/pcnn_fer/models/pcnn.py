@@ -29,6 +29,7 @@ from torch import nn
 from ..classes import CANONICAL_CLASSES
 from ..errors import UsageError
 from .backbones import BACKBONES, FIXED_WIDTH_BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
+from .calibration import Calibration
 from .dlib_resnet import DLIB_PIXEL_MEAN, DLIB_PIXEL_SCALE
 from .resnet import STEMS, Stem
 from .sface_net import SFACE_PIXEL_MEAN, SFACE_PIXEL_SCALE
@@ -59,6 +60,7 @@ class PCNNConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
     backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's), dlib or sface (face-recognition)
+    calibration: Calibration | None = None  # confidence calibration of the global logits (pcnn calibrate)
 
     def __post_init__(self) -> None:
         num_classes = _integer("num_classes", self.num_classes, minimum=2)
@@ -81,6 +83,7 @@ class PCNNConfig:
             "classes": _class_names(self.classes, num_classes),
             "mean": _numbers("mean", self.mean),
             "std": _numbers("std", self.std),
+            "calibration": None if self.calibration is None else Calibration.from_dict(self.calibration),
         }
         h1, h2, w1 = values["crop_fractions"]
         if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
@@ -90,6 +93,9 @@ class PCNNConfig:
                              f"{self.width}")
         if not isinstance(self.arch, str):
             raise UsageError(f"arch must be an architecture name, got {self.arch!r}")
+        if values["calibration"] is not None and len(values["calibration"].scale) != num_classes:
+            raise UsageError(f"the calibration has {len(values['calibration'].scale)} classes, the model "
+                             f"{num_classes}")
         if min(values["std"]) <= 0:
             raise UsageError(f"std must be 3 positive numbers (pixels are divided by it), got {list(self.std)}")
         for name, value in values.items():
