@@ -162,6 +162,7 @@ def test_torch_backend_matches_the_plain_model(checkpoint):
     import torch
 
     from pcnn_fer.backends.torch_backend import TorchClassifier
+    from pcnn_fer.models.calibration import calibrate_logits
     from pcnn_fer.weights import load_model
 
     model = load_model(checkpoint)
@@ -169,7 +170,8 @@ def test_torch_backend_matches_the_plain_model(checkpoint):
     probs, regions = TorchClassifier(model)(batch)
     with torch.inference_mode():
         g, _, r = model(torch.from_numpy(batch), return_regions=True)
-    np.testing.assert_allclose(probs, torch.softmax(g, 1).numpy(), atol=1e-5)
+    calibrated = calibrate_logits(g, model.config.calibration)  # the bundled model's temperature
+    np.testing.assert_allclose(probs, torch.softmax(calibrated, 1).numpy(), atol=1e-5)
     np.testing.assert_allclose(regions, torch.softmax(r, 2).numpy(), atol=1e-5)
     assert probs.shape == (3, 8) and regions.shape == (3, 5, 8)
 
