@@ -4,6 +4,7 @@ before, at its peak during, and after N simultaneous uploads of a flat W×W PNG 
     python benchmarks/serve_memory.py                              # 8 uploads of a flat 7999x7999 PNG (64 MP)
     python benchmarks/serve_memory.py --serve-args "--max-decodes 8"   # what an unbounded server does
     python benchmarks/serve_memory.py --size 4000 --uploads 4 --json
+    python benchmarks/serve_memory.py --mode "I;16" --uploads 1      # one 16-bit 7999x7999 PNG (124 KB)
 
 The server runs on a free loopback port with the bundled model (a random tiny PCNN when it is not built); the
 memory is read from ``/proc/PID/status`` (``VmRSS`` sampled every 20 ms, ``VmHWM`` for the peak). Linux only.
@@ -30,12 +31,17 @@ MAX_UPLOADS = 64
 MAX_ROUNDS = 10
 
 
-def flat_png(size: int) -> bytes:
-    """A flat grey ``size``×``size`` RGB PNG: about 3 KB per megapixel on the wire, 3 bytes per pixel decoded."""
+#: Flat colours of the PNG modes the benchmark can send.
+FLAT_COLOURS = {"RGB": (128, 128, 128), "L": 128, "I;16": 30000, "RGBA": (128, 128, 128, 200)}
+
+
+def flat_png(size: int, mode: str = "RGB") -> bytes:
+    """A flat grey ``size``×``size`` PNG of Pillow ``mode`` (I;16: 16-bit gray): about 2–3 KB per megapixel on the
+    wire, 3 bytes per pixel decoded."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (size, size), (128, 128, 128)).save(buffer, "PNG")
+    Image.new(mode, (size, size), FLAT_COLOURS[mode]).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     """Start the server, run the uploads, print the memory report."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=7999, help="width and height of the flat PNG (default 7999: 64 MP)")
+    p.add_argument("--mode", default="RGB", choices=sorted(FLAT_COLOURS), help="Pillow mode of the PNG (I;16: 16-bit "
+                                                                                  "gray)")
     p.add_argument("--uploads", type=int, default=8, help="simultaneous uploads")
     p.add_argument("--rounds", type=int, default=1, help="bursts of uploads, one after the other")
     p.add_argument("--checkpoint", default="default", help="model of the server (default: bundled)")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         folder = Path(tempfile.mkdtemp(prefix="pcnn-mem-"))
         checkpoint = str(save_model(create_model("tiny", num_classes=8), folder / "tiny.safetensors"))
-    data = flat_png(args.size)
+    data = flat_png(args.size, args.mode)
     process, url = start_server(checkpoint, shlex.split(args.serve_args))
     try:
         report = measure(url, process.pid, data, args.uploads, (ASSETS / "astronaut.png").read_bytes(), args.rounds)
@@ -152,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         process.wait(30)
     from pcnn_fer.engine.precision import cpu_capabilities, cpu_model
 
-    report.update(size=args.size, upload_kb=len(data) / 1024, uploads=args.uploads, rounds=args.rounds,
+    report.update(size=args.size, mode=args.mode, upload_kb=len(data) / 1024, uploads=args.uploads, rounds=args.rounds,
                   serve_args=args.serve_args, cores=len(os.sched_getaffinity(0)), cpu=cpu_model(),
                   cpu_capabilities=cpu_capabilities())
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.rounds} x {args.uploads} x {args.size}x{args.size} flat PNG ({report['upload_kb']:.0f} KB each), "
+        print(f"{args.rounds} x {args.uploads} x {args.size}x{args.size} flat {args.mode} PNG "
+              f"({report['upload_kb']:.0f} KB each), "
               f"serve {args.serve_args or '(defaults)'}, {report['cores']} cores ({report['cpu']}, "
               f"{report['cpu_capabilities']})")
         after = " ".join(f"{a:.0f}" for a in report["rss_after_mib"])

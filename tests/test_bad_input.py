@@ -229,6 +229,64 @@ def test_bad_option_values_are_one_line(argv, line, make_image_folder, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+PARSER_ERRORS = [  # (pcnn arguments, the one error line): values argparse itself refuses
+    (["predict", "x.png", "--every", "nan"],
+     "pcnn predict: error: argument --every: invalid int value: 'nan' (see pcnn predict --help)"),
+    (["cv", "--dataset", "ckplus", "--root", "r", "--out", "o", "--folds", "0"],
+     "pcnn cv: error: argument --folds: expected a positive integer, got 0 (see pcnn cv --help)"),
+    (["train", "--dataset"], "pcnn train: error: argument --dataset: expected one argument (see pcnn train --help)"),
+    (["predict", "x.png", "--backend", "gpu"], "pcnn predict: error: argument --backend: invalid choice: 'gpu' "),
+]
+
+
+@pytest.mark.parametrize(("argv", "line"), PARSER_ERRORS, ids=[" ".join(a) for a, _ in PARSER_ERRORS])
+def test_values_the_parser_refuses_are_one_line_and_exit_1_too(argv, line, capsys):
+    """Issue 33: ``--every nan`` exited 2 with argparse's usage text while other bad values exit 1 with one line."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith(line) and err.count("\n") == 1, err
+
+
+def test_every_help_text_prints_percent_signs_once(capsys):
+    """Issue 33: ``pcnn robustness --help`` printed "95%%"."""
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "command").choices
+    texts = {name: sub.format_help() for name, sub in verbs.items()}
+    assert "95% confidence" in texts["robustness"]
+    assert not [name for name, text in texts.items() if "%%" in text]
+
+
+def test_robustness_checks_out_before_any_work(tmp_path, capsys):
+    """Issue 33: ``pcnn robustness --out EXISTING_FILE`` failed only after 17 s of work."""
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    argv = ["robustness", "--checkpoint", "no-such-model", "--dataset", "folder", "--root", str(tmp_path / "none"),
+            "--out", str(existing)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"pcnn robustness: error: --out {existing}: exists and is not a folder\n"
+    assert captured.out == "" and existing.read_text() == "keep me"  # nothing loaded, nothing printed
+    assert cli.main([*argv[:-1], str(existing / "sub")]) == 1
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_unusable_paths_say_why(tmp_path):
+    """Issue 33: a symbolic link loop read as "no such file or directory"."""
+    from pcnn_fer.faces.sources import expand_sources
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "fifo")
+    os.chmod(tmp_path / "fifo", 0o644)
+    reasons = [s.reason for s in expand_sources([tmp_path / "a", tmp_path / "dangling", tmp_path / "fifo",
+                                                 tmp_path / "missing.png"])]
+    assert reasons == ["a symbolic link loop: too many levels of symbolic links",
+                       f"a broken symbolic link to {tmp_path / 'nowhere.png'}",
+                       "not a regular file or folder: prw-r--r--", "no such file or directory"]
+
+
 WRITE_PAST_A_FILE_SIZE_LIMIT = """
 import importlib.util, resource, signal, sys
 spec = importlib.util.spec_from_file_location("fileio", sys.argv[1])

@@ -219,6 +219,35 @@ def test_arrays_that_are_no_image_give_a_skipped_result(array):
     assert result.skipped and len(result) == 0 and "array" in result.skipped
 
 
+def test_images_too_small_for_a_face_are_skipped_and_the_run_goes_on(checkpoint, tmp_path, capsys):
+    """Issue 33 item 7: a 1×1, 100000×1 or 1×100000 image stopped the whole run in dlib's CNN fallback ("Filter
+    windows must be small enough"); now each is a reasoned skip and the other inputs and the outputs are written."""
+    pytest.importorskip("dlib")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, (h, w) in {"a.png": (1, 1), "b.png": (1, 100_000), "c.png": (100_000, 1)}.items():
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(folder / name)
+    Image.open(ROOT / "src" / "pcnn_fer" / "assets" / "astronaut.png").save(folder / "d.png")
+    out = tmp_path / "out"
+    assert run_cli(str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--save-json", "--save-csv") == 0
+    stdout = capsys.readouterr().out
+    assert "b.png: skipped (100000×1 pixels, too small to hold a face: face detection needs 16 px" in stdout
+    records = json.loads((out / "predictions.json").read_text())
+    assert [bool(r["skipped"]) for r in records] == [True, True, True, False] and len(records[3]["faces"]) == 1
+    assert (out / "d.png").is_file() and not (out / "a.png").exists() and (out / "predictions.csv").is_file()
+    from pcnn_fer.faces.detect import DlibCNNDetector
+
+    assert DlibCNNDetector(upsample=0).detect(np.zeros((1, 100_000, 3), np.uint8)) == []
+
+
+def test_annotating_a_thin_strip_keeps_the_canvas_bounded():
+    from pcnn_fer.faces.draw import MAX_UPSCALED_PIXELS, draw_faces
+
+    canvas = draw_faces(np.zeros((16, 100_000, 3), np.uint8), [])
+    assert canvas.shape[0] * canvas.shape[1] <= MAX_UPSCALED_PIXELS * 1.01 and canvas.shape[1] % 100_000 == 0
+    assert draw_faces(np.zeros((48, 48, 3), np.uint8), []).shape == (240, 240, 3)  # small images still grow
+
+
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled default model is not built yet")
 @needs_samples
 def test_default_model_on_the_astronaut():

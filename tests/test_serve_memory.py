@@ -69,6 +69,30 @@ CASES = {
 }
 
 
+def _wide(values: np.ndarray, mode: str | None = None) -> Image.Image:
+    return Image.fromarray(values, mode) if mode else Image.fromarray(values)
+
+
+_RNG = np.random.default_rng(1)
+#: High-bit-depth images wide enough to be converted in several strips, whose scaling needs the whole image's range.
+CASES.update({
+    "16-bit-strips": encoded(_wide(_RNG.integers(0, 65536, (801, 3001), dtype=np.uint16))),
+    # rows ramp up, so each strip alone has another range than the whole image
+    "int32-stretched": encoded(_wide((np.arange(401)[:, None] * 170 - 1000
+                                      + _RNG.integers(0, 50, (401, 3001))).astype(np.int32)), "TIFF"),
+    "float-unit": encoded(_wide(_RNG.random((401, 3001), dtype=np.float32)), "TIFF"),
+    "float-nan-wide": encoded(_wide(np.where(_RNG.random((401, 3001)) < 0.01, np.nan,
+                                             np.linspace(-100, 300, 401)[:, None]
+                                             + _RNG.normal(0, 5, (401, 3001))).astype(np.float32)), "TIFF"),
+})
+
+
+def test_high_depth_cases_are_what_they_claim():
+    assert {name: Image.open(io.BytesIO(CASES[name])).mode for name in
+            ("16-bit-strips", "int32-stretched", "float-unit", "float-nan-wide")} == \
+        {"16-bit-strips": "I;16", "int32-stretched": "I", "float-unit": "F", "float-nan-wide": "F"}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_decode_rgb_gives_the_shared_rule_s_pixels(name):
     data = CASES[name]
@@ -101,7 +125,8 @@ def test_inspect_upload_reads_the_header_only():
         inspect_upload(data, max_pixels=1000)
     # the estimate grows with the pixels and with the mode's bytes per pixel
     assert upload_cost(8000, 8000, "RGB") > 8000 * 8000 * 8 > upload_cost(8000, 8000, "L") - FIXED_COST
-    assert upload_cost(100, 100, "I;16") > upload_cost(100, 100, "RGBA")
+    assert upload_cost(100, 100, "L") < upload_cost(100, 100, "I;16") < upload_cost(100, 100, "I") \
+        == upload_cost(100, 100, "F")  # by the bytes Pillow holds per pixel (all modes are decoded strip by strip)
 
 
 def hold_in_thread(budget: DecodeBudget, cost: int, order: list[int], tag: int, release: threading.Event):
@@ -225,3 +250,55 @@ def test_server_answers_503_with_retry_after_when_the_queue_is_full(checkpoint):
         queued.join(60)
         assert results == [200]
         assert post().status_code == 200  # idle again
+
+
+def flat(size: int, mode: str = "I;16") -> bytes:
+    """A flat ``size``×``size`` PNG of ``mode`` (I;16: 16-bit gray; about 2 KB per megapixel on the wire)."""
+    return encoded(Image.new(mode, (size, size), 30000 if mode == "I;16" else 128))
+
+
+def test_high_depth_uploads_cost_what_other_modes_do():
+    """Issue 33: a 16-bit upload was estimated (and decoded) at 40 bytes per pixel; it now decodes strip by strip."""
+    sixteen, gray = inspect_upload(flat(1000), 10**8), inspect_upload(flat(1000, "L"), 10**8)
+    assert sixteen.mode == "I;16" and sixteen.cost - gray.cost < 1.5 * 10**6 and sixteen.cost < 2 * FIXED_COST
+
+
+def test_an_upload_the_memory_budget_cannot_hold_is_refused_with_413_undecoded(checkpoint):
+    from pcnn_fer.deploy.server import create_app, serve_in_background
+    from pcnn_fer.weights import ASSETS
+
+    with pytest.raises(UsageError, match=r"--max-memory-mb 1: the server already takes \d+ MiB .* no room"):
+        create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1, max_memory_mb=1)
+    app = create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1)
+    budget = app.state.service.budget
+    budget.memory = budget.baseline + FIXED_COST + 50 * MB  # room for a photo, not for 16 MP
+    with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        big = client.post("/predict", files={"file": ("big.png", flat(4000), "image/png")})
+        assert big.status_code == 413 and budget.admitted == 0
+        assert big.json()["detail"].startswith("cannot use 'big.png': image too large for the server's memory: "
+                                               "4000x4000 I;16 needs about ")
+        photo = client.post("/predict", files={"file": ("a.png", (ASSETS / "astronaut.png").read_bytes(),
+                                                        "image/png")})
+        assert photo.status_code == 200 and budget.admitted == 1
+
+
+@pytest.mark.slow
+def test_a_flat_16_bit_64_mp_png_keeps_the_default_server_under_its_budget(checkpoint, tmp_path):
+    """Issue 33: one flat 16-bit 7999×7999 PNG (about 130 KB) took ``pcnn serve`` (default --max-memory-mb 1800)
+    to 2.5–2.7 GB and the memory stayed taken. Now: peak ≤ 1800 MiB, and back near the idle level afterwards."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_memory.py"
+    proc = subprocess.run([sys.executable, str(bench), "--mode", "I;16", "--uploads", "1", "--rounds", "2",
+                           "--checkpoint", str(checkpoint), "--json"], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    import json
+
+    report = json.loads(proc.stdout)
+    assert report["statuses"] == {"200": 2} and report["upload_kb"] < 200, report
+    assert report["rss_peak_mib"] <= 1800, report
+    assert max(report["rss_after_mib"]) - report["rss_before_mib"] < 250, report  # measured: +60, +131 MiB

@@ -1,7 +1,7 @@
 """Atomic file writes shared by every module that writes results: a temporary file in the target folder, then
 ``os.replace``, so a crash or ``kill -9`` leaves the old file or the new one, never a torn one; and a folder that a
 failed job created is removed with the temporaries it left (:func:`removed_on_failure`); and the content hash of
-files (:func:`sha256_of`)."""
+files (:func:`sha256_of`); and the check of an ``--out`` folder before any work (:func:`check_out_folder`)."""
 
 from __future__ import annotations
 
@@ -96,3 +96,26 @@ def removed_on_failure(folder: str | Path, keep: Callable[[], bool] = lambda: Fa
         if created is not None and not keep():
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def check_out_folder(out: str | Path, create: bool = True) -> None:
+    """Make sure ``out`` is (or can become) a writable folder before any work, with one clear :class:`UsageError`
+    if not: an existing file, a file on the way, a folder that cannot be created or written. ``create``: make it
+    now (else only check, so that a run failing later leaves nothing behind)."""
+    from .errors import UsageError  # here: the rest of this module runs on its own (tests load it so)
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
+        existing = out
+    else:
+        existing = next((p for p in (out, *out.absolute().parents) if p.exists()), out)
+        if not existing.is_dir():
+            raise UsageError(f"--out {out}: cannot create the folder ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder {'is' if existing == out else f'{existing} is'} not writable")

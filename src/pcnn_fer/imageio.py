@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 __all__ = ["DECODE_ERRORS", "composite", "decode", "decode_file", "scale_to_uint8", "to_native", "to_rgb_array",
-           "upright"]
+           "upright", "value_range"]
 
 #: What PIL raises for unreadable, truncated, corrupt or oversized files and unsupported conversions.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError,
@@ -31,12 +31,20 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxErr
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+def value_range(arr: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite values of ``arr``, None when it has none (what :func:`scale_to_uint8` scales by)."""
+    a = arr.astype(np.float64)
+    finite = np.isfinite(a)
+    return (float(a[finite].min()), float(a[finite].max())) if finite.any() else None
+
+
+def scale_to_uint8(arr: np.ndarray, whole_range: tuple[float, float] | None | bool = False) -> np.ndarray:
     """Pixel data of any depth → uint8.
 
     uint8 is kept; bool → 0/255; 16-bit data (and wider integers within 0–65535) ÷ 257; floats in [0, 1] × 255;
     data already within 0–255 is kept; anything else (negative values, wider ranges) is min–max stretched.
-    Non-finite values become 0.
+    Non-finite values become 0. ``whole_range``: the :func:`value_range` of the whole image when ``arr`` is one
+    strip of it (the strips then scale as the whole image would); by default the range of ``arr`` itself.
     """
     if arr.dtype == np.uint8:
         return arr
@@ -44,9 +52,13 @@ def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
         return arr.astype(np.uint8) * 255
     a = arr.astype(np.float64)
     finite = np.isfinite(a)
-    if not finite.any():
+    if whole_range is False:
+        span = (float(a[finite].min()), float(a[finite].max())) if finite.any() else None
+    else:
+        span = whole_range
+    if span is None:
         return np.zeros(arr.shape, np.uint8)
-    lo, hi = float(a[finite].min()), float(a[finite].max())
+    lo, hi = span
     if np.issubdtype(arr.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
         a = a * 255.0
     elif lo >= 0 and (arr.dtype == np.uint16 or 255 < hi <= 65535) and not np.issubdtype(arr.dtype, np.floating):

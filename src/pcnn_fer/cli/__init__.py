@@ -33,9 +33,19 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
+class PcnnArgumentParser(argparse.ArgumentParser):
+    """argparse with pcnn's convention for bad input (docs/bad-input.md): a wrong option value, a missing argument
+    or an unknown choice is one line, ``pcnn VERB: error: MESSAGE``, and exit code 1, as every error the verbs
+    raise (argparse's own: the usage text and exit code 2). Verb parsers inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print one line naming the problem and exit with code 1."""
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered verb."""
-    parser = argparse.ArgumentParser(prog="pcnn", description="PCNN facial expression recognition toolkit")
+    parser = PcnnArgumentParser(prog="pcnn", description="PCNN facial expression recognition toolkit")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, function in COMMANDS:
@@ -78,4 +88,4 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.filename}: {reason}"
 
 
-__all__ = ["COMMANDS", "build_parser", "describe_os_error", "main"]
+__all__ = ["COMMANDS", "PcnnArgumentParser", "build_parser", "describe_os_error", "main"]

@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
                     "under seeded corruptions of the aligned faces (each PCNN region and random patches occluded, "
                     "sunglasses, mask, hand; rotation, shift, scale; blur, low resolution, JPEG) at strengths 1-3; "
                     "writes DIR/robustness.json and DIR/robustness.png. By default on a seeded subset of 1500 faces "
-                    "(--max-samples 0: the full split), every accuracy with its 95%% confidence interval. See "
+                    "(--max-samples 0: the full split), every accuracy with its 95% confidence interval. See "
                     "docs/robustness.md.")
     add_checkpoint_flag(p)
     p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")

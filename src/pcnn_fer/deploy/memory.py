@@ -3,8 +3,9 @@ is decoded; a budget that admits decodes by that cost; a decoder that needs less
 
 A 200 KB PNG can hold 64 MP of flat colour. Decoded the usual way (:func:`~pcnn_fer.faces.imageio.load_image`) it
 peaks at about 14 bytes per pixel (0.9 GB): Pillow's 4-byte pixels, the copy that turns it upright when it has no
-EXIF orientation, and two array copies. :func:`decode_rgb` gives the same pixels at about 7 bytes per pixel (no
-upright copy; the array filled strip by strip). Then:
+EXIF orientation, and two array copies; a 16-bit one at about 40 (the scaling rule works on the whole image in
+float64). :func:`decode_rgb` gives the same pixels at about 7 bytes per pixel whatever the mode (no upright copy;
+the array filled strip by strip; 16-bit, 32-bit and float images in two passes over strips). Then:
 
 * :func:`inspect_upload` reads width, height and mode from the header (413 above ``max_pixels``) and estimates the
   upload's peak memory (:func:`upload_cost`);
@@ -37,8 +38,8 @@ from PIL import Image, ImageOps
 
 from ..engine.cores import usable_cpus
 from ..errors import UsageError
-from ..faces.imageio import ImageLoadError, decode_error, open_checked, pil_to_rgb
-from ..imageio import composite
+from ..faces.imageio import ImageLoadError, decode_error, open_checked
+from ..imageio import composite, scale_to_uint8, value_range
 
 #: Images of at least this many pixels are followed by :func:`release_memory` (smaller ones leave little behind).
 TRIM_PIXELS = 4_000_000
@@ -46,10 +47,11 @@ MIB = 2**20
 #: Memory an upload needs whatever its size: the face detector's working memory (dlib's CNN fallback runs on a
 #: copy of at most 0.35 MP) and allocator slack (measured, docs/deploy.md).
 FIXED_COST = 160 * MIB
-#: Peak bytes per pixel of :func:`decode_rgb` plus detection, by Pillow mode (measured on flat PNGs, rounded up).
-#: High-bit-depth modes are converted by the general rule, whose stretch needs the whole image in float64.
-BYTES_PER_PIXEL = {"1": 6.0, "L": 6.0, "P": 6.0, "I;16": 40.0, "I;16B": 40.0, "I;16L": 40.0, "I;16N": 40.0,
-                   "I": 40.0, "F": 40.0}
+#: Peak bytes per pixel of :func:`decode_rgb` plus detection, by Pillow mode (measured on flat PNGs and TIFFs,
+#: rounded up; docs/deploy.md): Pillow's pixels (1, 2 or 4 bytes) + the 3-byte array; high-bit-depth modes are
+#: converted strip by strip too.
+BYTES_PER_PIXEL = {"1": 6.0, "L": 6.0, "P": 6.0, "I;16": 7.0, "I;16B": 7.0, "I;16L": 7.0, "I;16N": 7.0,
+                   "I": 9.0, "F": 9.0}
 DEFAULT_BYTES_PER_PIXEL = 9.0  # RGB, RGBA, CMYK, YCbCr, LA, ...: 4-byte Pillow pixels + the 3-byte array
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _STRIP_BYTES = 4 * MIB  # rows of the output array converted at a time
@@ -146,11 +148,32 @@ def _rows_to_rgb(strip: Image.Image, transparent: bool) -> np.ndarray:
     return rows[..., None] if rows.ndim == 2 else rows
 
 
+def _high_depth_rows(strip: Image.Image) -> np.ndarray:
+    data = np.asarray(strip)
+    return data.astype(np.uint16) if strip.mode.startswith("I;16") else data
+
+
+def _high_depth_rgb(img: Image.Image, out: np.ndarray) -> np.ndarray:
+    """A 16-bit, 32-bit or float image converted into ``out`` strip by strip, by the shared rule
+    (:func:`pcnn_fer.imageio.scale_to_uint8`): a first pass finds the value range of the whole image, the second
+    scales each strip by it, so no full-size float copy exists."""
+    width, height = img.size
+    step = max(1, _STRIP_BYTES // (8 * width))  # the rule works in float64
+    strips = [(top, min(height, top + step)) for top in range(0, height, step)]
+    span: tuple[float, float] | None = None
+    for top, bottom in strips:
+        part = value_range(_high_depth_rows(img.crop((0, top, width, bottom))))
+        if part is not None:
+            span = part if span is None else (min(span[0], part[0]), max(span[1], part[1]))
+    for top, bottom in strips:
+        out[top:bottom] = scale_to_uint8(_high_depth_rows(img.crop((0, top, width, bottom))), span)[..., None]
+    return out
+
+
 def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     """``load_image(data, max_pixels)`` with half the peak memory: the same HxWx3 uint8 RGB pixels (upright per
     EXIF, alpha over white) and the same :class:`ImageLoadError` reasons. The image is turned in place and
-    converted strip by strip into the output array; high-bit-depth modes (whose scaling depends on the whole
-    image) go through the general rule."""
+    converted strip by strip into the output array (high-bit-depth modes in two passes, :func:`_high_depth_rgb`)."""
     img = open_checked(data, max_pixels)
     try:
         with warnings.catch_warnings():
@@ -160,11 +183,11 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
                 ImageOps.exif_transpose(img, in_place=True)  # as pcnn_fer.imageio.upright, without its copy
             except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored there too
                 pass
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-                return pil_to_rgb(img)
-            transparent = img.mode == "P" and "transparency" in img.info
             width, height = img.size
             out = np.empty((height, width, 3), np.uint8)
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+                return _high_depth_rgb(img, out)
+            transparent = img.mode == "P" and "transparency" in img.info
             step = max(1, _STRIP_BYTES // (3 * width))
             try:
                 for top in range(0, height, step):

@@ -54,6 +54,7 @@ from ..faces.imageio import MAX_PIXELS, ImageLoadError
 from ..faces.recognizer import Recognizer
 from .body_guard import BodyGuardMiddleware
 from .memory import (
+    FIXED_COST,
     MIB,
     TRIM_PIXELS,
     DecodeBudget,
@@ -126,6 +127,11 @@ class InferenceService:
         self.budget = DecodeBudget(max_decodes or default_max_decodes(),
                                    int(max_memory_mb * MIB) if max_memory_mb else None)
         self.max_memory_mb = max_memory_mb
+        if self.budget.available is not None and self.budget.available < FIXED_COST:
+            raise UsageError(f"--max-memory-mb {max_memory_mb:g}: the server already takes "
+                             f"{self.budget.baseline / MIB:.0f} MiB with its model and detectors, which leaves no "
+                             f"room to decode an upload (at least {(self.budget.baseline + FIXED_COST) / MIB:.0f}; "
+                             "0: no bound)")
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[Recognizer]:
@@ -145,11 +151,18 @@ class InferenceService:
         with self.budget.hold(self.cost_of(upload, len(data))):
             return self.recognise(data, source, upload)
 
-    @staticmethod
-    def cost_of(upload: Upload | None, size: int) -> int:
+    def cost_of(self, upload: Upload | None, size: int) -> int:
         """The estimated peak memory of an upload of ``size`` bytes (its header's estimate, or the fixed cost
-        when the header could not be read: the decoder will then refuse it)."""
-        return upload.cost if upload is not None else upload_cost(0, 0, "", size)
+        when the header could not be read: the decoder will then refuse it). Raises
+        :class:`~pcnn_fer.deploy.memory.ImageTooLargeError` (413) when it exceeds what the memory budget leaves
+        beside the server's own memory: such an image is refused rather than decoded alone over the budget."""
+        cost = upload.cost if upload is not None else upload_cost(0, 0, "", size)
+        room = self.budget.available
+        if upload is not None and room is not None and cost > room:
+            raise ImageTooLargeError(f"image too large for the server's memory: {upload.width}x{upload.height} "
+                                     f"{upload.mode} needs about {cost / MIB:.0f} MiB to decode, the memory budget "
+                                     f"leaves {room / MIB:.0f} MiB (pcnn serve --max-memory-mb)")
+        return cost
 
     def recognise(self, data: bytes, source: str | None, upload: Upload | None) -> dict[str, Any]:
         """:meth:`predict` for a caller that holds the budget's admission for ``upload`` (its header)."""
@@ -365,8 +378,9 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                 raise error(422, f"{name!r} is empty")
             # the header only, from the spooled upload: what the decode will cost (413 above --max-pixels)
             header = await run_in_threadpool(inspect_upload, file.file, service.max_pixels)
+            cost = service.cost_of(header, size)  # 413 when no admission could ever hold it
             started = time.perf_counter()
-            async with service.budget.admit(service.cost_of(header, size), max_waiting=max_queue):
+            async with service.budget.admit(cost, max_waiting=max_queue):
                 data = await file.read(limit + 1)  # in memory only once admitted
                 record = await run_in_threadpool(service.recognise, data, name, header)
         except DecodeQueueFull as e:

@@ -28,6 +28,7 @@ from ..data.align import FaceAligner, face_summary, wants_alignment
 from ..data.datasets import DatasetError, DatasetReader, Split, dataset_root, get_dataset
 from ..data.loader import load_tensor_data
 from ..data.protocols import apply_subset
+from ..fileio import check_out_folder
 from ..models.pcnn import PCNN
 from ..typed_fields import given_flag
 from ..weights import BUNDLED_MODELS, WeightsError, load_model
@@ -245,7 +246,10 @@ class EvaluationTarget:
 
 def load_target(args: argparse.Namespace) -> EvaluationTarget:
     """Resolve ``--dataset --root --device --amp --checkpoint --split --label-rule|--image-variant|--classes
-    --subset-list`` (printing the precision used) into an :class:`EvaluationTarget`."""
+    --subset-list`` (printing the precision used) into an :class:`EvaluationTarget`; ``--out`` is checked first,
+    before any work."""
+    if getattr(args, "out", None):
+        check_out_folder(args.out, create=False)
     reader = get_dataset(args.dataset)
     root = dataset_root(args.root, reader.name)
     device = resolve_device(args.device)

@@ -36,6 +36,9 @@ DETECT_MAX_PIXELS = 2_000_000
 HOG_THRESHOLD = 0.25
 #: The CNN fallback of the ``auto`` detector runs on a copy of the image scaled down to at most this many pixels.
 FALLBACK_MAX_PIXELS = 350_000
+#: An image (or its scaled working copy) narrower or lower than this holds no face the detectors can find; dlib's
+#: CNN raises an error on images under 7 px, so it is not run on them.
+MIN_DETECT_SIDE = 16
 
 
 @dataclass
@@ -235,6 +238,8 @@ class DlibCNNDetector:
         rgb = _as_rgb_uint8(rgb)
         small, scale = _downscale(rgb, self.max_pixels)
         detections = []
+        if min(small.shape[:2]) < MIN_DETECT_SIDE:  # e.g. a 100000×1 strip
+            return detections
         for d in self._detector(small, self.upsample):
             r = d.rect
             box = np.array([r.left(), r.top(), r.right(), r.bottom()], float) / scale
@@ -361,4 +366,4 @@ def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDet
 
 __all__ = ["Detection", "FaceDetector", "DlibHOGDetector", "DlibCNNDetector", "HaarDetector", "WholeImageDetector",
            "AutoDetector", "DetectorUnavailable", "LANDMARK_NAMES", "box_iou", "create_detector", "detect_traced",
-           "dlib_available", "DETECT_MAX_PIXELS", "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS"]
+           "dlib_available", "DETECT_MAX_PIXELS", "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS", "MIN_DETECT_SIDE"]

@@ -30,6 +30,8 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
 REGION_ABBREVIATIONS = {"left_eye": "LE", "right_eye": "RE", "left_cheek": "LC", "right_cheek": "RC", "mouth": "M"}
 #: Images smaller than this (shorter side) are upscaled by an integer factor before drawing, so text stays legible.
 MIN_CANVAS = 240
+#: ... but never beyond this many pixels (a 16×100000 strip would otherwise become 240×1500000).
+MAX_UPSCALED_PIXELS = 4_000_000
 
 
 def class_color(name: str) -> tuple[int, int, int]:
@@ -48,7 +50,8 @@ def draw_faces(rgb: np.ndarray, faces: Sequence[Face], regions: bool = True, lan
     are upscaled by an integer factor first (see :data:`MIN_CANVAS`)."""
     import cv2
 
-    factor = max(1, int(np.ceil(MIN_CANVAS / max(1, min(rgb.shape[:2])))))
+    factor = int(np.ceil(MIN_CANVAS / max(1, min(rgb.shape[:2]))))
+    factor = max(1, min(factor, int((MAX_UPSCALED_PIXELS / max(1, rgb.shape[0] * rgb.shape[1])) ** 0.5)))
     canvas = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
     if factor > 1:
         canvas = cv2.resize(canvas, (rgb.shape[1] * factor, rgb.shape[0] * factor), interpolation=cv2.INTER_NEAREST)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..errors import UsageError
-from ..fileio import publish, temporary_beside
+from ..fileio import check_out_folder, publish, temporary_beside
 from .records import RecordError, check_record
 from .sources import Source
 from .stream import STILL_KINDS, chunk_starts
@@ -82,18 +82,6 @@ def _input_files(sources: Sequence[Source]) -> dict[tuple[int, int] | None, str]
     keys = {_file_key(s.location): s.location for s in sources if s.kind in ("image", "video")}
     keys.pop(None, None)
     return keys
-
-
-def check_out_folder(out: Path) -> None:
-    """Create ``out`` if needed and make sure files can be written in it; one clear :class:`UsageError` if not."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: the folder is not writable")
 
 
 def check_no_overwrite(sources: Sequence[Source], outputs: Sequence[Path]) -> None:

@@ -21,7 +21,14 @@ from ..backends.dispatch import ClassifierBackend, create_backend
 from ..errors import UsageError
 from ..models.pcnn import REGIONS, PCNNConfig
 from .align import AlignedFace, align_face
-from .detect import Detection, FaceDetector, WholeImageDetector, create_detector, detect_traced
+from .detect import (
+    MIN_DETECT_SIDE,
+    Detection,
+    FaceDetector,
+    WholeImageDetector,
+    create_detector,
+    detect_traced,
+)
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
 from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
@@ -236,7 +243,7 @@ class Recognizer:
     def find_faces(self, frame: Frame) -> tuple[list[Detection], list[str], list[AlignedFace]]:
         """(detections, detectors tried, aligned crops) of one decoded frame (nothing for a skipped one); video
         frames go through the frame-search tracker (:attr:`tracker`)."""
-        if frame.image is None:
+        if frame.image is None or self._too_small(frame) is not None:
             return [], [], []
         if frame.frame is None or not self.detects:
             detections, tried = detect_traced(self.detector, frame.image, thorough=frame.frame is None)
@@ -251,8 +258,18 @@ class Recognizer:
         detections, tried, aligned = located
         faces = [self._face(d, a, probs[j], region_probs[j])
                  for j, (d, a) in enumerate(zip(detections, aligned, strict=True))]
-        return Prediction(faces, image=frame.image, source=frame.source.name, frame=frame.frame,
-                          skipped=frame.skipped, classes=self.classes, tried=tried, origin=frame.source, fps=frame.fps)
+        too_small = self._too_small(frame)
+        return Prediction(faces, image=None if too_small else frame.image, source=frame.source.name,
+                          frame=frame.frame, skipped=frame.skipped or too_small, classes=self.classes, tried=tried,
+                          origin=frame.source, fps=frame.fps)
+
+    def _too_small(self, frame: Frame) -> str | None:
+        """Why a decoded frame is skipped before detection (narrower or lower than :data:`MIN_DETECT_SIDE`, e.g.
+        a 100000×1 strip, on which dlib's CNN raises), or None."""
+        if frame.image is None or not self.detects or min(frame.image.shape[:2]) >= MIN_DETECT_SIDE:
+            return None
+        return (f"{frame.image.shape[1]}×{frame.image.shape[0]} pixels, too small to hold a face: face detection "
+                f"needs {MIN_DETECT_SIDE} px on each side")
 
     def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray) -> Face:
         k = int(np.argmax(p))

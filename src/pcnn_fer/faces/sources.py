@@ -4,8 +4,10 @@ and unreadable video frames come out as :class:`Frame` records with a ``skipped`
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +102,22 @@ def expand_sources(specs: Sequence[str | Path | Source]) -> list[Source]:
                 expanded.extend(_walk(p) if p.is_dir() else [_classify(p)] if p.is_file() else [])
             sources.extend(expanded or [Source("missing", text, reason="no file matches this pattern")])
         else:
-            sources.append(Source("missing", text, reason="no such file or directory"))
+            sources.append(Source("missing", text, reason=_why_unusable(path)))
     return sources
+
+
+def _why_unusable(path: Path) -> str:
+    """Why a path that is neither a file nor a folder cannot be read: missing, a symlink loop, a dangling link,
+    a special file or the OS's own reason."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop: too many levels of symbolic links"
+        if e.errno == errno.ENOENT and path.is_symlink():
+            return f"a broken symbolic link to {os.readlink(path)}"
+        return "no such file or directory" if e.errno == errno.ENOENT else (e.strerror or str(e)).lower()
+    return f"not a regular file or folder: {stat.filemode(st.st_mode)}"
 
 
 def video_frame_count(path: str) -> int:
