@@ -30,6 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--save-jsonl", action="store_true",
                    help="stream OUT/predictions.jsonl, one record per line as results come (resumable)")
     p.add_argument("--save-csv", action="store_true", help="write OUT/predictions.csv (one row per face)")
+    p.add_argument("--save-parquet", action="store_true",
+                   help="write OUT/predictions.parquet: predictions.csv's rows and columns, typed (needs pyarrow: "
+                        "the scale extra)")
     p.add_argument("--resume", action="store_true",
                    help="carry on an interrupted job: keep OUT/predictions.jsonl and skip the inputs it already holds "
                         "(implies --save-jsonl)")
@@ -62,5 +65,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: Ray Data stages (decode tasks, then an actor pool "
+                        "holding the model) on a local Ray or the cluster of --ray-address (the scale extra)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="--engine ray: join this Ray cluster (e.g. HEAD:6379 or auto; default: RAY_ADDRESS, else "
+                        "start a local Ray for the job)")
+    p.add_argument("--actors", type=int, metavar="N",
+                   help="--engine ray: model actors (default: one per CPU of the cluster, one per GPU with --device "
+                        "cuda)")
     p.set_defaults(func=LazyHandler("pcnn_fer.faces.predict_command", "run_predict"))
     return p

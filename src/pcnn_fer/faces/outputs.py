@@ -5,7 +5,9 @@
   (cut back to a batch boundary, see :func:`resume_point`) and carries on after them;
 * ``predictions.json`` – the same records as one JSON list (a record per line), written to a temporary file and put
   in place at the end;
-* ``predictions.csv`` – one row per face, likewise.
+* ``predictions.csv`` – one row per face, likewise;
+* ``predictions.parquet`` – the CSV's rows and columns as a typed Parquet table (:mod:`pcnn_fer.faces.parquet`),
+  likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .sources import Source
 from .stream import STILL_KINDS, chunk_starts
 
 JSONL_NAME, JSON_NAME, CSV_NAME = "predictions.jsonl", "predictions.json", "predictions.csv"
+PARQUET_NAME = "predictions.parquet"
 
 
 def relative_output_name(source: Source) -> Path:
@@ -176,8 +179,11 @@ def resume_point(sources: Sequence[Source], done: Sequence[str], frames_per_chun
 class ResultFiles:
     """The result files of one ``pcnn predict`` run, fed record by record (see the module docstring)."""
 
-    def __init__(self, out: Path, classes: Sequence[str], jsonl: bool, json_list: bool, csv_table: bool) -> None:
+    def __init__(self, out: Path, classes: Sequence[str], jsonl: bool, json_list: bool, csv_table: bool,
+                 parquet: bool = False) -> None:
         self.out, self.classes = out, tuple(classes)
+        self._parquet_wanted = parquet
+        self._parquet: Any = None
         self.jsonl: TextIO | None = None
         self._json: tuple[TextIO, str] | None = None
         self._csv: tuple[TextIO, str, Any] | None = None
@@ -205,6 +211,10 @@ class ResultFiles:
             writer = csv.writer(f)
             writer.writerow(csv_header(self.classes))
             self._csv = (f, tmp, writer)
+        if self._parquet_wanted:
+            from .parquet import ParquetRows
+
+            self._parquet = ParquetRows(self.out / PARQUET_NAME, csv_header(self.classes))
 
     def add(self, record: dict[str, Any], stream: bool = True) -> None:
         """Write one record to every file (``stream=False``: not to the JSONL, for records it already holds)."""
@@ -215,8 +225,12 @@ class ResultFiles:
         if self._json is not None:
             self._json[0].write(("\n" if self._first else ",\n") + line)  # one record per line
             self._first = False
-        if self._csv is not None:
-            self._csv[2].writerows(csv_rows(record, self.classes))
+        if self._csv is not None or self._parquet is not None:
+            rows = csv_rows(record, self.classes)
+            if self._csv is not None:
+                self._csv[2].writerows(rows)
+            if self._parquet is not None:
+                self._parquet.add(rows)
 
     def close(self, complete: bool = True) -> list[Path]:
         """Close the files; put the JSON and CSV files in place when ``complete`` (else drop them). Returns the
@@ -238,7 +252,10 @@ class ResultFiles:
                 written.append(self.out / name)
             else:
                 Path(tmp).unlink(missing_ok=True)
-        self._json = self._csv = self.jsonl = None
+        if self._parquet is not None:
+            path = self._parquet.close(complete)
+            written.extend([path] if path is not None else [])
+        self._json = self._csv = self.jsonl = self._parquet = None
         return written
 
 
@@ -301,5 +318,5 @@ class VideoOut:
 
 
 __all__ = ["Annotator", "annotated_paths", "relative_output_name", "check_out_folder", "check_no_overwrite",
-           "csv_header", "csv_rows",
-           "read_jsonl", "resume_point", "ResultFiles", "VideoOut", "JSONL_NAME", "JSON_NAME", "CSV_NAME"]
+           "csv_header", "csv_rows", "read_jsonl", "resume_point", "ResultFiles", "VideoOut", "JSONL_NAME", "JSON_NAME",
+           "CSV_NAME", "PARQUET_NAME"]

@@ -20,11 +20,11 @@ from ..backends.dispatch import create_backend, describe_backend
 from ..errors import UsageError
 from ..models.pcnn import REGIONS
 from . import outputs
-from .detect import create_detector
+from .imageio import ImageLoadError, load_image
 from .people_outputs import PeopleFiles
-from .recognizer import Recognizer
 from .records import RecordError, check_record_classes
 from .sources import expand_sources, video_frame_count
+from .spec import RecognizerSpec
 from .stream import frames_per_chunk
 from .tracking import TrackingConfig
 
@@ -35,7 +35,7 @@ DEFAULT_OUT = Path("runs") / "predict"
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value in (("--every", args.every), ("--batch-size", args.batch_size), ("--threads", args.threads),
                         ("--max-frames", args.max_frames), ("--max-pixels", args.max_pixels),
-                        ("--detect-every", args.detect_every)):
+                        ("--detect-every", args.detect_every), ("--actors", args.actors)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     for flag, seconds in (("--smooth", args.smooth), ("--reid-seconds", args.reid_seconds)):
@@ -43,22 +43,24 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be a number of seconds >= 0, got {seconds}")
 
 
-def _detector(args: argparse.Namespace) -> Any:
-    if args.no_detect:
-        return create_detector("none")
-    if args.detect_threshold is None:
-        return create_detector(args.detector)
-    if args.detector not in ("auto", "dlib"):
-        raise UsageError("--detect-threshold applies to the dlib HOG detector only (--detector auto or dlib)")
-    return create_detector(args.detector, threshold=args.detect_threshold)
-
-
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``pcnn predict``; 0 when at least one input could be read (or there was nothing left to do), else 1."""
     _check_numbers(args)
+    spec = RecognizerSpec.from_args(args)
+    ray_engine = getattr(args, "engine", "local") == "ray"
+    if ray_engine:
+        from .ray_engine import require_ray
+
+        require_ray()
+    elif args.ray_address or args.actors:
+        raise UsageError("--ray-address and --actors apply to --engine ray")
+    if args.save_parquet:
+        from .parquet import require_pyarrow
+
+        require_pyarrow()
     jsonl = args.save_jsonl or args.resume
     out: Path | None = args.out
-    if out is None and (args.save_json or args.save_csv or jsonl):
+    if out is None and (args.save_json or args.save_csv or args.save_parquet or jsonl):
         out = DEFAULT_OUT
     sources = expand_sources(args.sources)
     annotated: dict[int, list[Path]] = {}
@@ -70,7 +72,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if not args.no_annotate:
             annotated = outputs.annotated_paths(sources, out)
         names = [n for n, wanted in ((outputs.JSON_NAME, args.save_json), (outputs.CSV_NAME, args.save_csv),
-                                     (outputs.JSONL_NAME, jsonl)) if wanted]
+                                     (outputs.PARQUET_NAME, args.save_parquet), (outputs.JSONL_NAME, jsonl))
+                 if wanted]
         people = PeopleFiles(out, sources, args.every, timelines=not args.no_annotate)
         outputs.check_no_overwrite(sources, [p for ps in annotated.values() for p in ps] + [out / n for n in names]
                                    + people.planned())
@@ -80,35 +83,49 @@ def run_predict(args: argparse.Namespace) -> int:
                                             frames_per_chunk(not args.no_detect, args.batch_size))
         keep_bytes, kept = (done[count - 1][0] if count else 0), [r for _, r in done[:count]]
     backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads)
-    recognizer = Recognizer(backend=backend, detector=_detector(args), batch_size=args.batch_size, color=args.color,
-                            max_pixels=args.max_pixels, detect_every=args.detect_every)
+    recognizer = spec.build(backend)  # with --engine ray: checks the model and warms the export cache here
     _check_kept_classes(kept, out, recognizer.classes)
     if people is not None:
         people.add_kept(kept, recognizer.classes)
     report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
     report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
+                + ("; engine: ray" if ray_engine else "")
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
                    else ""), err=True)
-    files = outputs.ResultFiles(out, recognizer.classes, jsonl, args.save_json, args.save_csv) if out else None
+    files = outputs.ResultFiles(out, recognizer.classes, jsonl, args.save_json, args.save_csv,
+                                args.save_parquet) if out else None
     annotator = outputs.Annotator(annotated, sources, args.every) if annotated else None
-    complete = False
+    complete, stop_ray = False, False
     try:
         if files is not None:
             files.open(keep_bytes)
             for record in kept:
                 files.add(record, stream=False)
-        for result in recognizer.track_stream(sources[start:], every=args.every, max_frames=args.max_frames,
-                                              config=tracking):
+        if ray_engine:
+            from .ray_engine import RayOptions, connect, ray_predict_stream
+
+            options = RayOptions(address=args.ray_address, actors=args.actors, quiet=args.quiet)
+            stop_ray = connect(options)
+            stream = ray_predict_stream(sources[start:], spec, recognizer.classes, options, every=args.every,
+                                        max_frames=args.max_frames, tracking=tracking)
+        else:
+            stream = ((r.to_dict(), r) for r in recognizer.track_stream(sources[start:], every=args.every,
+                                                                      max_frames=args.max_frames, config=tracking))
+        for record, result in stream:
             if result.origin is not report.source:
                 report.end_source(annotator.end_source() if annotator else None, people)
                 report.source = result.origin
             if files is not None:
-                files.add(result.to_dict())
+                files.add(record)
             if annotator is not None:
-                annotator.add(result)
+                annotator.add(_with_image(result, args.max_pixels) if ray_engine else result)
             report.add(result)
         complete = True
     finally:
+        if stop_ray:
+            import ray
+
+            ray.shutdown()
         report.end_source(annotator.end_source() if annotator else None, people)
         report.close()
         if files is not None:
@@ -127,6 +144,17 @@ def _check_kept_classes(kept: list[dict[str, Any]], out: Path | None, classes: A
             check_record_classes(record, classes, REGIONS)
         except RecordError as e:
             raise UsageError(f"{out / outputs.JSONL_NAME}:{number}: {e}; remove the file or drop --resume") from None
+
+
+def _with_image(result: Any, max_pixels: int) -> Any:
+    """A Ray engine result of a still image with its image decoded again here, for the annotated copy (the workers
+    send records, not pixels); video frames stay without (annotated videos are the local engine's)."""
+    if result.frame is None and result.skipped is None and result.origin is not None:
+        try:
+            result.image = load_image(result.origin.location, max_pixels=max_pixels)
+        except ImageLoadError:
+            result.image = None
+    return result
 
 
 class _Report:

@@ -1,6 +1,7 @@
 """Turn ``pcnn predict`` SOURCE arguments into a stream of frames: image files, folders (recursive), glob patterns,
-video files (every N-th frame) and webcams (an integer index). Nothing here raises for a bad input: unusable inputs
-and unreadable video frames come out as :class:`Frame` records with a ``skipped`` reason."""
+manifests (a ``.csv`` or ``.parquet`` table of paths), video files (every N-th frame) and webcams (an integer index).
+Nothing here raises for a bad input: unusable inputs and unreadable video frames come out as :class:`Frame` records
+with a ``skipped`` reason (an unreadable manifest itself is a one-line error)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", "
 #: suffix).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm", ".pbm", ".pnm", ".jfif", ".jp2", ".j2k", ".ico", ".tga", ".heic"})
+#: Files with these suffixes, named as a SOURCE, are manifests: tables whose ``path`` column (else their first column)
+#: lists the inputs, relative paths taken from the manifest's folder.
+MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet"})
 #: A video gives up after this many unreadable frames in a row.
 MAX_BAD_FRAMES = 25
 
@@ -90,6 +94,8 @@ def expand_sources(specs: Sequence[str | Path | Source]) -> list[Source]:
         if path.is_dir():
             found = _walk(path)
             sources.extend(found or [Source("missing", text, reason="folder holds no image or video files")])
+        elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
+            sources.extend(read_manifest(path))
         elif path.is_file():
             sources.append(_classify(path))
         elif text.strip().isdigit():
@@ -118,6 +124,62 @@ def _why_unusable(path: Path) -> str:
             return f"a broken symbolic link to {os.readlink(path)}"
         return "no such file or directory" if e.errno == errno.ENOENT else (e.strerror or str(e)).lower()
     return f"not a regular file or folder: {stat.filemode(st.st_mode)}"
+
+
+def _manifest_paths(path: Path) -> list[str]:
+    """The entries of a manifest's ``path`` column (else its first column), in order, blanks dropped."""
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UsageError(f"{path}: reading a Parquet manifest needs pyarrow (pip install 'pcnn-fer[scale]')") \
+                from None
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        if table.num_columns == 0:
+            return []
+        column = table.column("path" if "path" in table.column_names else 0)
+        return [str(v) for v in column.to_pylist() if v is not None and str(v).strip()]
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UsageError(f"{path}: not a readable CSV manifest ({e})") from None
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "path" in header:
+        k = header.index("path")
+        return [row[k].strip() for row in rows[1:] if len(row) > k and row[k].strip()]
+    first = rows[0][0].strip()  # no path column: the first column; its first cell is a header unless it is a file
+    keep = rows if (path.parent / first).expanduser().exists() else rows[1:]
+    return [row[0].strip() for row in keep if row[0].strip()]
+
+
+def read_manifest(path: Path) -> list[Source]:
+    """The inputs a manifest lists (see :data:`MANIFEST_EXTENSIONS`): files as given, folders expanded; an entry
+    that does not exist becomes a ``missing`` source naming the manifest line, so that it is one skipped record."""
+    entries = _manifest_paths(path)
+    if not entries:
+        return [Source("missing", str(path), reason="manifest lists no paths")]
+    sources: list[Source] = []
+    for number, entry in enumerate(entries, 1):
+        target = Path(entry).expanduser()
+        if not target.is_absolute():
+            target = path.parent / target
+        if target.is_dir():
+            sources.extend(_walk(target) or [Source("missing", str(target), reason="folder holds no image or video "
+                                                                                   "files")])
+        elif target.is_file():
+            sources.append(_classify(target))
+        else:
+            sources.append(Source("missing", str(target), reason=f"{_why_unusable(target)} (entry {number} of "
+                                                                 f"{path.name})"))
+    return sources
 
 
 def video_frame_count(path: str) -> int:
@@ -195,5 +257,5 @@ def iter_frames(source: Source, every: int = 1, max_pixels: int = MAX_PIXELS,
         raise ValueError(f"unknown source kind {source.kind!r}")
 
 
-__all__ = ["Source", "Frame", "expand_sources", "iter_frames", "video_frame_count", "VIDEO_EXTENSIONS",
-           "IMAGE_EXTENSIONS", "MAX_BAD_FRAMES"]
+__all__ = ["Source", "Frame", "expand_sources", "read_manifest", "MANIFEST_EXTENSIONS", "iter_frames",
+           "video_frame_count", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_BAD_FRAMES"]

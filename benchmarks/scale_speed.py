@@ -1,0 +1,142 @@
+"""``pcnn predict`` past one process: the local engine against ``--engine ray`` on the same inputs, Ray with 1 and 2
+model actors, and the local folder rate against the model's own batch-32 rate (issue 34).
+
+Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
+
+* **model** – the ``auto`` backend alone on batches of 32 preprocessed faces (what ``pcnn bench`` times);
+* **folder, in-process** – ``Recognizer.predict_stream`` over the face folder with ``--no-detect`` (decode, align,
+  classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off;
+* **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
+  local engine with ``--save-csv`` against ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per
+  CPU), on the faces with ``--no-detect`` and on the photos with detection. Each Ray run's Parquet rows are checked
+  against the local run's CSV (same faces and labels, probabilities within 1e-4).
+
+    python benchmarks/scale_speed.py --faces ../shared/data/ferplus/FER2013Valid --count 1000 \\
+        --photos ../shared/samples --copies 5 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from pcnn_fer.backends.dispatch import create_backend  # noqa: E402
+from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
+from pcnn_fer.faces.sources import IMAGE_EXTENSIONS  # noqa: E402
+from pcnn_fer.faces.spec import RecognizerSpec  # noqa: E402
+
+
+def link_inputs(source: Path, folder: Path, count: int | None = None, copies: int = 1) -> Path:
+    """``folder`` filled with links to the first ``count`` images of ``source`` (each ``copies`` times)."""
+    folder.mkdir(parents=True)
+    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:count]
+    for k in range(copies):
+        for p in images:
+            (folder / f"{p.stem}_{k}{p.suffix}").symlink_to(p.resolve())
+    return folder
+
+
+def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, float]:
+    """img/s of the backend alone at batch 32 and of the in-process folder pipeline (spinning on and off)."""
+    spec = RecognizerSpec(detector="none")
+    plain = create_backend("auto", "default", "cpu", threads=threads)
+    quiet = create_backend("auto", "default", "cpu", threads=threads, spinning=False)
+    recognizers = {"folder, spinning on": spec.build(plain), "folder, spinning off": spec.build(quiet)}
+    count = sum(1 for _ in recognizers["folder, spinning on"].predict_stream([faces]))  # warm-up, decode cache
+    batch = recognizers["folder, spinning on"].preprocess([np.zeros((48, 48, 3), np.uint8)] * 32)
+    times: dict[str, list[float]] = {"model": [], **{name: [] for name in recognizers}}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(count // 32):
+            plain(batch)
+        times["model"].append(32 * (count // 32) / (time.perf_counter() - start))
+        for name, rec in recognizers.items():
+            start = time.perf_counter()
+            n = sum(1 for _ in rec.predict_stream([faces]))
+            times[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def cli_wall(args: list[str], out: Path) -> float:
+    """Seconds of one ``pcnn predict`` subprocess (fails loudly)."""
+    if out.exists():
+        shutil.rmtree(out)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "predict", *args, "--out", str(out), "--quiet",
+                           "--no-annotate"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"pcnn predict {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return wall
+
+
+def same_rows(local: Path, ray: Path) -> float:
+    """Largest probability difference between the local CSV and the Ray Parquet (faces and labels must match)."""
+    import pandas as pd
+
+    a, b = pd.read_csv(local / "predictions.csv"), pd.read_parquet(ray / "predictions.parquet")
+    assert list(a.columns) == list(b.columns) and len(a) == len(b), "different rows"
+    assert (a["source"] == b["source"]).all() and (a["label"] == b["label"]).all(), "different labels"
+    numbers = [c for c in a.columns if a[c].dtype.kind == "f" and b[c].dtype.kind == "f"]
+    return float(np.nanmax(np.abs(a[numbers].to_numpy(float) - b[numbers].to_numpy(float))))
+
+
+def main() -> None:
+    """Print the tables."""
+    shared = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faces", type=Path, default=shared / "data" / "ferplus" / "FER2013Valid")
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--photos", type=Path, default=shared / "samples")
+    parser.add_argument("--copies", type=int, default=5, help="each photo this many times (15 photos from 3)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--skip-cli", action="store_true", help="only the in-process rates")
+    args = parser.parse_args()
+    print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; {cpu_capabilities()}")
+    print(f"load average at start: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        faces = link_inputs(args.faces, Path(tmp) / "faces", args.count)
+        photos = link_inputs(args.photos, Path(tmp) / "photos", copies=args.copies)
+        rates = model_and_folder_rates(faces, args.threads, args.rounds)
+        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, img/s (median of {args.rounds}):")
+        for name, rate in rates.items():
+            print(f"  {name:<22} {rate:7.1f}   x model {rate / rates['model']:.2f}")
+        if args.skip_cli:
+            return
+        jobs = {"faces": [str(faces), "--no-detect"], "photos": [str(photos)]}
+        variants = {"local": ["--save-csv"], "ray, 1 actor": ["--engine", "ray", "--actors", "1", "--save-parquet"],
+                    "ray, 1 actor per CPU": ["--engine", "ray", "--save-parquet"]}
+        walls: dict[tuple[str, str], list[float]] = {}
+        worst = 0.0
+        for _ in range(args.rounds):
+            for job, sources in jobs.items():
+                for name, flags in variants.items():
+                    out = Path(tmp) / f"{job}-{name.replace(' ', '_')}"
+                    walls.setdefault((job, name), []).append(cli_wall([*sources, *flags], out))
+                    if name != "local":
+                        worst = max(worst, same_rows(Path(tmp) / f"{job}-local", out))
+        print(f"\nCLI wall seconds (median of {args.rounds}; start-up included); max |Δp| Ray vs local {worst:.1e}")
+        for job in jobs:
+            local = statistics.median(walls[(job, "local")])
+            for name in variants:
+                wall = statistics.median(walls[(job, name)])
+                print(f"  {job:<7} {name:<22} {wall:7.1f} s   x local {wall / local:.2f}")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
