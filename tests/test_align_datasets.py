@@ -194,6 +194,7 @@ def _pcnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_pcnn_cv_jaffe_recipe_runs_on_the_download_layout(jaffe_root, tmp_path):
     """``pcnn cv --dataset jaffe --recipe jaffe --init default`` on the flat TIFF folder, as the issue asks (2 folds,
     1 epoch of 2 steps to keep it seconds), subject-independent and then subject-dependent."""
@@ -221,6 +222,7 @@ def test_pcnn_cv_jaffe_recipe_runs_on_the_download_layout(jaffe_root, tmp_path):
     assert summary["face_alignment"]["no_face"] == 1
 
 
+@pytest.mark.slow
 def test_pcnn_cv_jaffe_from_dlib_trunks_runs_at_112_pixels(jaffe_root, dlib_file, tmp_path):
     """The JAFFE row of the dlib runs (docs/training.md): ``pcnn cv --dataset jaffe --recipe ckplus-dlib`` on dlib
     trunks (2 folds, 2 steps), with the layer map stored for every fold's model (``dlib_file``: skip without it)."""
@@ -247,6 +249,7 @@ def test_pcnn_evaluate_reports_faces_in_metrics(jaffe_root, tmp_path):
     assert metrics["face_alignment"] is None and metrics["num_samples"] == 28
 
 
+@pytest.mark.slow
 def test_train_records_faces_and_old_runs_resume_unaligned(jaffe_root, tmp_path):
     import torch
 

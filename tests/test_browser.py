@@ -22,6 +22,8 @@ from pcnn_fer import create_model, save_model  # noqa: E402
 from pcnn_fer.deploy.server import create_app, serve_in_background  # noqa: E402
 from pcnn_fer.weights import ASSETS, DEFAULT_MODEL  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Chromium and a server: minutes on 2 cores (pytest -m slow)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
 SAMPLE = SHARED / "samples" / "astronaut.png"

@@ -34,6 +34,7 @@ def test_bundled_model_loads_offline_and_is_small() -> None:
     assert torch.isfinite(g).all() and torch.isfinite(local).all()
 
 
+@pytest.mark.slow
 def test_bundled_model_reproduces_its_validation_accuracy(shared_dir, tmp_path, capsys) -> None:
     root = shared_dir / "data" / "ferplus"
     out = tmp_path / "eval"
@@ -68,6 +69,7 @@ def test_fer2013_model_is_a_second_named_model() -> None:
     assert len(init["sha256"]) == 64 and init["class_map"]["neutral"] == "neutral"
 
 
+@pytest.mark.slow
 def test_fer2013_model_reproduces_its_public_test_accuracy(shared_dir, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
     code = main(["evaluate", "--checkpoint", "fer2013", "--dataset", "fer2013", "--root",

@@ -169,6 +169,7 @@ def test_workers_need_a_cpu(folder, tmp_path, run_cli):
     assert exit_.value.code == 1
 
 
+@pytest.mark.slow
 def test_cv_json_records_the_measurement_and_the_choice(folder, tmp_path, run_cli, monkeypatch):
     monkeypatch.setattr("pcnn_fer.engine.cv.measure_free_cores", lambda: _measured(0.0))
     code, out, err = run_cli(_cv(folder, tmp_path / "cv", "--epochs", "1"))
@@ -182,6 +183,7 @@ def test_cv_json_records_the_measurement_and_the_choice(folder, tmp_path, run_cl
 # --- worker processes ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cv_workers_train_the_same_models_as_one_process(folder, tmp_path, run_cli):
     common = ["--only-folds", "0", "1", "--epochs", "1", "--members", "2"]
     code, out, err = run_cli(_cv(folder, tmp_path / "one", *common, "--threads", "1", "--workers", "1"))
@@ -199,6 +201,7 @@ def test_cv_workers_train_the_same_models_as_one_process(folder, tmp_path, run_c
     assert code == 0 and "reusing" in out and "worker processes" not in out  # nothing left to train
 
 
+@pytest.mark.slow
 def test_adaptive_workers_follow_the_free_cores_between_members(folder, tmp_path, run_cli, monkeypatch):
     """Busy cores at the start: one member at a time; the cores free up after the first member: two at once. The
     models are those of one process."""
@@ -218,6 +221,7 @@ def test_adaptive_workers_follow_the_free_cores_between_members(folder, tmp_path
     assert _results(tmp_path / "adaptive") == _results(tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_killed_cv_leaves_no_worker_behind_and_resumes(folder, tmp_path, run_cli, pcnn_popen):
     """SIGKILL ``pcnn cv`` while its two workers train: the workers end themselves (no orphan keeps writing the run
     directory), and the next run finishes from their checkpoints with a straight run's models."""
@@ -331,6 +335,7 @@ def _trained(out_text: str) -> list[str]:
     return [line for line in out_text.splitlines() if re.match(r"(\[fold \d+ member \d+\] )?epoch \d+/\d+ ", line)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member, epoch", [(0, 1), (1, 2)], ids=["first-member", "second-member"])
 def test_cv_interrupted_mid_member_resumes_it_and_keeps_finished_ones(folder, tmp_path, run_cli, monkeypatch,
                                                                       straight, member, epoch):
@@ -352,6 +357,7 @@ def test_cv_interrupted_mid_member_resumes_it_and_keeps_finished_ones(folder, tm
     assert _results(out) == _results(straight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["write_predictions", "plot_confusion"])
 def test_cv_interrupted_evaluation_is_redone_without_training(folder, tmp_path, run_cli, monkeypatch, straight,
                                                               step):
@@ -372,6 +378,7 @@ def test_cv_interrupted_evaluation_is_redone_without_training(folder, tmp_path, 
     assert _results(out) == _results(straight)
 
 
+@pytest.mark.slow
 def test_cv_after_deleted_files_redoes_only_what_is_missing(folder, tmp_path, run_cli, straight):
     import shutil
 
@@ -397,6 +404,7 @@ def test_cv_after_deleted_files_redoes_only_what_is_missing(folder, tmp_path, ru
     assert (out / "fold00" / "last.pt").read_bytes() == first and _results(out) == _results(straight)
 
 
+@pytest.mark.slow
 def test_cv_broken_checkpoint_is_one_line_naming_it(folder, tmp_path, run_cli, straight):
     import shutil
 
@@ -419,24 +427,49 @@ def test_a_cv_directory_with_only_a_member_checkpoint_is_kept(tmp_path):
     assert has_checkpoints(tmp_path)
 
 
+def _recorded_setup(folder: Path, out: Path, args: list[str]) -> str:
+    """Write the cv-setup.json that ``pcnn cv ARGS`` records before its first fold (without training one)."""
+    from pcnn_fer.cli import build_parser
+    from pcnn_fer.cli.train import recipe_from_args, train_options
+    from pcnn_fer.data import load_split
+    from pcnn_fer.data.protocols import cross_validation
+    from pcnn_fer.engine.cv_setup import fold_setup, record_fold_setup
+
+    parsed = build_parser().parse_args(args)
+    recipe, opts = recipe_from_args(parsed), train_options(parsed)
+    split = load_split("folder", folder, "train")
+    folds = cross_validation(split, protocol=parsed.protocol, k=parsed.folds, seed=opts.seed)
+    out.mkdir(parents=True)
+    record_fold_setup(out, fold_setup(recipe, opts, parsed.protocol, len(folds),
+                                      recipe.cv_val if parsed.val is None else parsed.val, split))
+    (out / "fold00").mkdir()
+    return (out / "cv-setup.json").read_text()
+
+
 @pytest.mark.parametrize("change, named", [(("--folds", "4"), "folds was 3, now 4"),
                                            (("--seed", "1"), "seed was 0, now 1"),
                                            (("--epochs", "4"), "recipe.epochs was 3, now 4"),
-                                           (("--no-val",), "use_val was True, now False")])
-def test_cv_refuses_to_reuse_folds_of_another_setup(folder, tmp_path, run_cli, straight, change, named):
+                                           (("--no-val",), "use_val was True, now False"),
+                                           (("--root", "ELSEWHERE"), "root was "),
+                                           (("--init", "default"), "init was None, now 'default'")])
+def test_cv_refuses_to_reuse_folds_of_another_setup(folder, tmp_path, run_cli, change, named):
     """Issue 33 item 2: folds of a 3-fold run were reused by a 4-fold run and reported as one protocol."""
     import shutil
 
     out = tmp_path / "cv"
-    shutil.copytree(straight, out)
-    args = _cv(folder, out, "--epochs", "3", "--members", "2", "--threads", "1")
-    setup = (out / "cv-setup.json").read_text()
-    code, _, err = run_cli([*args, *change])  # the later flag wins
+    args = _cv(folder, out, "--epochs", "3", "--threads", "1")
+    setup = _recorded_setup(folder, out, args)
+    if change[0] == "--root":  # the same images elsewhere
+        shutil.copytree(folder, tmp_path / "copy")
+        change = ("--root", str(tmp_path / "copy"))
+    code, out_text, err = run_cli([*args, *change])  # the later flag wins
     assert code == 1 and len(err.strip().splitlines()) == 1 and "holds folds of another set-up" in err, err
-    assert named in err and (out / "cv-setup.json").read_text() == setup
-    assert _results(out) == _results(straight)  # nothing was trained or rewritten
+    assert named in err and (out / "cv-setup.json").read_text() == setup and not _trained(out_text)
+    code, out_text, err = run_cli([*args, "--only-folds", "9"])  # the same set-up passes the check
+    assert code == 1 and "--only-folds [9]: folds are numbered 0..2" in err, err
 
 
+@pytest.mark.slow
 def test_cv_folder_without_a_setup_record(folder, tmp_path, run_cli, straight):
     """Folders of older runs: checked against their cv.json; without one they are refused."""
     import shutil

@@ -11,6 +11,8 @@ import pytest
 from pcnn_fer import load_model
 from pcnn_fer.engine.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # two torchrun processes train: minutes on 2 cores (pytest -m slow)
+
 
 @pytest.mark.timeout(180)
 def test_torchrun_two_gloo_processes(tmp_path, make_image_folder, pcnn_env):

@@ -122,6 +122,7 @@ def test_dlib_presets_and_baselines_run_at_48_and_112_pixels():
         create_model("dlib", width=0.5)
 
 
+@pytest.mark.slow
 def test_train_init_dlib_records_the_layer_map(dlib_file, make_image_folder, tmp_path, run_cli):
     root = make_image_folder(tmp_path / "faces", per_class=4)
     code, out, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "ferplus-dlib",

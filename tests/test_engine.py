@@ -80,6 +80,19 @@ def test_recipe_cost_and_listing():
         assert name in table
 
 
+def test_recorded_recipe_costs_are_the_counted_ones():
+    """--list-recipes reads the costs from assets/recipe_costs.json (no torch, issue 33); every built-in recipe is
+    there and equal to a fresh count (on failure: pcnn_fer.engine.recipe_table.write_recipe_costs())."""
+    from pcnn_fer.engine.recipe_table import _recorded, cost_key, recorded_cost
+
+    recorded = _recorded()
+    for recipe in RECIPES.values():
+        assert cost_key(recipe) in recorded, f"{recipe.name}: not in recipe_costs.json"
+        params, gflops = recipe_cost(recipe)
+        assert recorded_cost(recipe) == (params, pytest.approx(gflops, rel=1e-5)), recipe.name
+    assert set(recorded) == {cost_key(r) for r in RECIPES.values()}  # nothing stale left
+
+
 def test_list_presets_cli(run_cli):
     code, out, _ = run_cli(["train", "--list-presets"])
     assert code == 0 and "ferplus-compact" in out and "GFLOPs" in out
@@ -249,6 +262,7 @@ def _states_equal(a: dict, b: dict) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_ckplus_train_crash_resume_evaluate(tmp_path, run_cli, ckplus):
     common = ["--dataset", "ckplus", "--root", ckplus, "--recipe", "tiny", "--no-progress"]
     # A: two epochs in one go
@@ -301,6 +315,7 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, run_cli, ckplus):
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_ckplus_cv_two_folds(tmp_path, run_cli, ckplus):
     code, out, err = run_cli(["cv", "--dataset", "ckplus", "--root", ckplus, "--folds", "10", "--only-folds", "0",
                               "3", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path, "--no-progress"])
@@ -415,6 +430,7 @@ def test_autocast_and_grad_scaler_branches_on_cpu():
         assert metrics["num_samples"] == 16
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted_run(folder, tmp_path, run_cli, pcnn_popen):
     """A real crash: SIGKILL the training process as soon as its first checkpoint exists (epoch 1 of 6), resume,
     compare with an uninterrupted run."""
@@ -484,6 +500,7 @@ def test_weight_average_follows_the_ema_formula_and_round_trips():
         get_recipe("tiny").with_overrides(ema_decay=-0.1)
 
 
+@pytest.mark.slow
 def test_ema_run_ships_the_average_and_resumes_exactly(folder, tmp_path, run_cli):
     """With --ema-decay the selected model file holds the averaged weights, and a resumed run equals a straight one."""
     from safetensors.torch import load_file
@@ -623,6 +640,7 @@ def test_amp_auto_follows_the_cpu_probe(monkeypatch):
         precision.resolve_amp("fp16", cpu)
 
 
+@pytest.mark.slow
 def test_amp_bf16_on_cpu_trains_records_and_resumes_exactly(folder, tmp_path, run_cli):
     common = ["train", "--dataset", "folder", "--root", folder, "--recipe", "tiny", "--amp", "bf16", "--no-progress"]
     code, out, err = run_cli([*common, "--epochs", "2", "--out", tmp_path / "A"])
@@ -671,6 +689,7 @@ def test_cv_random_protocol_says_subject_dependent(folder, tmp_path, run_cli):
     assert code == 1 and "--protocol random" in err
 
 
+@pytest.mark.slow
 def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path, run_cli):
     common = ["cv", "--dataset", "folder", "--root", folder, "--protocol", "random", "--folds", "3", "--only-folds",
               "0", "--recipe", "tiny", "--epochs", "1", "--out", tmp_path / "cv", "--no-progress", "--threads", "1"]
@@ -702,6 +721,7 @@ def test_cv_tta_re_evaluates_finished_folds_without_retraining(folder, tmp_path,
     assert ensemble["misclassified"] == round(ensemble["num_samples"] * (1 - ensemble["accuracy"] / 100))
 
 
+@pytest.mark.slow
 def test_cv_takes_members_tta_and_selection_from_the_recipe(folder, tmp_path, run_cli):
     from pcnn_fer.engine.recipes import get_recipe
 

@@ -23,6 +23,7 @@ def package_files() -> list[str]:
                   and p.suffix != ".pyc")
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_package_file(tmp_path):
     pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
     source = tmp_path / "source"  # a copy: building in the tree would leave build/ and *.egg-info behind

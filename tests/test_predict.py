@@ -523,6 +523,7 @@ def _face_folder(folder: Path, count: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_folder_job_killed_and_resumed_gives_the_same_results(checkpoint, tmp_path):
     """A real kill -9 part way through (made certain: the job's stdout is a full pipe nobody reads, so it stops after
     a few dozen lines), then ``--resume``: the JSONL (and JSON) equal an uninterrupted run's, byte for byte."""

@@ -279,6 +279,7 @@ def test_serve_prints_the_port_it_bound(cli_server):
     assert health["read_timeout_s"] == READ_TIMEOUT
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's memory from /proc")
 def test_concurrent_big_decodes_are_bounded_and_memory_is_returned(cli_server):
     url, process = cli_server
