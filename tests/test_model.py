@@ -221,6 +221,19 @@ def test_channels_last_and_compile() -> None:
         assert torch.allclose(ref, compiled(x)[0], atol=1e-4)
 
 
+def test_bench_defaults_to_the_bundled_models_architecture() -> None:
+    """Issue 33: ``pcnn bench`` timed the 25.9 M-parameter paper model at 224 px by default (6 min 23 s)."""
+    from pcnn_fer.cli import build_parser
+    from pcnn_fer.cli.bench import BUNDLED_PRESET
+    from pcnn_fer.models.pcnn import MODEL_PRESETS
+    from pcnn_fer.weights import load_model
+
+    args = build_parser().parse_args(["bench"])
+    assert args.model == BUNDLED_PRESET and build_parser().parse_args(["bench", "--model", "paper"]).model == "paper"
+    bundled, preset = load_model("default").config, MODEL_PRESETS[BUNDLED_PRESET]
+    assert (bundled.width, bundled.stem, bundled.input_size) == (preset["width"], preset["stem"], preset["input_size"])
+
+
 def test_bench_json(capsys) -> None:
     results = benchmark("tiny", batch_size=2, rounds=1)
     names = [r.model for r in results]

@@ -316,7 +316,8 @@ def test_predict_command_json_csv_and_annotations(checkpoint, bad_inputs, tmp_pa
     x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
     color = np.array(class_color(face["label"]))
     assert (np.abs(annotated[y1 + 5:y2 - 5, x1] - color).max(1) < 40).mean() > 0.9
-    assert capsys.readouterr().out == ""  # --quiet
+    # --quiet: the closing summary alone (issue 33: it was hidden too)
+    assert capsys.readouterr().out == f"7 image(s): 2 face(s), 1 without a face, 4 skipped; outputs in {out}\n"
 
 
 @needs_samples
@@ -632,6 +633,21 @@ def test_undecodable_file_names_reach_every_output(checkpoint, tmp_path):
     assert [Path(r["source"]).name for r in records] == ["caf\udce9.png", "f0000.png"]
     assert all(r["faces"] for r in records)
     assert os.path.exists(os.fsencode(out) + b"/caf\xe9.png")  # the annotated copy keeps the file's own name
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log-file", "terminal"])
+def test_progress_bars_only_on_a_terminal_and_quiet_keeps_the_summary(checkpoint, tmp_path, capsys, monkeypatch,
+                                                                       terminal):
+    """Issue 33: with stderr not a terminal the bars mixed into the per-image lines; --quiet hid the summary too."""
+    folder = _face_folder(tmp_path / "faces", 3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("1 face:") == 3 and "3 image(s): 3 face(s)" in captured.out
+    assert ("img/s" in captured.err) == terminal and ("\r" in captured.err) == terminal, captured.err
+    assert run_cli(str(folder), "--no-detect", "--checkpoint", str(checkpoint), "--quiet") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "3 image(s): 3 face(s), 0 without a face, 0 skipped\n" and "img/s" not in captured.err
 
 
 def test_resume_points_fall_on_batch_boundaries():

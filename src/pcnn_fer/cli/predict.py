@@ -64,7 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "new id)")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-input lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no per-input lines; the closing summary line stays (progress bars "
+                        "are shown only when stderr is a terminal)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process (default); ray: Ray Data stages (decode tasks, then an actor pool "
                         "holding the model) on a local Ray or the cluster of --ray-address (the scale extra)")

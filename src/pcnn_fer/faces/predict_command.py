@@ -163,7 +163,9 @@ class _Report:
     def __init__(self, quiet: bool, sources: list, every: int, max_frames: int | None) -> None:
         self.quiet, self.every, self.max_frames, self.tqdm = quiet, every, max_frames, tqdm
         still = sum(s.kind in ("image", "missing") for s in sources)
-        self.bar = tqdm(total=still, unit="img", disable=quiet or still < 2, file=sys.stderr)
+        # bars only on a terminal: written into a log or a pipe they mix into the per-image lines
+        self.bars = not quiet and sys.stderr.isatty()
+        self.bar = tqdm(total=still, unit="img", disable=not self.bars or still < 2, file=sys.stderr)
         self.frame_bar: Any = None
         self.source: Any = None
         self.inputs = self.read = self.faces = self.no_face = 0
@@ -208,7 +210,7 @@ class _Report:
             if self.max_frames is not None and total is not None:
                 total = min(total, self.max_frames)
         return self.tqdm(total=total, unit="frame", desc=Path(origin.location).name, leave=False,
-                         disable=self.quiet, file=sys.stderr)
+                         disable=not self.bars, file=sys.stderr)
 
     def end_source(self, written: Path | None, files: PeopleFiles | None = None) -> None:
         """Close the previous video's bar, print its people and dominant expressions, write its people files
@@ -238,7 +240,8 @@ class _Report:
         self.bar.close()
 
     def summary(self, out: Path | None) -> None:
-        """The closing line: images (faces, without a face, skipped) and videos (frames, people)."""
+        """The closing line (printed with --quiet too): images (faces, without a face, skipped) and videos
+        (frames, people)."""
         parts = []
         if self.images:
             parts.append(f"{self.images} image(s): {self.image_faces} face(s), {self.image_no_face} without a face, "
@@ -247,7 +250,7 @@ class _Report:
             parts.append(f"{self.videos} video(s): {self.frames} frame(s), {self.people} "
                          f"{'person' if self.people == 1 else 'people'}")
         where = f"; outputs in {out}" if out is not None else ""
-        self.line("; ".join(parts or ["no input"]) + where)
+        self.tqdm.write("; ".join(parts or ["no input"]) + where, file=sys.stdout)
 
 
 __all__ = ["run_predict", "DEFAULT_OUT"]
