@@ -239,6 +239,7 @@ def test_pcnn_cv_jaffe_from_dlib_trunks_runs_at_112_pixels(jaffe_root, dlib_file
         assert any(line.startswith("layer4 <- dlib level1") for line in model["training"]["init"]["layer_map"])
 
 
+@pytest.mark.slow
 def test_pcnn_evaluate_reports_faces_in_metrics(jaffe_root, tmp_path):
     _pcnn("evaluate", "--dataset", "jaffe", "--root", str(jaffe_root), "--out", str(tmp_path / "on"), cwd=tmp_path)
     faces = json.loads((tmp_path / "on" / "metrics.json").read_text())["face_alignment"]

@@ -83,6 +83,21 @@ def test_export_metadata_round_trip(exported, checkpoint):
     assert props["producer"].startswith("pcnn-fer")
 
 
+def test_metadata_is_read_without_the_onnx_package_and_equals_its_reading(exported, tmp_path):
+    """Issue 33 (start-up): the backend read the metadata with ``onnx.load`` (a second of imports)."""
+    from pcnn_fer.backends.onnx_props import OnnxFormatError, read_metadata_props
+
+    path = exported[0]
+    assert read_metadata_props(path) == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(Path(path).read_bytes()[:200])
+    with pytest.raises(OnnxFormatError):
+        read_metadata_props(broken)
+    broken.write_bytes(b"\x0f\xff\xff")  # wire type 7
+    with pytest.raises(ExportError, match="not a readable ONNX model"):
+        read_metadata(broken)
+
+
 def test_static_batch_export_with_input_size(checkpoint, tmp_path):
     result = export_onnx(checkpoint, tmp_path / "s64.onnx", input_size=64)
     assert result.max_abs_diff <= 1e-4 and not result.dynamic_batch and result.input_size == 64

@@ -102,6 +102,17 @@ def test_predict_astronaut_returns_the_predict_record(client, checkpoint):
     assert float(response.headers["x-inference-ms"]) > 0
 
 
+@pytest.mark.parametrize("size", [(1, 1), (100_000, 1), (1, 100_000)], ids=["1x1", "100000x1", "1x100000"])
+def test_an_image_too_small_for_a_face_is_a_reasoned_skip_not_a_500(client, size):
+    """Issue 33 item 7: dlib's CNN fallback raised on these and the server answered 500."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 90, 90)).save(buffer, "PNG")
+    response = upload(client, buffer.getvalue(), "thin.png")
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert record["faces"] == [] and record["skipped"].startswith(f"{size[0]}×{size[1]} pixels, too small to hold")
+
+
 @pytest.mark.skipif(not CAT.is_file(), reason=f"sample photo not found: {CAT} (set PCNN_FER_SHARED)")
 def test_predict_cat_has_no_face(client):
     response = upload(client, CAT.read_bytes(), "chelsea.png")

@@ -137,13 +137,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def _metadata_props(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise ExportError(f"no such ONNX file: {path}")
-    import onnx
+    from .onnx_props import OnnxFormatError, read_metadata_props  # no onnx import: a second of start-up
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and friends
+        return read_metadata_props(path)
+    except (OnnxFormatError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def _export_graph(module: Any, example: Any, path: Path, opset: int, dynamic_batch: bool) -> str:
