@@ -135,3 +135,68 @@ def test_api_docs_render_without_internet(server, browser):
     assert not outside, outside
     assert not errors, errors
     page.close()
+
+
+def _y4m(path: Path, frames) -> Path:
+    """Write RGB frames as a 10-fps Y4M file (what Chromium's fake webcam plays, in a loop)."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def test_live_webcam_shows_ids_and_smoothed_expressions(server, tmp_path):
+    """A fake webcam plays two real faces (the astronaut and a CK+ face when ../shared has one) drifting apart:
+    live mode sends frame after frame in a session and every box shows the person's id and smoothed expression,
+    the same ids from frame to frame."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    astronaut = np.asarray(Image.open(ASSETS / "astronaut.png").convert("RGB"))
+    heads = [cv2.resize(astronaut[40:210, 137:307], (180, 180))]
+    ck = sorted((SHARED / "data" / "ckplus48" / "CK+48" / "happy").glob("S011_*.png"))
+    if ck:
+        heads.append(cv2.resize(np.asarray(Image.open(ck[0]).convert("RGB")), (150, 150),
+                                interpolation=cv2.INTER_CUBIC))
+    background = cv2.GaussianBlur(cv2.resize(astronaut[300:, 300:], (640, 360)), (0, 0), 3)
+    frames = []
+    for k in range(40):
+        frame = background.copy()
+        for j, head in enumerate(heads):
+            s = head.shape[0]
+            x, y = 40 + 300 * j + (2 * k if j == 0 else -2 * k), 90 + 10 * j
+            frame[y:y + s, x:x + s] = head
+        frames.append(frame)
+    clip = _y4m(tmp_path / "webcam.y4m", frames)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.click("#webcam-start")
+        page.wait_for_function("document.querySelector('#video').videoWidth > 0", timeout=30_000)
+        page.click("#webcam-live")
+        seen = []
+        for _ in range(4):  # four answered frames
+            page.wait_for_function("document.querySelectorAll('.face-box[data-face-id]').length > 0 && "
+                                   "document.querySelector('#status').textContent.startsWith('live')",
+                                   timeout=60_000)
+            ids = page.eval_on_selector_all(".face-box", "els => els.map(e => e.dataset.faceId)")
+            labels = page.eval_on_selector_all(".face-box .face-label", "els => els.map(e => e.textContent)")
+            seen.append(sorted(ids))
+            assert all(label.startswith(f"#{i}") and "%" in label for i, label in zip(ids, labels, strict=True))
+            page.evaluate("document.querySelector('#overlay').replaceChildren()")
+        assert all(ids == seen[-1] for ids in seen[1:]) and len(seen[-1]) == len(heads), seen
+        assert "Person #1:" in page.inner_text("#faces") and "smoothed" in page.inner_text("#faces")
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        page.click("#webcam-stop")
+        assert not errors, errors
+        browser.close()

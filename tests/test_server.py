@@ -113,6 +113,30 @@ def test_an_image_too_small_for_a_face_is_a_reasoned_skip_not_a_500(client, size
     assert record["faces"] == [] and record["skipped"].startswith(f"{size[0]}×{size[1]} pixels, too small to hold")
 
 
+def test_live_session_gives_ids_and_smoothed_expressions(client):
+    """Frames of one webcam session (the web page's live mode): the face keeps its id, its smoothed probabilities
+    are the exponential average in time of the frames' (time constant 0.5 s), another session starts at #1 again;
+    a malformed session is a 422."""
+    data = ASTRONAUT.read_bytes()
+
+    def live(session: str, t: float) -> dict:
+        response = client.post("/predict", files={"file": ("webcam.jpg", data, "image/png")},
+                               data={"session": session, "time_s": str(t)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first, second = live("test-a", 0.0), live("test-a", 0.25)
+    assert first["time_s"] == 0.0 and second["time_s"] == 0.25
+    for record in (first, second):
+        face = record["faces"][0]
+        assert face["face_id"] == 1 and face["smooth_label"] == max(face["smooth_probabilities"],
+                                                                    key=face["smooth_probabilities"].get)
+    assert second["faces"][0]["smooth_probabilities"] == pytest.approx(second["faces"][0]["probabilities"], abs=1e-3)
+    assert live("test-b", 0.0)["faces"][0]["face_id"] == 1
+    bad = client.post("/predict", files={"file": ("webcam.jpg", data, "image/png")}, data={"session": "../x"})
+    assert bad.status_code == 422 and "session" in bad.json()["detail"]
+
+
 @pytest.mark.skipif(not CAT.is_file(), reason=f"sample photo not found: {CAT} (set PCNN_FER_SHARED)")
 def test_predict_cat_has_no_face(client):
     response = upload(client, CAT.read_bytes(), "chelsea.png")

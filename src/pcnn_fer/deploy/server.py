@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -53,6 +53,7 @@ from ..faces.detect import FaceDetector
 from ..faces.imageio import MAX_PIXELS, ImageLoadError
 from ..faces.recognizer import Recognizer
 from .body_guard import BodyGuardMiddleware
+from .live import SESSION_PATTERN, LiveSessions
 from .memory import (
     FIXED_COST,
     MIB,
@@ -122,6 +123,7 @@ class InferenceService:
         self.workers, self.max_pixels = workers, max_pixels
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, Path)) else type(checkpoint).__name__
         self.served = 0
+        self.live = LiveSessions()
         self._count_lock = threading.Lock()
         # measured after the model and detectors are loaded: the baseline the memory budget is shared with
         self.budget = DecodeBudget(max_decodes or default_max_decodes(),
@@ -164,12 +166,17 @@ class InferenceService:
                                      f"leaves {room / MIB:.0f} MiB (pcnn serve --max-memory-mb)")
         return cost
 
-    def recognise(self, data: bytes, source: str | None, upload: Upload | None) -> dict[str, Any]:
-        """:meth:`predict` for a caller that holds the budget's admission for ``upload`` (its header)."""
+    def recognise(self, data: bytes, source: str | None, upload: Upload | None, session: str | None = None,
+                  time_s: float | None = None) -> dict[str, Any]:
+        """:meth:`predict` for a caller that holds the budget's admission for ``upload`` (its header); with a live
+        webcam ``session`` the faces get that session's ids and smoothed labels (:mod:`pcnn_fer.deploy.live`)."""
         try:
             rgb = decode_rgb(data, self.max_pixels)  # the decoded image lives only inside an admission
             with self.borrow() as rec:
                 result = rec.predict_array(rgb, source=source)
+            if session is not None:
+                self.live.follow(session, result, time_s)
+            result.image = None
             del rgb
         finally:
             if upload is None or upload.pixels >= TRIM_PIXELS:
@@ -189,6 +196,10 @@ class FaceRecord(BaseModel):
     probabilities: dict[str, float] = Field(description="softmax of the global (fused) logits, per class")
     regions: dict[str, dict[str, float]] = Field(description="per PCNN region: softmax of its head's logits")
     detection_score: float = Field(description="the face detector's score (detector-specific scale)")
+    face_id: int | None = Field(None, description="live webcam session: the person's id, stable through the session")
+    smooth_label: str | None = Field(None, description="live webcam session: the person's smoothed expression")
+    smooth_probabilities: dict[str, float] | None = Field(None, description="live webcam session: smoothed "
+                                                                              "probabilities per class")
 
 
 class PredictionRecord(BaseModel):
@@ -197,6 +208,7 @@ class PredictionRecord(BaseModel):
     source: str | None = Field(description="the uploaded file's name")
     frame: int | None = Field(description="always null for still images")
     skipped: str | None = Field(description="null, or why the image could not be used")
+    time_s: float | None = Field(None, description="live webcam frames (a session): the frame's time in seconds")
     faces: list[FaceRecord]
 
 
@@ -358,6 +370,10 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                                                               "retry after the Retry-After seconds"}})
     async def predict(request: Request,
                       file: UploadFile | None = File(None, description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
+                      session: str | None = Form(None, description="live webcam: a name (1-64 letters, digits, - or "
+                                                 "_) shared by the frames of one stream; faces then carry face_id, "
+                                                 "smooth_label and smooth_probabilities"),
+                      time_s: float | None = Form(None, description="live webcam: the frame's time in seconds"),
                       ) -> JSONResponse:
         """Detect every face, align it and classify its expression. Returns the ``pcnn predict`` JSON record."""
         message = not_multipart(request)
@@ -365,6 +381,10 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
             raise error(415, message)
         if file is None:
             raise error(422, "no file in the upload: send the image in a multipart field named 'file'")
+        if session is not None and not SESSION_PATTERN.fullmatch(session):
+            raise error(422, "session must be 1 to 64 letters, digits, '-' or '_'")
+        if time_s is not None and not math.isfinite(time_s):
+            raise error(422, "time_s must be a finite number of seconds")
         part_type = (file.content_type or "").split(";")[0].strip().lower()
         name = file.filename or "upload"
         if not (part_type.startswith("image/") or part_type in GENERIC_TYPES):
@@ -382,7 +402,7 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
             started = time.perf_counter()
             async with service.budget.admit(cost, max_waiting=max_queue):
                 data = await file.read(limit + 1)  # in memory only once admitted
-                record = await run_in_threadpool(service.recognise, data, name, header)
+                record = await run_in_threadpool(service.recognise, data, name, header, session, time_s)
         except DecodeQueueFull as e:
             raise HTTPException(503, f"busy: {e.waiting} uploads already wait for a decode (pcnn serve --max-queue "
                                      f"{max_queue}); retry in {e.retry_after:.0f} s",

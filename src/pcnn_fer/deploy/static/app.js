@@ -1,4 +1,5 @@
-// pcnn-fer web page: upload a photo or take a webcam snapshot, POST it to /predict, draw the faces.
+// pcnn-fer web page: upload a photo or take a webcam snapshot, POST it to /predict, draw the faces. Live mode sends
+// webcam frames one after another in a session: the server gives each person an id and a smoothed expression.
 "use strict";
 
 const REGION_SHORT = { left_eye: "LE", right_eye: "RE", left_cheek: "LC", right_cheek: "RC", mouth: "M" };
@@ -8,6 +9,7 @@ const REGION_NAMES = {
 const model = { colors: {}, classes: [], maxUploadMb: 10 };
 let stream = null;
 let photoUrl = null;
+let live = null; // {session, started}: the live webcam mode while it runs
 
 const $ = (id) => document.getElementById(id);
 const colorOf = (name) => model.colors[name] || "#a0a0a0";
@@ -70,7 +72,11 @@ function drawFaces(record) {
   const height = img.naturalHeight;
   record.faces.forEach((face, i) => {
     const [x1, y1, x2, y2] = face.box;
-    const color = colorOf(face.label);
+    const tracked = face.face_id !== undefined && face.face_id !== null;
+    const shown = tracked ? face.smooth_label : face.label; // live: the person's smoothed expression
+    const shownP = tracked ? face.smooth_probabilities[shown] : face.score;
+    const tag = tracked ? `#${face.face_id}` : `#${i + 1}`;
+    const color = colorOf(shown);
     const strip = el("div", { class: "region-strip" });
     for (const [region, probs] of Object.entries(face.regions)) {
       const [top] = topClass(probs);
@@ -80,19 +86,20 @@ function drawFaces(record) {
           el("div", { class: "fill", style: { width: pct(probs[face.label] || 0) }, vars: { "--c": colorOf(top) } }))));
     }
     const box = el("div", {
-      class: "face-box", "data-label": face.label, vars: { "--c": color },
+      class: "face-box", "data-label": shown, "data-face-id": tracked ? face.face_id : "", vars: { "--c": color },
       style: {
         left: `${(100 * x1) / width}%`, top: `${(100 * y1) / height}%`,
         width: `${(100 * (x2 - x1)) / width}%`, height: `${(100 * (y2 - y1)) / height}%`,
       },
     },
     el("div", { class: "face-label" },
-      el("span", { class: "face-index" }, `#${i + 1}`), `${face.label} ${pct(face.score)}`),
+      el("span", { class: "face-index" }, tag), `${shown} ${pct(shownP)}`),
     strip);
     overlay.append(box);
 
     const card = el("section", { class: "card face-card", vars: { "--c": color } },
-      el("h2", {}, `Face ${i + 1}: ${face.label} ${pct(face.score)}`));
+      el("h2", {}, tracked ? `Person ${tag}: ${shown} ${pct(shownP)} (smoothed; this frame: ${face.label} ` +
+        `${pct(face.score)})` : `Face ${i + 1}: ${face.label} ${pct(face.score)}`));
     const classes = el("div", { class: "bars" });
     const sorted = Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]);
     for (const [name, p] of sorted) classes.append(bar(name, p, colorOf(name)));
@@ -120,17 +127,23 @@ function showPhoto(blob) {
   });
 }
 
-async function analyse(blob, name) {
-  $("overlay").replaceChildren();
-  $("faces").replaceChildren();
+async function analyse(blob, name, session = null) {
+  if (!session) {
+    $("overlay").replaceChildren();
+    $("faces").replaceChildren();
+  }
   if (blob.size > model.maxUploadMb * 1048576) {
     setStatus(`${name} is ${(blob.size / 1048576).toFixed(1)} MB: the limit is ${model.maxUploadMb} MB`, "error");
     return;
   }
-  setStatus(`analysing ${name}`, "busy");
-  const shown = showPhoto(blob).catch(() => null);
+  if (!session) setStatus(`analysing ${name}`, "busy");
+  const shownEarly = session ? null : showPhoto(blob).catch(() => null); // a photo shows while it is analysed
   const form = new FormData();
   form.append("file", blob, name);
+  if (session) {
+    form.append("session", session.session);
+    form.append("time_s", ((performance.now() - session.started) / 1000).toFixed(3));
+  }
   const started = performance.now();
   let response;
   let body;
@@ -141,7 +154,8 @@ async function analyse(blob, name) {
     setStatus(`request failed: ${err}`, "error");
     return;
   }
-  await shown;
+  if (session && live !== session) return; // live mode was stopped meanwhile
+  await (session ? showPhoto(blob).catch(() => null) : shownEarly); // a live frame shows with its answer
   const ms = Math.round(performance.now() - started);
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
@@ -154,6 +168,12 @@ async function analyse(blob, name) {
   }
   drawFaces(body);
   const n = body.faces.length;
+  if (session) {
+    const people = body.faces.map((f) => `#${f.face_id} ${f.smooth_label} ${pct(f.smooth_probabilities[f.smooth_label])}`);
+    setStatus(`live · ${n ? people.join(", ") : "no face"} · ${ms} ms per frame`);
+    document.body.dataset.state = "live";
+    return;
+  }
   const labels = body.faces.map((f) => `${f.label} ${pct(f.score)}`).join(", ");
   setStatus(n ? `${name}: ${n} face${n === 1 ? "" : "s"} (${labels}) · ${ms} ms` : `${name}: no face found · ${ms} ms`);
   document.body.dataset.state = "done";
@@ -176,16 +196,44 @@ async function startWebcam() {
   $("stage").hidden = true;
   $("webcam-start").hidden = true;
   $("webcam-snap").hidden = false;
+  $("webcam-live").hidden = false;
   $("webcam-stop").hidden = false;
-  setStatus("webcam on: take a snapshot");
+  setStatus("webcam on: take a snapshot, or go live (ids and smoothed expressions)");
+}
+
+function grab(video) {
+  const canvas = el("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+}
+
+async function startLive() {
+  const video = $("video");
+  if (!stream || !video.videoWidth) return;
+  const session = { session: `live-${Math.random().toString(36).slice(2, 12)}`, started: performance.now() };
+  live = session;
+  video.hidden = true;
+  $("webcam-live").hidden = true;
+  $("webcam-snap").hidden = true;
+  setStatus("live: waiting for the first frame", "busy");
+  while (live === session) { // one frame at a time: the next is sent when the answer is drawn
+    const blob = await grab(video);
+    if (!blob || live !== session) break;
+    await analyse(blob, "webcam.jpg", session);
+    await new Promise((resolve) => setTimeout(resolve, 40)); // never a tight loop, even when requests fail
+  }
 }
 
 function stopWebcam() {
+  live = null;
   if (stream) stream.getTracks().forEach((t) => t.stop());
   stream = null;
   $("video").hidden = true;
   $("webcam-start").hidden = false;
   $("webcam-snap").hidden = true;
+  $("webcam-live").hidden = true;
   $("webcam-stop").hidden = true;
 }
 
@@ -214,6 +262,7 @@ function init() {
   });
   $("webcam-start").addEventListener("click", startWebcam);
   $("webcam-snap").addEventListener("click", snapshot);
+  $("webcam-live").addEventListener("click", startLive);
   $("webcam-stop").addEventListener("click", () => { stopWebcam(); setStatus("webcam off"); });
   document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
   document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
