@@ -49,7 +49,7 @@ def test_window_search_finds_what_full_detection_finds():
     reports a box on its pyramid level's cell grid, and the coarser levels' grids do not line up with a window's
     corner: boxes shift by up to a cell there); every ``refresh``-th frame is full."""
     detector = DlibHOGDetector()
-    tracker = FrameTracker(detector, refresh=4)
+    tracker = FrameTracker(detector, refresh=4, flow_frames=0)
     for t, frame in enumerate(_frames(9)):
         faces, tried = tracker.detect_traced("clip", frame)
         full = detector.detect(frame)
@@ -62,10 +62,10 @@ def test_window_search_finds_what_full_detection_finds():
 
 @needs_dlib
 def test_new_face_is_found_at_the_next_refresh_and_a_lost_face_triggers_full_detection():
-    tracker = FrameTracker(DlibHOGDetector(), refresh=5)
+    tracker = FrameTracker(DlibHOGDetector(), refresh=5, flow_frames=0)
     counts = [len(tracker.detect_traced("clip", f)[0]) for f in _frames(8, second_from=2)]
     assert counts == [1, 1, 1, 1, 1, 2, 2, 2]  # the second head enters at frame 2, full detection at frame 5
-    tracker = FrameTracker(DlibHOGDetector(), refresh=50)
+    tracker = FrameTracker(DlibHOGDetector(), refresh=50, flow_frames=0)
     for t, frame in enumerate(_frames(5, first_until=2)):
         faces, tried = tracker.detect_traced("clip", frame)
         assert len(faces) == (1 if t <= 2 else 0), t
@@ -78,7 +78,7 @@ def test_new_face_is_found_at_the_next_refresh_and_a_lost_face_triggers_full_det
 @needs_dlib
 def test_a_new_video_and_refresh_1_use_full_detection():
     frames = _frames(3)
-    tracker = FrameTracker(DlibHOGDetector(), refresh=10)
+    tracker = FrameTracker(DlibHOGDetector(), refresh=10, flow_frames=0)
     tracker.detect_traced("a", frames[0])
     assert tracker.detect_traced("a", frames[1])[1][0].endswith(" window")
     assert not tracker.detect_traced("b", frames[2])[1][0].endswith(" window")
@@ -94,6 +94,29 @@ def test_search_windows_and_arguments():
     assert search_windows(faces, 100, 330, 1.0) == [(40, 40, 210, 100), (280, 24, 330, 90)]  # clipped
     touching = [Detection([100, 100, 160, 160]), Detection([170, 100, 230, 160])]
     assert search_windows(touching, 480, 640, 0.5) == [(64, 64, 260, 190)]  # overlapping windows are merged
-    for bad in ({"refresh": 0}, {"refresh": 2.5}, {"margin": 0}):
+    for bad in ({"refresh": 0}, {"refresh": 2.5}, {"margin": 0}, {"flow_frames": -1}):
         with pytest.raises(UsageError):
             FrameTracker(object(), **bad)
+
+
+@needs_dlib
+def test_optical_flow_follows_faces_between_window_searches():
+    """With the default ``flow_frames=1`` every other frame between full detections follows the faces by optical
+    flow: the same landmarks as a full detection within 2 px; a window search comes next. Overlapping faces are
+    never followed (the hidden one's points would go with the front one)."""
+    from pcnn_fer.faces.flow import follow_faces
+
+    detector = DlibHOGDetector()
+    tracker = FrameTracker(detector, refresh=6)
+    kinds = []
+    for frame in _frames(12):
+        faces, tried = tracker.detect_traced("clip", frame)
+        full = detector.detect(frame)
+        assert len(faces) == len(full) == 1
+        assert np.abs(faces[0].landmarks - full[0].landmarks).max() <= 2
+        assert iou(faces[0].box, full[0].box) >= 0.7
+        kinds.append("flow" if tried == ["optical flow"] else "window" if tried[0].endswith(" window") else "full")
+    assert kinds == ["full", "flow", "window", "flow", "window", "flow"] * 2
+    gray = np.zeros((200, 200), np.uint8)
+    overlapping = [Detection([10, 10, 110, 110], np.zeros((5, 2))), Detection([60, 10, 160, 110], np.zeros((5, 2)))]
+    assert follow_faces(gray, gray, overlapping) is None

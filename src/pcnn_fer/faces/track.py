@@ -4,8 +4,11 @@ Detection dominates the cost of a video frame (docs/faces.md), and between two a
 :class:`FrameTracker` therefore runs the full detector only on the first frame of a video, every ``refresh``-th
 analysed frame after it, and whenever the search below finds fewer faces than the previous frame had; in between it
 searches only windows around the previous frame's faces (each face's box grown by ``margin`` face sides on every
-side, overlapping windows merged) and maps what it finds back to frame pixels. A face that enters the picture away
-from the known ones is found at the next full detection, at most ``refresh - 1`` analysed frames late.
+side, overlapping windows merged; a window whose faces are larger than HOG needs is scaled down first) and maps what it
+finds back to frame pixels. After each window search, ``flow_frames`` frames follow the faces by optical flow instead
+(:mod:`pcnn_fer.faces.flow`; they fall back to the search whenever a face cannot be followed or two faces overlap).
+A face that enters the picture away from the known ones is found at the next full detection, at most
+``refresh - 1`` analysed frames late.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import numpy as np
 
 from ..errors import UsageError
 from .detect import Detection, FaceDetector, detect_traced
+from .flow import follow_faces
 
-__all__ = ["FrameTracker", "DEFAULT_REFRESH", "search_windows"]
+__all__ = ["FrameTracker", "DEFAULT_REFRESH", "DEFAULT_MARGIN", "DEFAULT_FLOW_FRAMES", "search_windows"]
 
 #: Full detection every this many analysed frames (``pcnn predict --detect-every``).
 DEFAULT_REFRESH = 10
+#: A window reaches this many face sides beyond the previous frame's face on every side.
+DEFAULT_MARGIN = 0.3
+#: Windows are scaled down so that the smallest face inside is about this many pixels (None: never scaled).
+WINDOW_FACE_SIDE = 100
+#: Frames followed by optical flow (:mod:`pcnn_fer.faces.flow`) after each window search (0: search every frame).
+DEFAULT_FLOW_FRAMES = 1
 #: A window covering more than this share of the frame is not worth it: the full detector runs instead.
 MAX_WINDOW_SHARE = 0.5
 #: Side of dlib's HOG cells in pixels.
@@ -48,6 +58,13 @@ def search_windows(faces: list[Detection], height: int, width: int,
                    min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))) for x1, y1, x2, y2 in windows)
 
 
+def _scaled(d: Detection, factor: float) -> Detection:
+    if factor == 1:
+        return d
+    marks = None if d.landmarks is None else d.landmarks * factor
+    return Detection(d.box * factor, marks, d.score, d.detector)
+
+
 def _shifted(d: Detection, dx: int, dy: int) -> Detection:
     offset = np.array([dx, dy], dtype=np.float64)
     marks = None if d.landmarks is None else d.landmarks + offset
@@ -62,34 +79,71 @@ class FrameTracker:
     :func:`~pcnn_fer.faces.detect.detect_traced` does, window searches as ``"dlib-hog 1x window"``.
     """
 
-    def __init__(self, detector: FaceDetector, refresh: int = DEFAULT_REFRESH, margin: float = 0.5) -> None:
+    def __init__(self, detector: FaceDetector, refresh: int = DEFAULT_REFRESH, margin: float = DEFAULT_MARGIN,
+                 face_side: float | None = WINDOW_FACE_SIDE, flow_frames: int = DEFAULT_FLOW_FRAMES) -> None:
         if not isinstance(refresh, int) or refresh < 1:
             raise UsageError(f"refresh must be a frame count >= 1, got {refresh!r}")
         if margin <= 0:
             raise UsageError(f"margin must be positive, got {margin!r}")
-        self.detector, self.refresh, self.margin = detector, refresh, float(margin)
+        if not isinstance(flow_frames, int) or flow_frames < 0:
+            raise UsageError(f"flow_frames must be a frame count >= 0, got {flow_frames!r}")
+        self.detector, self.refresh, self.margin, self.face_side = detector, refresh, float(margin), face_side
+        self.flow_frames = flow_frames
         self._video: object = None
         self._faces: list[Detection] = []
-        self._since_full = 0
+        self._since_full = self._since_search = 0
+        self._gray: np.ndarray | None = None
+
+    def _window(self, rgb: np.ndarray, window: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:
+        """The window's pixels and the factor they were scaled by: down so that the smallest previous face inside
+        is about :attr:`face_side` pixels (HOG's cost grows with the area it scans and it finds faces down to
+        about 80 px), never up."""
+        x1, y1, x2, y2 = window
+        crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+        inside = [min(f.width, f.height) for f in self._faces
+                  if x1 <= (f.box[0] + f.box[2]) / 2 <= x2 and y1 <= (f.box[1] + f.box[3]) / 2 <= y2]
+        if not self.face_side or not inside or min(inside) <= 1.25 * self.face_side:
+            return crop, 1.0
+        import cv2
+
+        scale = self.face_side / min(inside)
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), size[0] / crop.shape[1]
 
     def reset(self) -> None:
         """Forget the current video (the next frame gets a full detection)."""
-        self._video, self._faces, self._since_full = None, [], 0
+        self._video, self._faces, self._since_full, self._since_search, self._gray = None, [], 0, 0, None
 
     def detect_traced(self, video: object, rgb: np.ndarray) -> tuple[list[Detection], list[str]]:
         """Faces in frame ``rgb`` of ``video`` and what was run to find them (the slow fallbacks of still images are
         never run on video frames)."""
         h, w = rgb.shape[:2]
+        gray = None
+        same = video == self._video and self._faces and self._since_full + 1 < self.refresh
+        if self.flow_frames:
+            import cv2
+
+            gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+            if same and self._since_search < self.flow_frames and self._gray is not None \
+                    and self._gray.shape == gray.shape:
+                followed = follow_faces(self._gray, gray, self._faces)
+                if followed is not None:
+                    self._since_full += 1
+                    self._since_search += 1
+                    self._faces, self._gray = followed, gray
+                    return sorted(followed, key=lambda d: d.box[0]), ["optical flow"]
+        self._since_search, self._gray = 0, gray
         windows: list[tuple[int, int, int, int]] = []
-        if video == self._video and self._faces and self._since_full + 1 < self.refresh:
+        if same:
             windows = search_windows(self._faces, h, w, self.margin)
             if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in windows) > MAX_WINDOW_SHARE * h * w:
                 windows = []
         tried: list[str] = []
         found: list[Detection] = []
         for x1, y1, x2, y2 in windows:
-            more, more_tried = detect_traced(self.detector, np.ascontiguousarray(rgb[y1:y2, x1:x2]), thorough=False)
-            found += [_shifted(d, x1, y1) for d in more]
+            crop, scale = self._window(rgb, (x1, y1, x2, y2))
+            more, more_tried = detect_traced(self.detector, crop, thorough=False)
+            found += [_shifted(_scaled(d, 1 / scale), x1, y1) for d in more]
             tried += [f"{t} window" for t in more_tried if f"{t} window" not in tried]
         if windows and len(found) < len(self._faces):
             windows = []  # a face was lost (or left its window): look at the whole frame
