@@ -3,7 +3,8 @@
 Protocol (issue 35; the same for every row): 4000 FERPlus training faces (a seeded sample of the majority-rule
 faces) and all 3191 FER2013Valid faces (majority rule); each network's frozen features are z-scored with the
 training statistics, a ridge regression onto one-hot labels is fitted (its λ picked on 800 of the 4000 training
-faces, then refitted on all 4000) and the arg-max is scored on FER2013Valid. Features are cached in ``--cache``.
+faces, then refitted on all 4000) and the arg-max is scored on FER2013Valid. Features are cached in ``--cache``;
+``--train-faces`` / ``--valid-faces`` shrink the samples when CPU time is short (the report says so).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frozen_probe.py --root ../shared/data/ferplus \
         --cache /tmp/probe35 [--faceres-dir DIR]
@@ -16,6 +17,7 @@ average-pooled (1024-d) and pooled to 3×3 (9216-d), and its 128-d descriptor; d
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -79,7 +81,7 @@ def dlib_features(images: torch.Tensor, batch: int = 32) -> dict[str, np.ndarray
 
 def ridge_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray,
                    classes: int) -> tuple[float, float]:
-    """(test accuracy, λ) of a ridge probe, λ chosen on the last 800 training rows."""
+    """(test accuracy, λ) of a ridge probe, λ chosen on the last fifth of the training rows (800 of 4000)."""
     mean, std = train.mean(0), train.std(0) + 1e-6
     a, b = (train - mean) / std, (test - mean) / std
     targets = np.eye(classes)[y_train] * 2 - 1
@@ -93,7 +95,7 @@ def ridge_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_t
     def score(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         return float(((np.hstack([x, np.ones((len(x), 1))]) @ w).argmax(1) == y).mean())
 
-    fit_rows = len(a) - 800
+    fit_rows = len(a) - len(a) // 5
     best = max(LAMBDAS, key=lambda lam: score(fit(a[:fit_rows], targets[:fit_rows], lam), a[fit_rows:],
                                               y_train[fit_rows:]))
     return score(fit(a, targets, best), b, y_test), best
@@ -105,11 +107,15 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="FERPlus root (FER2013Train/, FER2013Valid/)")
     parser.add_argument("--cache", type=Path, required=True, help="folder for the extracted features")
     parser.add_argument("--only", nargs="*", default=["raw", "sface", "dlib"], help="feature families")
+    parser.add_argument("--extract-only", choices=["train", "valid"], help="only extract (and cache) this split's "
+                        "features, e.g. in a second process beside a running probe")
+    parser.add_argument("--train-faces", type=int, default=TRAIN_FACES, help="training faces (seeded sample)")
+    parser.add_argument("--valid-faces", type=int, default=0, help="FER2013Valid faces (seeded sample; 0 = all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     args.cache.mkdir(parents=True, exist_ok=True)
-    train, y_train = faces(args.root, "train", TRAIN_FACES)
-    valid, y_valid = faces(args.root, "valid", None)
+    train, y_train = faces(args.root, "train", args.train_faces)
+    valid, y_valid = faces(args.root, "valid", args.valid_faces or None)
     classes = int(max(y_train.max(), y_valid.max())) + 1
     print(f"{len(train)} training faces, {len(valid)} FER2013Valid faces, {classes} classes", flush=True)
     extractors = {"raw": lambda im: {"raw_pixels": im.float().flatten(1).numpy() / 255},
@@ -118,11 +124,17 @@ def main() -> None:
         start = time.time()
         feats = {}
         for split, images in (("train", train), ("valid", valid)):
+            if args.extract_only not in (None, split):
+                continue
             path = args.cache / f"{family}_{split}.npz"
-            if not path.exists():
-                np.savez(path, **extractors[family](images))
+            if not path.exists():  # written whole, then renamed: a second process may read the cache
+                np.savez(path.with_suffix(".tmp.npz"), **extractors[family](images))
+                os.replace(path.with_suffix(".tmp.npz"), path)
             feats[split] = dict(np.load(path))
         took = time.time() - start
+        if args.extract_only:
+            print(f"{family} {args.extract_only}: features cached in {took:.0f} s", flush=True)
+            continue
         for name in feats["train"]:
             acc, lam = ridge_accuracy(feats["train"][name], y_train, feats["valid"][name], y_valid, classes)
             print(f"{name:<18} {feats['train'][name].shape[1]:>6}-d  FER2013Valid {100 * acc:6.2f} %  (λ {lam:g}; "
