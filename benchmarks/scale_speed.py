@@ -7,8 +7,9 @@ Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
 * **folder, in-process** – ``Recognizer.predict_stream`` over the face folder with ``--no-detect`` (decode, align,
   classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off;
 * **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
-  local engine with ``--save-csv`` against ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per
-  CPU), on the faces with ``--no-detect`` and on the photos with detection. Each Ray run's Parquet rows are checked
+  the local engine with ``--save-csv`` in one process (``--workers 1``) and with one worker process per CPU, against
+  ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per CPU), on the faces with ``--no-detect``
+  and on the photos with detection. Each Ray run's Parquet rows are checked
   against the local run's CSV (same faces and labels, probabilities within 1e-4).
 
     python benchmarks/scale_speed.py --faces ../shared/data/ferplus/FER2013Valid --count 1000 \\
@@ -118,7 +119,9 @@ def main() -> None:
         if args.skip_cli:
             return
         jobs = {"faces": [str(faces), "--no-detect"], "photos": [str(photos)]}
-        variants = {"local": ["--save-csv"], "ray, 1 actor": ["--engine", "ray", "--actors", "1", "--save-parquet"],
+        variants = {"local": ["--save-csv", "--workers", "1"],
+                    "local, 1 worker per CPU": ["--save-csv", "--workers", str(args.threads)],
+                    "ray, 1 actor": ["--engine", "ray", "--actors", "1", "--save-parquet"],
                     "ray, 1 actor per CPU": ["--engine", "ray", "--save-parquet"]}
         walls: dict[tuple[str, str], list[float]] = {}
         worst = 0.0
@@ -127,7 +130,7 @@ def main() -> None:
                 for name, flags in variants.items():
                     out = Path(tmp) / f"{job}-{name.replace(' ', '_')}"
                     walls.setdefault((job, name), []).append(cli_wall([*sources, *flags], out))
-                    if name != "local":
+                    if name.startswith("ray"):
                         worst = max(worst, same_rows(Path(tmp) / f"{job}-local", out))
         print(f"\nCLI wall seconds (median of {args.rounds}; start-up included); max |Δp| Ray vs local {worst:.1e}")
         for job in jobs:

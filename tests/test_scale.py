@@ -243,3 +243,76 @@ def test_parquet_rows_keep_undecodable_names_and_publish_only_complete_files(tmp
     dropped = ParquetRows(tmp_path / "q.parquet", ["source"])
     dropped.add([["a"]])
     assert dropped.close(complete=False) is None and list(tmp_path.iterdir()) == [tmp_path / "p.parquet"]
+
+
+def test_auto_workers_need_enough_stills():
+    from pcnn_fer.faces.sources import Source
+    from pcnn_fer.faces.workers import AUTO_BATCHES_PER_CORE, auto_workers
+
+    photos = [Source("image", f"{i}.jpg") for i in range(AUTO_BATCHES_PER_CORE * 2)]
+    assert auto_workers(photos, detects=True, batch_size=32, cores=2) == 2
+    assert auto_workers(photos[:-1], detects=True, batch_size=32, cores=2) == 1
+    assert auto_workers(photos, detects=False, batch_size=32, cores=2) == 1  # 8 faces are one batch
+    assert auto_workers(photos, detects=True, batch_size=32, cores=1) == 1
+    assert auto_workers([*photos, Source("video", "v.mp4")], detects=True, batch_size=32, cores=2) == 1
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_files(checkpoint, tmp_path, run_cli):
+    _faces(tmp_path / "faces", 30)
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"faces/f{i:04d}.png\n" for i in range(30)) + "gone.png\n")
+    common = [tmp_path / "list.csv", "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4", "--save-csv",
+              "--save-jsonl", "--no-annotate", "--quiet"]
+    assert _predict(run_cli, *common, "--out", tmp_path / "one", "--workers", "1")[0] == 0
+    assert _predict(run_cli, *common, "--out", tmp_path / "two", "--workers", "2")[0] == 0
+    for name in ("predictions.csv", "predictions.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    for bad, why in (("0", "at least 1"), ("many", "a number or auto")):
+        code, _, err = _predict(run_cli, *common, "--out", tmp_path / "bad", "--workers", bad)
+        assert code == 1 and f"--workers must be {why}" in err
+
+
+def _children(pid: int) -> list[int]:
+    """Descendants of ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, q in parents.items() if q in frontier} - found
+        found |= frontier
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker to kill through /proc")
+def test_a_killed_worker_stops_the_job_in_one_line_and_resume_finishes_it(checkpoint, tmp_path, pcnn_popen,
+                                                                           pcnn_subprocess):
+    import subprocess
+
+    folder = _faces(tmp_path / "faces", 400)
+    common = ["predict", folder, "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4", "--save-csv",
+              "--save-jsonl", "--no-annotate", "--quiet", "--backend", "torch"]
+    assert pcnn_subprocess([*common, "--out", tmp_path / "whole", "--workers", "1"], timeout=600).returncode == 0
+    out = tmp_path / "killed"
+    proc = pcnn_popen([*common, "--out", out, "--workers", "2"], stderr=subprocess.PIPE, text=True)
+    jsonl, killed = out / "predictions.jsonl", False
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not killed:
+        workers = [p for p in _children(proc.pid) if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        if len(workers) >= 2 and jsonl.is_file() and jsonl.read_bytes().count(b"\n") >= 8:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert killed, "the job ended before a worker was killed"
+    assert proc.returncode == 1 and err.strip().splitlines()[-1].startswith("pcnn predict: error: a worker process")
+    assert not (out / "predictions.csv").exists()  # nothing half-written is published
+    resumed = pcnn_subprocess([*common, "--out", out, "--workers", "2", "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("predictions.csv", "predictions.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()

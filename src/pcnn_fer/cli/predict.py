@@ -67,6 +67,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no per-input lines; the closing summary line stays (progress bars "
                         "are shown only when stderr is a terminal)")
+    p.add_argument("--workers", default="auto", metavar="N|auto",
+                   help="local engine: worker processes that decode, detect and classify (each holds the model, one "
+                        "thread each); auto (default): one per core for jobs of enough photos or faces, else the "
+                        "main process alone")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this process (default); ray: Ray Data stages (decode tasks, then an actor pool "
                         "holding the model) on a local Ray or the cluster of --ray-address (the scale extra)")

@@ -54,6 +54,7 @@ def run_predict(args: argparse.Namespace) -> int:
         require_ray()
     elif args.ray_address or args.actors:
         raise UsageError("--ray-address and --actors apply to --engine ray")
+    workers = _workers_flag(getattr(args, "workers", "1"))
     if args.save_parquet:
         from .parquet import require_pyarrow
 
@@ -108,6 +109,15 @@ def run_predict(args: argparse.Namespace) -> int:
             stop_ray = connect(options)
             stream = ray_predict_stream(sources[start:], spec, recognizer.classes, options, every=args.every,
                                         max_frames=args.max_frames, tracking=tracking)
+        elif (count := _worker_count(workers, sources[start:], spec)) > 1:
+            from .workers import pool_predict_stream
+
+            if annotator is not None and any(s.kind not in ("image", "missing") for s in sources[start:]):
+                raise UsageError("annotated videos are drawn by the main process: use --workers 1 (or --no-annotate)")
+
+            report.line(f"{count} worker processes", err=True)
+            stream = pool_predict_stream(sources[start:], spec, recognizer.classes, count, every=args.every,
+                                         max_frames=args.max_frames, tracking=tracking)
         else:
             stream = ((r.to_dict(), r) for r in recognizer.track_stream(sources[start:], every=args.every,
                                                                       max_frames=args.max_frames, config=tracking))
@@ -118,7 +128,7 @@ def run_predict(args: argparse.Namespace) -> int:
             if files is not None:
                 files.add(record)
             if annotator is not None:
-                annotator.add(_with_image(result, args.max_pixels) if ray_engine else result)
+                annotator.add(result if result.image is not None else _with_image(result, args.max_pixels))
             report.add(result)
         complete = True
     finally:
@@ -146,9 +156,33 @@ def _check_kept_classes(kept: list[dict[str, Any]], out: Path | None, classes: A
             raise UsageError(f"{out / outputs.JSONL_NAME}:{number}: {e}; remove the file or drop --resume") from None
 
 
+def _workers_flag(text: str) -> int | None:
+    """``--workers``: a count of at least 1, or None for auto."""
+    if str(text) == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise UsageError(f"--workers must be a number or auto, got {text!r}") from None
+    if count < 1:
+        raise UsageError(f"--workers must be at least 1, got {count}")
+    return count
+
+
+def _worker_count(workers: int | None, sources: list, spec: RecognizerSpec) -> int:
+    """The worker processes of a local job (``--workers``; auto: :func:`~pcnn_fer.faces.workers.auto_workers`)."""
+    if workers is not None:
+        return workers
+    from ..engine.cores import usable_cpus
+    from .workers import auto_workers
+
+    return auto_workers(sources, spec.detector != "none", spec.batch_size, len(usable_cpus()))
+
+
 def _with_image(result: Any, max_pixels: int) -> Any:
-    """A Ray engine result of a still image with its image decoded again here, for the annotated copy (the workers
-    send records, not pixels); video frames stay without (annotated videos are the local engine's)."""
+    """A worker's result of a still image (Ray actors and pool processes send records, not pixels) with its image
+    decoded again here, for the annotated copy; video frames stay without (annotated videos need the main
+    process: --workers 1)."""
     if result.frame is None and result.skipped is None and result.origin is not None:
         try:
             result.image = load_image(result.origin.location, max_pixels=max_pixels)

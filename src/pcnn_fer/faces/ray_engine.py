@@ -24,25 +24,21 @@ Ray is optional (the ``scale`` extra): nothing here imports it before :func:`req
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import pickle
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..errors import PCNNError, UsageError
-from .imageio import ImageLoadError, load_image
-from .recognizer import Face, Prediction
-from .sources import Frame, Source
+from .recognizer import Prediction
+from .sources import Source
 from .spec import RecognizerSpec
-from .stream import STILL_KINDS, frames_per_chunk
+from .stream import frames_per_chunk
 from .tracking import TrackingConfig
+from .workers import BatchRecognizer, decode_row, prediction_of, source_row
 
 #: A model actor that dies is restarted, and its batch retried, this many times before the job fails (a batch that
 #: kills its worker every time must not loop forever).
@@ -106,92 +102,6 @@ def pool_size(options: RayOptions, spec: RecognizerSpec) -> tuple[int, float, fl
     return actors, min(1.0, cpus / actors), 0.0
 
 
-def source_row(index: int, source: Source) -> dict[str, Any]:
-    """The Ray Data row of an input: its index and the fields of its :class:`Source`."""
-    return {"index": index, "kind": source.kind, "location": source.location, "root": source.root or "",
-            "reason": source.reason or ""}
-
-
-def row_source(row: dict[str, Any]) -> Source:
-    """The :class:`Source` of a :func:`source_row`."""
-    return Source(str(row["kind"]), str(row["location"]), str(row["root"]) or None, str(row["reason"]) or None)
-
-
-def decode_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
-    """Stage 1: a still image's pixels (raw RGB bytes and shape) or the reason it is skipped; videos pass on."""
-    out = dict(row, pixels=b"", height=0, width=0, skipped="")
-    if row["kind"] == "missing":
-        out["skipped"] = row["reason"] or "unusable source"
-    elif row["kind"] == "image":
-        try:
-            rgb = load_image(str(row["location"]), max_pixels=max_pixels)
-            out.update(pixels=rgb.tobytes(), height=rgb.shape[0], width=rgb.shape[1])
-        except ImageLoadError as e:
-            out["skipped"] = e.reason
-    return out
-
-
-def result_row(index: int, result: Prediction, people: bool = False) -> dict[str, Any]:
-    """What an actor sends back for one result: the record the local engine writes, what the report needs and, with
-    ``people`` (a video's last frame), the video's people summary (pickled)."""
-    meta = {"tried": list(result.tried), "detectors": [f.detector for f in result], "fps": result.fps,
-            "time_s": result.time_s}
-    summary = pickle.dumps(result.people) if people and result.people is not None else b""
-    return {"index": index, "record": json.dumps(result.to_dict()), "meta": json.dumps(meta), "people": summary}
-
-
-class RecognizeActor:
-    """Stage 2, a Ray Data actor: detect → align → classify the decoded images of a batch (videos whole)."""
-
-    def __init__(self, spec: RecognizerSpec, every: int, max_frames: int | None,
-                 tracking: TrackingConfig | None = None) -> None:
-        self.recognizer = spec.build(threads=1)
-        self.every, self.max_frames, self.tracking = every, max_frames, tracking or TrackingConfig()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        """Rows of decoded inputs → rows of :func:`result_row`, in input order."""
-        rows = [{k: batch[k][j] for k in batch} for j in range(len(batch["index"]))]
-        out: list[dict[str, Any]] = []
-        stills: list[tuple[int, Frame]] = []
-        for row in rows:
-            source = row_source(row)
-            if source.kind in STILL_KINDS:
-                image = None
-                if not row["skipped"]:
-                    image = np.frombuffer(row["pixels"], np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
-                stills.append((int(row["index"]), Frame(source, None, image, str(row["skipped"]) or None)))
-                continue
-            out.extend(self._stills(stills))
-            stills = []
-            results = list(self.recognizer.track_stream([source], every=self.every, max_frames=self.max_frames,
-                                                        config=self.tracking))
-            out.extend(result_row(int(row["index"]), r, people=k == len(results) - 1) for k, r in enumerate(results))
-        out.extend(self._stills(stills))
-        return {key: [r[key] for r in out] for key in ("index", "record", "meta", "people")}
-
-    def _stills(self, stills: list[tuple[int, Frame]]) -> list[dict[str, Any]]:
-        if not stills:
-            return []
-        results = self.recognizer.predict_frames([f for _, f in stills])
-        return [result_row(i, r) for (i, _), r in zip(stills, results, strict=True)]
-
-
-def prediction_of(row: dict[str, Any], origin: Source, classes: Sequence[str]) -> tuple[dict[str, Any], Prediction]:
-    """The record an actor sent and a :class:`Prediction` rebuilt from it for the report (no image)."""
-    record, meta = json.loads(row["record"]), json.loads(row["meta"])
-    faces = [Face(box=np.asarray(f["box"]), landmarks=None if f["landmarks"] is None else np.asarray(f["landmarks"]),
-                  label=f["label"], score=f["score"], probabilities=f["probabilities"], regions=f["regions"],
-                  detection_score=f["detection_score"], detector=d, face_id=f.get("face_id"),
-                  smooth_label=f.get("smooth_label"), smooth_probabilities=f.get("smooth_probabilities"))
-             for f, d in zip(record["faces"], meta["detectors"], strict=True)]
-    result = Prediction(faces, source=record["source"], frame=record["frame"], skipped=record["skipped"],
-                        classes=classes, tried=meta["tried"], origin=origin, fps=meta["fps"])
-    result.time_s = meta.get("time_s")
-    if row.get("people"):
-        result.people = pickle.loads(row["people"])  # noqa: S301 - sent by this job's own actors
-    return record, result
-
-
 def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes: Sequence[str], options: RayOptions,
                        every: int = 1, max_frames: int | None = None,
                        tracking: TrackingConfig | None = None) -> Iterator[tuple[dict[str, Any], Prediction]]:
@@ -214,7 +124,7 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
         # Decoding reserves no CPU (the actors hold every CPU and wait on it), at most one decode task per actor.
         dataset = dataset.map(decode_row, fn_kwargs={"max_pixels": spec.max_pixels}, num_cpus=0,
                               compute=ray.data.TaskPoolStrategy(size=actors))
-        dataset = dataset.map_batches(RecognizeActor, fn_constructor_kwargs={"spec": spec, "every": every,
+        dataset = dataset.map_batches(BatchRecognizer, fn_constructor_kwargs={"spec": spec, "every": every,
                                                                              "max_frames": max_frames,
                                                                              "tracking": tracking},
                                       batch_size=per_batch, batch_format="numpy",
@@ -228,5 +138,4 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
             raise RayJobError(f"the Ray job failed: {type(e).__name__}: {first[0] if first else ''}"[:400]) from None
 
 
-__all__ = ["RayJobError", "RayOptions", "RecognizeActor", "connect", "decode_row", "pool_size", "prediction_of",
-           "ray_predict_stream", "require_ray", "result_row"]
+__all__ = ["RayJobError", "RayOptions", "connect", "pool_size", "ray_predict_stream", "require_ray"]
