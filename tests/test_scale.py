@@ -303,7 +303,7 @@ def test_a_killed_worker_stops_the_job_in_one_line_and_resume_finishes_it(checkp
     jsonl, killed = out / "predictions.jsonl", False
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline and not killed:
-        workers = [p for p in _children(proc.pid) if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
         if len(workers) >= 2 and jsonl.is_file() and jsonl.read_bytes().count(b"\n") >= 8:
             os.kill(workers[0], signal.SIGKILL)
             killed = True

@@ -83,7 +83,8 @@ def run_predict(args: argparse.Namespace) -> int:
         count, start = outputs.resume_point(sources, [r["source"] for _, r in done],
                                             frames_per_chunk(not args.no_detect, args.batch_size))
         keep_bytes, kept = (done[count - 1][0] if count else 0), [r for _, r in done[:count]]
-    backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads)
+    # onnxruntime's spinning workers would take the cores from the decode-ahead thread (and from other jobs)
+    backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads, spinning=False)
     recognizer = spec.build(backend)  # with --engine ray: checks the model and warms the export cache here
     _check_kept_classes(kept, out, recognizer.classes)
     if people is not None:
