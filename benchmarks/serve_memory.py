@@ -60,8 +60,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    """``pcnn serve`` on a free loopback port; returns the process and its base URL once /health answers."""
+def start_server(checkpoint: str, extra: list[str], timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """``pcnn serve`` on a free loopback port; returns the process and its base URL once /health answers (within
+    ``timeout`` seconds)."""
     import httpx
 
     port = free_port()
@@ -69,7 +70,7 @@ def start_server(checkpoint: str, extra: list[str]) -> tuple[subprocess.Popen, s
                "--log-level", "warning", *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"pcnn serve exited with {process.returncode}: {process.stdout.read()}")
@@ -79,7 +80,7 @@ def start_server(checkpoint: str, extra: list[str]) -> tuple[subprocess.Popen, s
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("pcnn serve did not answer within 120 s")
+    raise SystemExit(f"pcnn serve did not answer within {timeout:g} s")
 
 
 def measure(url: str, pid: int, data: bytes, uploads: int, warmup: bytes, rounds: int = 1) -> dict:
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="bursts of uploads, one after the other")
     p.add_argument("--checkpoint", default="default", help="model of the server (default: bundled)")
     p.add_argument("--serve-args", default="", help="extra pcnn serve options, e.g. \"--max-decodes 2\"")
+    p.add_argument("--start-timeout", type=float, default=120, help="seconds the server may take to start")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
     if not Path("/proc/self/status").is_file():
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tempfile.mkdtemp(prefix="pcnn-mem-"))
         checkpoint = str(save_model(create_model("tiny", num_classes=8), folder / "tiny.safetensors"))
     data = flat_png(args.size, args.mode)
-    process, url = start_server(checkpoint, shlex.split(args.serve_args))
+    process, url = start_server(checkpoint, shlex.split(args.serve_args), args.start_timeout)
     try:
         report = measure(url, process.pid, data, args.uploads, (ASSETS / "astronaut.png").read_bytes(), args.rounds)
     finally:

@@ -194,6 +194,18 @@ def test_a_tensor_with_a_negative_or_huge_count_is_refused_not_a_hang(shape, mes
         parse_dlib_network(crafted)
 
 
+@pytest.mark.timeout(300)
+def test_train_init_with_the_crafted_file_is_one_line(make_image_folder, tmp_path, run_cli):
+    """The hang reached from the command line: ``pcnn train --init FILE.dat``."""
+    crafted = tmp_path / "crafted.dat"
+    crafted.write_bytes(_dlib_header() + _dlib_int(5) + b"con_4" + _dlib_int(2)
+                        + b"".join(map(_dlib_int, (1, -8, 1, 1))) + b"\0" * 64)
+    root = make_image_folder(tmp_path / "faces", per_class=2)
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--model", "dlib",
+                            "--input-size", "48", "--init", crafted, "--no-progress", "--out", tmp_path / "run"])
+    assert code == 1 and "crafted.dat: byte " in err and "negative size" in err and "Traceback" not in err, err
+
+
 def test_a_negative_byte_count_never_moves_the_reader_back():
     from pcnn_fer.dlib_weights import _Stream
 

@@ -293,7 +293,8 @@ def test_a_flat_16_bit_64_mp_png_keeps_the_default_server_under_its_budget(check
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_memory.py"
     proc = subprocess.run([sys.executable, str(bench), "--mode", "I;16", "--uploads", "1", "--rounds", "2",
-                           "--checkpoint", str(checkpoint), "--json"], capture_output=True, text=True, timeout=900,
+                           "--checkpoint", str(checkpoint), "--start-timeout", "600", "--json"], capture_output=True,
+                          text=True, timeout=1500,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     import json
