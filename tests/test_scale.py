@@ -316,3 +316,30 @@ def test_a_killed_worker_stops_the_job_in_one_line_and_resume_finishes_it(checkp
     assert resumed.returncode == 0, resumed.stderr
     for name in ("predictions.csv", "predictions.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_workers_end_with_a_killed_job(checkpoint, tmp_path, pcnn_popen):
+    import subprocess
+
+    folder = _faces(tmp_path / "faces", 400)
+    proc = pcnn_popen(["predict", folder, "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4",
+                       "--save-jsonl", "--out", tmp_path / "out", "--workers", "2", "--quiet", "--backend", "torch"],
+                      stderr=subprocess.DEVNULL)
+    jsonl, workers, deadline = tmp_path / "out" / "predictions.jsonl", [], time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        if len(workers) >= 2 and jsonl.is_file() and jsonl.read_bytes().count(b"\n") >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) >= 2, "the job ended before it was killed"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "worker processes outlived the killed job"

@@ -7,7 +7,10 @@ rebuilds a :class:`~pcnn_fer.faces.recognizer.Prediction` for its report (:func:
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -119,9 +122,19 @@ class WorkerError(PCNNError, RuntimeError):
 _WORKER: BatchRecognizer | None = None
 
 
-def _start_worker(spec: RecognizerSpec, every: int, max_frames: int | None, tracking: TrackingConfig | None) -> None:
+def _start_worker(spec: RecognizerSpec, every: int, max_frames: int | None, tracking: TrackingConfig | None,
+                  parent: int) -> None:
     global _WORKER
+    threading.Thread(target=_exit_with, args=(parent,), name="pcnn-parent-watch", daemon=True).start()
     _WORKER = BatchRecognizer(spec, every, max_frames, tracking)
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the process that started it is gone (``kill -9`` of the job): no orphan keeps a model
+    in memory."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _work(rows: list[dict[str, Any]], max_pixels: int) -> dict[str, list[Any]]:
@@ -157,7 +170,7 @@ def pool_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes
     tasks = [[source_row(i, sources[i]) for i in range(a, b)] for a, b in zip(starts, starts[1:]) if b > a]
     context = get_context("spawn")  # the parent holds threads (decode-ahead, onnxruntime): never fork it
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(spec, every, max_frames, tracking))
+                               initargs=(spec, every, max_frames, tracking, os.getpid()))
     pending: list[Future] = []
     try:
         for task in tasks:  # at most two tasks per worker in flight: memory stays flat
