@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..models.pcnn import PCNNConfig
 
 #: Bump when the exported graph, its metadata or the cache key change, so that stale cache entries are not reused.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def _model_digest(model: Any) -> str:
@@ -108,28 +108,44 @@ class OnnxClassifier:
         self.config: PCNNConfig = meta["config"]
         note_calibration(self.config, checkpoint)
         self.session = ort_session(path, threads=threads, device=device, spinning=spinning)
+        self.output_names = [o.name for o in self.session.get_outputs()]  # older exports: the three logits only
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
 
-    def logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(global_logits, local_logits, region_logits)`` of a normalised float32 NCHW batch."""
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The outputs ``names`` for a normalised float32 NCHW batch (one face at a time for a batch-1 export)."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
                 raise UsageError(f"{self.path} takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
-            parts = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i:i + 1]}) for i in range(x.shape[0])]
+            parts = [self.session.run(names, {INPUT_NAME: x[i:i + 1]}) for i in range(x.shape[0])]
             if not parts:
                 c, r = self.config.num_classes, 5
-                return np.zeros((0, c), np.float32), np.zeros((0, c), np.float32), np.zeros((0, r, c), np.float32)
-            return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
-        g, loc, r = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+                empty = {"global_logits": (0, c), "local_logits": (0, c), "region_logits": (0, r, c),
+                         "occlusion": (0, r), "probabilities": (0, c)}
+                return [np.zeros(empty[n], np.float32) for n in names]
+            return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
+        return list(self.session.run(names, {INPUT_NAME: x}))
+
+    def logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(global_logits, local_logits, region_logits)`` of a normalised float32 NCHW batch."""
+        g, loc, r = self._run(batch, list(OUTPUT_NAMES[:3]))
         return g, loc, r
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray | None]:
+        """``probs`` (N, C) after the model's calibration, ``region_probs`` (N, 5, C) and ``occlusion`` (N, 5, or
+        None for a model without occlusion heads) of a normalised float32 NCHW batch."""
+        has_occlusion = "occlusion" in self.output_names and self.config.occlusion_hidden > 0
+        names = [*OUTPUT_NAMES[:3], *(["occlusion"] if has_occlusion else [])]
+        global_logits, _, region_logits, *rest = self._run(batch, names)
+        return {"probs": _softmax(calibrate_logits(global_logits, self.config.calibration), 1),
+                "region_probs": _softmax(region_logits, 2), "occlusion": rest[0] if rest else None}
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (N, C), after the model's calibration, and region probabilities (N, 5, C) of a
         normalised float32 NCHW batch."""
-        global_logits, _, region_logits = self.logits(batch)
-        return _softmax(calibrate_logits(global_logits, self.config.calibration), 1), _softmax(region_logits, 2)
+        out = self.outputs(batch)
+        return out["probs"], out["region_probs"]
 
 
 __all__ = ["OnnxClassifier", "cached_export", "export_cache_key", "CACHE_FORMAT"]

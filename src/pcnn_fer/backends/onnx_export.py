@@ -9,8 +9,10 @@
 * Weights are embedded (no ``.onnx.data`` side file). The model's ``metadata_props`` hold the classes, input size,
   mean/std, crop fractions, regions and the full :class:`~pcnn_fer.models.pcnn.PCNNConfig` as JSON, so an
   ``.onnx`` file is usable on its own (:func:`read_metadata`, :class:`pcnn_fer.backends.onnx_backend.OnnxClassifier`).
-* One input ``input`` (float32 N×3×S×S, normalised with the model's mean/std), three outputs ``global_logits``
-  (N, C), ``local_logits`` (N, C) and ``region_logits`` (N, 5, C) – the same as ``PCNN.forward(x, True)``.
+* One input ``input`` (float32 N×3×S×S, normalised with the model's mean/std), five outputs ``global_logits``
+  (N, C), ``local_logits`` (N, C) and ``region_logits`` (N, 5, C) – the same as ``PCNN.forward(x, True)`` –,
+  ``occlusion`` (N, 5: the regions' occlusion probabilities, NaN for a model without occlusion heads) and
+  ``probabilities`` (N, C: the softmax of the global logits after the model's calibration, ``config.calibration``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..errors import PCNNError, UsageError
 from ..fileio import publish
 
 INPUT_NAME = "input"
-OUTPUT_NAMES: tuple[str, str, str] = ("global_logits", "local_logits", "region_logits")
+OUTPUT_NAMES: tuple[str, ...] = ("global_logits", "local_logits", "region_logits", "occlusion", "probabilities")
 #: metadata_props key holding the full PCNN config as JSON.
 CONFIG_KEY = "pcnn_config"
 
@@ -72,15 +74,27 @@ class ExportResult:
 
 
 class LogitsModule(torch.nn.Module):
-    """Wraps a PCNN (or its inference form) so that ``forward(input)`` returns the three logit tensors."""
+    """Wraps a PCNN (or its inference form) so that ``forward(input)`` returns :data:`OUTPUT_NAMES`: the three
+    logit tensors, the (N, 5) region occlusion probabilities (NaN without occlusion heads) and the class
+    probabilities after the model's calibration."""
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
-    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: A002
-        """``(global_logits, local_logits, region_logits)`` of a normalised NCHW batch."""
-        return self.inner(input, return_regions=True)
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002
+        """The outputs of :data:`OUTPUT_NAMES` for a normalised NCHW batch."""
+        return model_outputs(self.inner, input)
+
+
+def model_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(global_logits, local_logits, region_logits, occlusion, probabilities)`` of a PCNN (or its inference
+    form): what the exported graph computes."""
+    from ..models.calibration import calibrate_logits
+
+    global_logits, local_logits, region_logits, occlusion = model(x, return_regions=True, return_occlusion=True)
+    probabilities = torch.softmax(calibrate_logits(global_logits.float(), model.config.calibration), 1)
+    return global_logits, local_logits, region_logits, occlusion, probabilities
 
 
 def onnx_metadata(config: Any, graph: str, dynamic_batch: bool, opset: int) -> dict[str, str]:
@@ -224,12 +238,14 @@ def check_parity(path: str | Path, model: Any, batch_sizes: tuple[int, ...] = (1
     for n in batch_sizes:
         x = torch.randn(n, 3, size, size, generator=generator)
         with torch.inference_mode():
-            expected = [t.float().numpy() for t in model(x, return_regions=True)]
+            expected = [t.float().numpy() for t in model_outputs(model, x)]
         got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
         for name, a, b in zip(OUTPUT_NAMES, got, expected):
             if a.shape != b.shape:
                 raise ExportError(f"{name}: onnxruntime gives shape {a.shape}, PyTorch {b.shape}")
-            diffs[name] = max(diffs[name], float(np.abs(a - b).max()))
+            if not np.array_equal(np.isnan(a), np.isnan(b)):
+                raise ExportError(f"{name}: onnxruntime and PyTorch disagree on which values are NaN")
+            diffs[name] = max(diffs[name], float(np.nan_to_num(np.abs(a - b)).max()))
     return diffs
 
 

@@ -33,14 +33,21 @@ class TorchClassifier:
             model = optimize_for_inference(model)  # BN folded, eye/cheek trunks paired: same outputs, faster
         self.model = model.to(self.device).eval()
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class and region probabilities of a normalised float32 NCHW batch."""
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray | None]:
+        """``probs`` (N, C) after the model's calibration, ``region_probs`` (N, 5, C) and ``occlusion`` (N, 5, or
+        None for a model without occlusion heads) of a normalised float32 NCHW batch."""
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            global_logits, _, region_logits = self.model(x, return_regions=True)
+            global_logits, _, region_logits, occlusion = self.model(x, return_regions=True, return_occlusion=True)
             probs = torch.softmax(calibrate_logits(global_logits.float(), self.config.calibration), 1).cpu().numpy()
             region_probs = torch.softmax(region_logits.float(), 2).cpu().numpy()
-        return probs, region_probs
+        return {"probs": probs, "region_probs": region_probs,
+                "occlusion": occlusion.float().cpu().numpy() if self.config.occlusion_hidden else None}
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class and region probabilities of a normalised float32 NCHW batch."""
+        out = self.outputs(batch)
+        return out["probs"], out["region_probs"]
 
 
 __all__ = ["TorchClassifier"]

@@ -1,4 +1,4 @@
-"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, calibrate, cv, export, serve,
+"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, calibrate, occlusion, cv, export, serve,
 robustness).
 
 Each verb's parser is in its own module of this package (:mod:`.bench`, :mod:`.data`, ...); a verb's handler imports
@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pcnn_fer.cli.train", "add_parser"),
     ("pcnn_fer.cli.evaluate", "add_parser"),
     ("pcnn_fer.cli.calibrate", "add_parser"),
+    ("pcnn_fer.cli.occlusion", "add_parser"),
     ("pcnn_fer.cli.cv", "add_parser"),
     ("pcnn_fer.cli.robustness", "add_parser"),
     ("pcnn_fer.cli.data", "add_data_parser"),

@@ -36,7 +36,7 @@ from .devices import set_threads
 from .evaluate import load_target, match_classes
 from .loop import predict_logits
 
-__all__ = ["calibrate_command", "calibration_report"]
+__all__ = ["calibrate_command", "calibration_report", "resolved_model_file", "source_extra", "stored_half"]
 
 
 def calibration_report(logits: torch.Tensor, labels: torch.Tensor, present: torch.Tensor, method: str,
@@ -65,7 +65,7 @@ def _figures(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
             "accuracy_at_90": risk_coverage(confidence, predicted == labels)["at"]["90"]}
 
 
-def _stored_half(path: Path) -> bool:
+def stored_half(path: Path) -> bool:
     """Whether a ``.safetensors`` model stores fp16 weights (kept so when it is saved again)."""
     try:
         with safe_open(str(path), "pt") as f:
@@ -74,7 +74,7 @@ def _stored_half(path: Path) -> bool:
         return False
 
 
-def _source_extra(path: Path | None) -> dict[str, Any]:
+def source_extra(path: Path | None) -> dict[str, Any]:
     """The fields of a model's JSON beside it other than its config (training, validation, ...)."""
     if path is None or not path.with_suffix(".json").is_file():
         return {}
@@ -123,9 +123,9 @@ def calibrate_command(args: argparse.Namespace) -> int:
     calibrated = calibration_metrics((calibrate_logits_masked(logits, calibration, present)).softmax(1), labels)
     report["fitted"] = {"calibration": calibration.to_dict(), "in_sample": calibrated}
     model.config = replace(config, calibration=calibration)
-    source = None if str(args.checkpoint).endswith(".pt") else _resolved(args.checkpoint)
-    extra = {**_source_extra(source), "calibration_report": report}
-    save_model(model, out, half=source is not None and _stored_half(source), extra=extra)
+    source = None if str(args.checkpoint).endswith(".pt") else resolved_model_file(args.checkpoint)
+    extra = {**source_extra(source), "calibration_report": report}
+    save_model(model, out, half=source is not None and stored_half(source), extra=extra)
     for name in ("raw", "two_fold"):
         if name in report:
             r = report[name]
@@ -139,7 +139,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolved(checkpoint: str) -> Path | None:
+def resolved_model_file(checkpoint: str) -> Path | None:
     """The model file behind ``checkpoint`` (None when it is not a file this package saved or names)."""
     try:
         return resolve_model_path(checkpoint)

@@ -42,13 +42,17 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 def _outputs(logits: torch.Tensor, local_logits: torch.Tensor, region_logits: torch.Tensor | None,
-             return_regions: bool) -> tuple[torch.Tensor, ...]:
-    """PCNN's output tuple; zero region logits stand in for models without region heads."""
-    if not return_regions:
-        return logits, local_logits
-    if region_logits is None:
-        region_logits = logits.new_zeros(logits.shape[0], len(REGIONS), logits.shape[1])
-    return logits, local_logits, region_logits
+             return_regions: bool, return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
+    """PCNN's output tuple; zero region logits stand in for models without region heads, NaN occlusion scores for
+    models without occlusion heads (no baseline has them)."""
+    outputs: tuple[torch.Tensor, ...] = (logits, local_logits)
+    if return_regions:
+        if region_logits is None:
+            region_logits = logits.new_zeros(logits.shape[0], len(REGIONS), logits.shape[1])
+        outputs += (region_logits,)
+    if return_occlusion:
+        outputs += (logits.new_full((logits.shape[0], len(REGIONS)), float("nan")),)
+    return outputs
 
 
 class _Baseline(nn.Module):
@@ -82,10 +86,11 @@ class ResNet18(_Baseline):
         self.global_head = nn.Linear(c4, config.num_classes)
         init_backbone(config, self.trunk, self.layer4)
 
-    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
-        """``(logits, logits)`` (plus zero region logits on request)."""
+    def forward(self, x: torch.Tensor, return_regions: bool = False,
+                return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(logits, logits)`` (plus zero region logits and NaN occlusion scores on request)."""
         logits = self.global_head(self.dropout(_pool(self.layer4(self.trunk(x)))))
-        return _outputs(logits, logits, None, return_regions)
+        return _outputs(logits, logits, None, return_regions, return_occlusion)
 
 
 class GlobalOnlyPCNN(ResNet18):
@@ -98,12 +103,13 @@ class GlobalOnlyPCNN(ResNet18):
         super().__init__(config)
         self.local_head = nn.Linear(branch_channels(config)[0], config.num_classes)
 
-    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
-        """``(global_logits, layer3-head logits)`` (plus zero region logits on request)."""
+    def forward(self, x: torch.Tensor, return_regions: bool = False,
+                return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(global_logits, layer3-head logits)`` (plus zero region logits and NaN occlusion on request)."""
         features = self.trunk(x)
         global_logits = self.global_head(self.dropout(_pool(self.layer4(features))))
         local_logits = self.local_head(self.dropout(_pool(features)))
-        return _outputs(global_logits, local_logits, None, return_regions)
+        return _outputs(global_logits, local_logits, None, return_regions, return_occlusion)
 
 
 class NoMDIMPCNN(_Baseline):
@@ -122,14 +128,16 @@ class NoMDIMPCNN(_Baseline):
         self.local_heads = nn.ModuleDict({name: nn.Linear(c3, config.num_classes) for name in REGIONS})
         init_backbone(config, self.global_trunk, self.local_trunks, self.layer4)
 
-    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
-        """``(global + summed local logits, summed local logits)`` (plus the per-region logits on request)."""
+    def forward(self, x: torch.Tensor, return_regions: bool = False,
+                return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(global + summed local logits, summed local logits)`` (plus the per-region logits and NaN occlusion
+        on request)."""
         crops = self.regions(x)
         global_logits = self.global_head(self.dropout(_pool(self.layer4(self.global_trunk(x)))))
         region_logits = torch.stack([self.local_heads[name](self.dropout(_pool(self.local_trunks[name](crop))))
                                      for name, crop in zip(REGIONS, crops)], 1)
         local_logits = region_logits.sum(1)
-        return _outputs(global_logits + local_logits, local_logits, region_logits, return_regions)
+        return _outputs(global_logits + local_logits, local_logits, region_logits, return_regions, return_occlusion)
 
 
 def baseline_presets(pcnn_preset: dict[str, Any]) -> dict[str, dict[str, Any]]:

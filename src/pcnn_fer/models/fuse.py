@@ -19,7 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import UsageError
 from .dlib_resnet import Affine, DlibBlock, DlibStem
-from .pcnn import PCNN, REGIONS, _pool
+from .pcnn import PCNN, REGIONS, _pool, occlusion_of
 from .resnet import BasicBlock, Trunk
 from .sface_net import ConvBNPReLU
 
@@ -107,6 +107,8 @@ class InferencePCNN(nn.Module):
             self.local_trunks = model.local_trunks
         self.layer4, self.mdim = model.layer4, model.mdim
         self.global_head, self.local_heads = model.global_head, model.local_heads
+        if hasattr(model, "occlusion_heads"):
+            self.occlusion_heads = model.occlusion_heads
         self.eval()
 
     @property
@@ -114,28 +116,33 @@ class InferencePCNN(nn.Module):
         """Canonical class names of the outputs."""
         return self.config.classes
 
-    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, return_regions: bool = False,
+                return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
         """Same contract as :meth:`PCNN.forward`."""
         crops = self.regions(x)
         if not self.paired:
             return self._heads(x, [self.local_trunks[name](crop) for name, crop in zip(REGIONS, crops)],
-                               return_regions)
+                               return_regions, return_occlusion)
         left_eye, right_eye, left_cheek, right_cheek, mouth = crops
         if left_eye.shape != right_eye.shape or left_cheek.shape != right_cheek.shape:
             raise UsageError(f"the optimised PCNN needs an even input width (equal left/right crops), got "
                              f"{x.shape[-1]}; use the plain PCNN for this size")
         eyes = self.pairs[0](torch.cat([left_eye, right_eye], 1)).chunk(2, 1)
         cheeks = self.pairs[1](torch.cat([left_cheek, right_cheek], 1)).chunk(2, 1)
-        return self._heads(x, [*eyes, *cheeks, self.mouth_trunk(mouth)], return_regions)
+        return self._heads(x, [*eyes, *cheeks, self.mouth_trunk(mouth)], return_regions, return_occlusion)
 
-    def _heads(self, x: torch.Tensor, local_maps: list[torch.Tensor], return_regions: bool) -> tuple[torch.Tensor, ...]:
+    def _heads(self, x: torch.Tensor, local_maps: list[torch.Tensor], return_regions: bool,
+               return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
         """MDIM, layer4 and the heads on the global trunk's map of ``x`` and the five local maps."""
         fused = self.layer4(self.mdim(self.global_trunk(x), local_maps, self.layer4))
         global_logits = self.global_head(_pool(fused))
         region_logits = torch.stack([self.local_heads[n](_pool(m)) for n, m in zip(REGIONS, local_maps)], 1)
+        outputs: tuple[torch.Tensor, ...] = (global_logits, region_logits.sum(1))
         if return_regions:
-            return global_logits, region_logits.sum(1), region_logits
-        return global_logits, region_logits.sum(1)
+            outputs += (region_logits,)
+        if return_occlusion:
+            outputs += (occlusion_of(self, local_maps),)
+        return outputs
 
 
 def optimize_for_inference(model: PCNN, channels_last: bool = True) -> InferencePCNN:

@@ -31,6 +31,7 @@ from ..errors import UsageError
 from .backbones import BACKBONES, FIXED_WIDTH_BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
 from .calibration import Calibration
 from .dlib_resnet import DLIB_PIXEL_MEAN, DLIB_PIXEL_SCALE
+from .occlusion import OcclusionHeads
 from .resnet import STEMS, Stem
 from .sface_net import SFACE_PIXEL_MEAN, SFACE_PIXEL_SCALE
 
@@ -61,6 +62,7 @@ class PCNNConfig:
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
     backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's), dlib or sface (face-recognition)
     calibration: Calibration | None = None  # confidence calibration of the global logits (pcnn calibrate)
+    occlusion_hidden: int = 0  # > 0: per-region occlusion heads of this hidden width (pcnn occlusion); 0: none
 
     def __post_init__(self) -> None:
         num_classes = _integer("num_classes", self.num_classes, minimum=2)
@@ -84,6 +86,7 @@ class PCNNConfig:
             "mean": _numbers("mean", self.mean),
             "std": _numbers("std", self.std),
             "calibration": None if self.calibration is None else Calibration.from_dict(self.calibration),
+            "occlusion_hidden": _integer("occlusion_hidden", self.occlusion_hidden, minimum=0),
         }
         h1, h2, w1 = values["crop_fractions"]
         if not (0 < h1 < h2 < 1 and 0 < w1 < 1):
@@ -269,6 +272,8 @@ class PCNN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.global_head = nn.Linear(c4, config.num_classes)
         self.local_heads = nn.ModuleDict({name: nn.Linear(c3, config.num_classes) for name in REGIONS})
+        if config.occlusion_hidden:
+            self.occlusion_heads = OcclusionHeads(REGIONS, c3, config.occlusion_hidden)
         init_backbone(config, self.global_trunk, self.local_trunks, self.layer4)
 
     @property
@@ -284,17 +289,31 @@ class PCNN(nn.Module):
         fused = self.mdim(global_map, local_maps, self.layer4)
         return self.layer4(fused), local_maps
 
-    def forward(self, x: torch.Tensor, return_regions: bool = False) -> tuple[torch.Tensor, ...]:
-        """Logits of the fused global branch and the summed local heads (plus per-region logits on request)."""
+    def forward(self, x: torch.Tensor, return_regions: bool = False,
+                return_occlusion: bool = False) -> tuple[torch.Tensor, ...]:
+        """Logits of the fused global branch and the summed local heads (plus per-region logits on request, and
+        with ``return_occlusion`` the (B, 5) occlusion probabilities of the regions last; a model without occlusion
+        heads gives NaN there)."""
         fused, local_maps = self.forward_features(x)
         global_logits = self.global_head(self.dropout(_pool(fused)))
         region_logits = torch.stack(
             [self.local_heads[name](self.dropout(_pool(m))) for name, m in zip(REGIONS, local_maps)], 1
         )
         local_logits = region_logits.sum(1)
+        outputs: tuple[torch.Tensor, ...] = (global_logits, local_logits)
         if return_regions:
-            return global_logits, local_logits, region_logits
-        return global_logits, local_logits
+            outputs += (region_logits,)
+        if return_occlusion:
+            outputs += (occlusion_of(self, local_maps),)
+        return outputs
+
+
+def occlusion_of(model: nn.Module, local_maps: list[torch.Tensor]) -> torch.Tensor:
+    """(B, 5) occlusion probabilities from ``model``'s occlusion heads, NaN when it has none."""
+    heads = getattr(model, "occlusion_heads", None)
+    if heads is None:
+        return torch.full((local_maps[0].shape[0], len(REGIONS)), float("nan"), device=local_maps[0].device)
+    return heads(local_maps)
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -351,4 +370,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["PCNN", "PCNNConfig", "REGIONS", "MODEL_PRESETS", "ARCHITECTURES", "build_model", "create_model",
-           "preset_config", "count_parameters", "FaceRegions", "MDIM", "region_boxes"]
+           "preset_config", "count_parameters", "FaceRegions", "MDIM", "region_boxes", "occlusion_of"]
