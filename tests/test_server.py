@@ -94,12 +94,20 @@ def test_predict_astronaut_returns_the_predict_record(client, checkpoint):
     assert record["source"] == "astronaut.png" and record["frame"] is None and record["skipped"] is None
     assert len(record["faces"]) == 1
     face = record["faces"][0]
-    assert set(face) == {"box", "landmarks", "label", "score", "probabilities", "regions", "detection_score"}
+    assert set(face) == {"box", "landmarks", "label", "score", "probabilities", "regions", "detection_score",
+                         "quality"}
     assert set(face["regions"]) == set(REGIONS) and face["label"] in face["probabilities"]
     # exactly what pcnn predict / Recognizer gives for the same bytes with the same (torch) backend
     expected = Recognizer(checkpoint, backend="torch").predict(data, source="astronaut.png").to_dict()
     assert record == expected
     assert float(response.headers["x-inference-ms"]) > 0
+    # a request's own --min-confidence: above the face's score it is "uncertain", its probabilities kept
+    strict = client.post("/predict?min_confidence=1", files={"file": ("astronaut.png", data, "image/png")}).json()
+    assert strict["faces"][0]["label"] == "uncertain"
+    assert strict["faces"][0]["probabilities"] == face["probabilities"]
+    assert client.post("/predict?min_confidence=1.5", files={"file": ("a.png", data, "image/png")}).status_code == 422
+    health = client.get("/health").json()
+    assert health["min_confidence"] is None and "calibration" in health and health["occlusion"] is False
 
 
 @pytest.mark.parametrize("size", [(1, 1), (100_000, 1), (1, 100_000)], ids=["1x1", "100000x1", "1x100000"])

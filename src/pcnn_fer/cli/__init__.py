@@ -1,5 +1,5 @@
-"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, calibrate, occlusion, cv, export, serve,
-robustness).
+"""The ``pcnn`` command: one verb per job (bench, data, predict, train, evaluate, calibrate, occlusion, cv, export,
+serve, robustness).
 
 Each verb's parser is in its own module of this package (:mod:`.bench`, :mod:`.data`, ...); a verb's handler imports
 the library modules that do the work only when it runs, so ``pcnn --help`` and every ``pcnn VERB --help`` import no

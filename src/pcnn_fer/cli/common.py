@@ -71,6 +71,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A number between 0 and 1 (``--min-confidence``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text}")
+    return value
+
+
 def add_align_flag(p: Any) -> None:
     """Add ``--align-faces / --no-align-faces`` (default None: the dataset's own default) to a parser or group."""
     add_flags(p, TrainOptions, overrides=False, only=("align_faces",))

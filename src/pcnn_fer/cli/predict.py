@@ -8,7 +8,7 @@ from typing import Any
 
 from ..backends.dispatch import BACKEND_NAMES
 from ..defaults import MAX_PIXELS, REID_SECONDS, SMOOTH_SECONDS
-from .common import LazyHandler, add_checkpoint_flag
+from .common import LazyHandler, add_checkpoint_flag, probability
 
 __all__ = ["add_parser"]
 
@@ -64,6 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "new id)")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
+    p.add_argument("--min-confidence", type=probability, metavar="P",
+                   help="label a face 'uncertain' when its (calibrated) confidence is below P; its probabilities "
+                        "stay in the output (docs/model-card.md: the share of faces each P answers)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no per-input lines; the closing summary line stays (progress bars "
                         "are shown only when stderr is a terminal)")

@@ -9,7 +9,7 @@ from typing import Any
 from ..backends.dispatch import BACKEND_NAMES
 from ..defaults import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_READ_TIMEOUT, MAX_PIXELS
 from ..errors import UsageError
-from .common import add_checkpoint_flag
+from .common import add_checkpoint_flag, probability
 
 __all__ = ["add_parser", "check_serve_args", "run_serve"]
 
@@ -44,6 +44,9 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--workers", type=int, default=2,
                    help="recognizers (face detectors) working in parallel; they share the one loaded model")
     s.add_argument("--threads", type=int, help="CPU threads of the classifier (torch / onnxruntime intra-op)")
+    s.add_argument("--min-confidence", type=probability, metavar="P",
+                   help="label faces whose (calibrated) confidence is below P 'uncertain' (a request may name its own "
+                        "min_confidence); the probabilities stay in the answer")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=run_serve)
 
@@ -78,7 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
         app = create_app(checkpoint=args.checkpoint, backend=args.backend, device=args.device,
                          detector=args.detector, max_upload_mb=args.max_upload_mb, workers=args.workers,
                          threads=args.threads, max_pixels=args.max_pixels, max_decodes=args.max_decodes,
-                         max_memory_mb=args.max_memory_mb, max_queue=args.max_queue, read_timeout=args.read_timeout)
+                         max_memory_mb=args.max_memory_mb, max_queue=args.max_queue, read_timeout=args.read_timeout,
+                         min_confidence=args.min_confidence)
         service = app.state.service
         print(f"pcnn serve: backend {service.backend_note}, {len(service.classes)} classes; "
               f"open {url_of(sock)}/ (API docs at /docs)", flush=True)

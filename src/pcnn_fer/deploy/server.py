@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -52,6 +52,7 @@ from ..errors import UsageError
 from ..faces.detect import FaceDetector
 from ..faces.imageio import MAX_PIXELS, ImageLoadError
 from ..faces.recognizer import Recognizer
+from ..models.calibration import check_min_confidence
 from .body_guard import BodyGuardMiddleware
 from .live import SESSION_PATTERN, LiveSessions
 from .memory import (
@@ -99,7 +100,8 @@ class InferenceService:
     def __init__(self, checkpoint: Any = "default", backend: str | ClassifierBackend = "auto", device: str = "cpu",
                  detector: str | FaceDetector = "auto", workers: int = 2, threads: int | None = None,
                  max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,
-                 max_memory_mb: float = DEFAULT_MAX_MEMORY_MB) -> None:
+                 max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, min_confidence: float | None = None) -> None:
+        self.min_confidence = check_min_confidence(min_confidence)
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
         if max_pixels < 1:
@@ -113,7 +115,8 @@ class InferenceService:
         self.recognizers: queue.Queue[Recognizer] = queue.Queue()
         first = None
         for _ in range(workers):
-            rec = Recognizer(backend=shared, detector=detector, device=device, max_pixels=max_pixels)
+            rec = Recognizer(backend=shared, detector=detector, device=device, max_pixels=max_pixels,
+                             min_confidence=self.min_confidence)
             first = first or rec
             self.recognizers.put(rec)
         assert first is not None
@@ -167,9 +170,10 @@ class InferenceService:
         return cost
 
     def recognise(self, data: bytes, source: str | None, upload: Upload | None, session: str | None = None,
-                  time_s: float | None = None) -> dict[str, Any]:
+                  time_s: float | None = None, min_confidence: float | None = None) -> dict[str, Any]:
         """:meth:`predict` for a caller that holds the budget's admission for ``upload`` (its header); with a live
-        webcam ``session`` the faces get that session's ids and smoothed labels (:mod:`pcnn_fer.deploy.live`)."""
+        webcam ``session`` the faces get that session's ids and smoothed labels (:mod:`pcnn_fer.deploy.live`);
+        ``min_confidence``: a request's own threshold for ``uncertain`` (None: the service's)."""
         try:
             rgb = decode_rgb(data, self.max_pixels)  # the decoded image lives only inside an admission
             with self.borrow() as rec:
@@ -183,6 +187,8 @@ class InferenceService:
                 release_memory()
         with self._count_lock:
             self.served += 1
+        if min_confidence is not None:
+            result.relabel(min_confidence)
         return result.to_dict()
 
 
@@ -191,7 +197,7 @@ class FaceRecord(BaseModel):
 
     box: list[float] = Field(description="[x1, y1, x2, y2] in image pixels (after EXIF rotation)")
     landmarks: list[list[float]] | None = Field(description="5 points (eyes' corners, nose base) or null")
-    label: str = Field(description="most probable expression")
+    label: str = Field(description="most probable expression, or 'uncertain' below min_confidence")
     score: float = Field(description="its probability")
     probabilities: dict[str, float] = Field(description="softmax of the global (fused) logits, per class")
     regions: dict[str, dict[str, float]] = Field(description="per PCNN region: softmax of its head's logits")
@@ -200,6 +206,10 @@ class FaceRecord(BaseModel):
     smooth_label: str | None = Field(None, description="live webcam session: the person's smoothed expression")
     smooth_probabilities: dict[str, float] | None = Field(None, description="live webcam session: smoothed "
                                                                               "probabilities per class")
+    occlusion: dict[str, float] | None = Field(None, description="per PCNN region: probability that it is covered "
+                                                                 "(models with occlusion heads)")
+    quality: dict[str, Any] | None = Field(None, description="size_px, sharpness, brightness, clipped, yaw, pitch "
+                                                             "and the failed quality checks (issues)")
 
 
 class PredictionRecord(BaseModel):
@@ -231,6 +241,9 @@ class Health(BaseModel):
     decoding: dict[str, Any] = Field(description="the decode budget now: MiB in use and for decodes, active, "
                                                  "waiting, admitted")
     read_timeout_s: float
+    min_confidence: float | None = Field(None, description="pcnn serve --min-confidence (null: never uncertain)")
+    calibration: str | None = Field(None, description="the model's confidence calibration (null: none)")
+    occlusion: bool = Field(False, description="whether the model has per-region occlusion heads")
     version: str
     served: int
 
@@ -288,7 +301,7 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2, threads: int | None = None,
                max_pixels: int = MAX_PIXELS, max_decodes: int | None = None,
                max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, max_queue: int = DEFAULT_MAX_QUEUE,
-               read_timeout: float = DEFAULT_READ_TIMEOUT) -> FastAPI:
+               read_timeout: float = DEFAULT_READ_TIMEOUT, min_confidence: float | None = None) -> FastAPI:
     """The FastAPI application. Pass a ready :class:`InferenceService` or the options to build one (the model is
     loaded here, once). ``read_timeout``: seconds an upload may go without sending any bytes before it gets 408;
     ``max_queue``: uploads that may wait for a decode before the next one gets 503 with ``Retry-After``."""
@@ -304,7 +317,7 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
         raise UsageError(f"max_queue must be at least 0, got {max_queue}")
     service = service or InferenceService(checkpoint, backend, device, detector, workers, threads,
                                           max_pixels=max_pixels, max_decodes=max_decodes,
-                                          max_memory_mb=max_memory_mb)
+                                          max_memory_mb=max_memory_mb, min_confidence=min_confidence)
     limit = int(max_upload_mb * 2**20)
     limit_text = f"{max_upload_mb:g} MB"
 
@@ -358,7 +371,9 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                 "workers": service.workers, "max_upload_mb": max_upload_mb, "max_pixels": service.max_pixels,
                 "max_decodes": service.budget.limit, "max_memory_mb": service.max_memory_mb,
                 "max_queue": max_queue, "decoding": service.budget.status(), "read_timeout_s": read_timeout,
-                "version": __version__, "served": service.served}
+                "version": __version__, "served": service.served, "min_confidence": service.min_confidence,
+                "calibration": None if service.config.calibration is None else service.config.calibration.describe(),
+                "occlusion": bool(service.config.occlusion_hidden)}
 
     @app.post("/predict", response_model=PredictionRecord, summary="Recognise the expressions of all faces in a photo",
               responses={408: {"model": Error, "description": "the upload stopped arriving (--read-timeout)"},
@@ -374,6 +389,9 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
                                                  "_) shared by the frames of one stream; faces then carry face_id, "
                                                  "smooth_label and smooth_probabilities"),
                       time_s: float | None = Form(None, description="live webcam: the frame's time in seconds"),
+                      min_confidence: float | None = Query(
+                          None, ge=0.0, le=1.0, description="label faces whose confidence is below this "
+                                                            "'uncertain' (default: pcnn serve --min-confidence)"),
                       ) -> JSONResponse:
         """Detect every face, align it and classify its expression. Returns the ``pcnn predict`` JSON record."""
         message = not_multipart(request)
@@ -402,7 +420,8 @@ def create_app(service: InferenceService | None = None, *, checkpoint: Any = "de
             started = time.perf_counter()
             async with service.budget.admit(cost, max_waiting=max_queue):
                 data = await file.read(limit + 1)  # in memory only once admitted
-                record = await run_in_threadpool(service.recognise, data, name, header, session, time_s)
+                record = await run_in_threadpool(service.recognise, data, name, header, session, time_s,
+                                                 min_confidence)
         except DecodeQueueFull as e:
             raise HTTPException(503, f"busy: {e.waiting} uploads already wait for a decode (pcnn serve --max-queue "
                                      f"{max_queue}); retry in {e.retry_after:.0f} s",

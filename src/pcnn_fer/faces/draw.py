@@ -2,7 +2,8 @@
 person's ``#face_id`` and smoothed label), the five
 landmarks, and five small per-region bars under it – one per PCNN region (LE, RE, LC, RC, M = left eye, right eye,
 left cheek, right cheek, mouth), each as long as that region's probability for the face's label and coloured by the
-region's own top class."""
+region's own top class; a region the model's occlusion heads find covered has a red abbreviation and its bar
+crossed out. A face answered ``uncertain`` (``--min-confidence``) is boxed in grey."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "contempt": (255, 120, 200),
 }
 REGION_ABBREVIATIONS = {"left_eye": "LE", "right_eye": "RE", "left_cheek": "LC", "right_cheek": "RC", "mouth": "M"}
+#: A region whose occlusion score reaches this is drawn as covered (its abbreviation red, its bar crossed out).
+COVERED_SCORE = 0.5
+COVERED_COLOR = (255, 60, 60)
 #: Images smaller than this (shorter side) are upscaled by an integer factor before drawing, so text stays legible.
 MIN_CANVAS = 240
 #: ... but never beyond this many pixels (a 16×100000 strip would otherwise become 240×1500000).
@@ -95,15 +99,20 @@ def _region_bars(canvas: np.ndarray, face: Face, box: tuple[int, int, int, int])
     overlay = canvas.copy()
     cv2.rectangle(overlay, (left, top), (right, top + panel_h), (0, 0, 0), -1)
     canvas[:] = cv2.addWeighted(overlay, 0.55, canvas, 0.45, 0)
+    label = face.top_label  # the best class, also for a face answered "uncertain"
     for i, name in enumerate(REGIONS):
         probs = face.regions.get(name, {})
-        p = float(probs.get(face.label, 0.0))
-        own = max(probs, key=probs.get) if probs else face.label
+        p = float(probs.get(label, 0.0))
+        own = max(probs, key=probs.get) if probs else label
         y = top + 2 + i * row
-        _text(canvas, REGION_ABBREVIATIONS[name], (left + 2, y + row - 2), font, (255, 255, 255), 1)
+        covered = face.occlusion is not None and face.occlusion.get(name, 0.0) >= COVERED_SCORE
+        _text(canvas, REGION_ABBREVIATIONS[name], (left + 2, y + row - 2), font,
+              COVERED_COLOR if covered else (255, 255, 255), 1)
         bx = left + label_w
-        cv2.rectangle(canvas, (bx, y + 1), (bx + bar_w, y + row - 2), (90, 90, 90), 1)
+        cv2.rectangle(canvas, (bx, y + 1), (bx + bar_w, y + row - 2), COVERED_COLOR if covered else (90, 90, 90), 1)
         cv2.rectangle(canvas, (bx, y + 1), (bx + max(1, int(bar_w * p)), y + row - 2), class_color(own), -1)
+        if covered:  # a covered region: its bar crossed out in red
+            cv2.line(canvas, (bx, y + row - 2), (bx + bar_w, y + 1), COVERED_COLOR, 1, cv2.LINE_AA)
 
 
 __all__ = ["draw_faces", "class_color", "CLASS_COLORS", "REGION_ABBREVIATIONS"]

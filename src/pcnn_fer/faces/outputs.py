@@ -100,15 +100,24 @@ def check_no_overwrite(sources: Sequence[Source], outputs: Sequence[Path]) -> No
                              f"(or --no-annotate)")
 
 
+#: The per-region occlusion columns of predictions.csv (empty for a model without occlusion heads).
+OCCLUSION_COLUMNS: tuple[str, ...] = ("occluded_left_eye", "occluded_right_eye", "occluded_left_cheek",
+                                      "occluded_right_cheek", "occluded_mouth")
+#: The face-quality columns (:func:`pcnn_fer.faces.quality.face_quality`; issues space-separated).
+QUALITY_COLUMNS: tuple[str, ...] = ("size_px", "sharpness", "brightness", "clipped", "yaw", "pitch",
+                                    "quality_issues")
+
+
 def csv_header(classes: Sequence[str]) -> list[str]:
     """CSV columns: source, frame, time in seconds and face id (video frames), face index, box, label, score,
-    detection score, the class probabilities, every region's class probabilities, and the smoothed label and
-    probabilities (video frames; :mod:`pcnn_fer.faces.smoothing`)."""
+    detection score, the class probabilities, every region's class probabilities, the smoothed label and
+    probabilities (video frames; :mod:`pcnn_fer.faces.smoothing`), the region occlusion scores and the face
+    quality."""
     from ..models.pcnn import REGIONS
 
     return ["source", "frame", "time_s", "face_id", "face", "x1", "y1", "x2", "y2", "label", "score",
             "detection_score", *(f"p_{c}" for c in classes), *(f"{r}_{c}" for r in REGIONS for c in classes),
-            "smooth_label", *(f"smooth_{c}" for c in classes)]
+            "smooth_label", *(f"smooth_{c}" for c in classes), *OCCLUSION_COLUMNS, *QUALITY_COLUMNS]
 
 
 def csv_rows(record: dict[str, Any], classes: Sequence[str]) -> list[list[Any]]:
@@ -119,10 +128,18 @@ def csv_rows(record: dict[str, Any], classes: Sequence[str]) -> list[list[Any]]:
         probs = face.get("smooth_probabilities")
         return [face.get("smooth_label", ""), *(probs[c] if probs else "" for c in classes)]
 
+    def occluded(face: dict[str, Any]) -> list[Any]:
+        scores = face.get("occlusion") or {}
+        return [scores.get(r, "") for r in REGIONS]
+
+    def quality(face: dict[str, Any]) -> list[Any]:
+        q = face.get("quality") or {}
+        return [*("" if q.get(k) is None else q[k] for k in QUALITY_COLUMNS[:-1]), " ".join(q.get("issues", []))]
+
     return [[record["source"], "" if record["frame"] is None else record["frame"], record.get("time_s", ""),
              face.get("face_id", ""), i, *face["box"], face["label"], face["score"], face["detection_score"],
              *(face["probabilities"][c] for c in classes), *(face["regions"][r][c] for r in REGIONS for c in classes),
-             *smoothed(face)]
+             *smoothed(face), *occluded(face), *quality(face)]
             for i, face in enumerate(record["faces"])]
 
 

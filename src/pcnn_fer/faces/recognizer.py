@@ -19,6 +19,7 @@ import numpy as np
 
 from ..backends.dispatch import ClassifierBackend, create_backend
 from ..errors import UsageError
+from ..models.calibration import UNCERTAIN, check_min_confidence
 from ..models.pcnn import REGIONS, PCNNConfig
 from .align import AlignedFace, align_face
 from .detect import (
@@ -30,6 +31,7 @@ from .detect import (
     detect_traced,
 )
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
+from .quality import face_quality
 from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
 from .track import DEFAULT_REFRESH, FrameTracker
@@ -44,7 +46,10 @@ class Face:
     probabilities; ``detection_score`` and ``detector`` come from the face detector; ``crop`` is the aligned model
     input (uint8 RGB) when the recognizer keeps crops. Faces of tracked video frames (:meth:`Recognizer.track_stream`)
     also carry the person's ``face_id`` and the smoothed ``smooth_label`` and ``smooth_probabilities``
-    (:mod:`pcnn_fer.faces.smoothing`); still images leave them None."""
+    (:mod:`pcnn_fer.faces.smoothing`); still images leave them None. ``label`` is ``uncertain`` when the recognizer
+    has a ``min_confidence`` above ``score`` (the probabilities stay); ``occlusion`` maps each region to the
+    probability that it is covered (models with occlusion heads, ``pcnn occlusion``; None otherwise) and
+    ``quality`` holds size, sharpness, brightness and head pose (:func:`~pcnn_fer.faces.quality.face_quality`)."""
 
     box: np.ndarray
     landmarks: np.ndarray | None
@@ -58,10 +63,18 @@ class Face:
     face_id: int | None = None
     smooth_label: str | None = None
     smooth_probabilities: dict[str, float] | None = None
+    occlusion: dict[str, float] | None = None
+    quality: dict[str, Any] | None = None
+
+    @property
+    def top_label(self) -> str:
+        """The most probable class (``label`` unless the face was answered ``uncertain``)."""
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else self.label
 
     def to_dict(self, digits: int = 4) -> dict[str, Any]:
         """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score; tracked faces
-        start with ``face_id`` and add ``smooth_label`` and ``smooth_probabilities``."""
+        start with ``face_id`` and add ``smooth_label`` and ``smooth_probabilities``; then ``occlusion`` (models
+        with occlusion heads) and ``quality``."""
         tracked = {} if self.face_id is None else {"face_id": int(self.face_id)}
         smoothed = {} if self.smooth_probabilities is None else {
             "smooth_label": self.smooth_label,
@@ -77,6 +90,9 @@ class Face:
             "regions": {r: {k: round(float(v), digits) for k, v in p.items()} for r, p in self.regions.items()},
             "detection_score": round(float(self.detection_score), digits),
             **smoothed,
+            **({} if self.occlusion is None else
+               {"occlusion": {r: round(float(v), digits) for r, v in self.occlusion.items()}}),
+            **({} if self.quality is None else {"quality": self.quality}),
         }
 
 
@@ -124,6 +140,14 @@ class Prediction(list):
         """Write the annotated image (format from the suffix) and return its path."""
         return save_image(path, self.plot())
 
+    def relabel(self, min_confidence: float | None) -> Prediction:
+        """Decide every face's ``label`` again (in place; returns self): ``uncertain`` when its score is below
+        ``min_confidence``, else its most probable class (None: always the most probable)."""
+        threshold = check_min_confidence(min_confidence)
+        for face in self:
+            face.label = UNCERTAIN if threshold is not None and face.score < threshold else face.top_label
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """JSON record: ``source``, ``frame`` (and ``time_s`` for tracked video frames), ``skipped``, ``faces`` (see
         :meth:`Face.to_dict`)."""
@@ -155,9 +179,11 @@ class Recognizer:
 
     def __init__(self, checkpoint: Any = "default", device: str = "cpu", detector: str | FaceDetector = "auto",
                  backend: str | ClassifierBackend = "auto", batch_size: int = 32, color: str = "auto",
-                 max_pixels: int = MAX_PIXELS, keep_crops: bool = False, detect_every: int = DEFAULT_REFRESH) -> None:
+                 max_pixels: int = MAX_PIXELS, keep_crops: bool = False, detect_every: int = DEFAULT_REFRESH,
+                 min_confidence: float | None = None) -> None:
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        self.min_confidence = check_min_confidence(min_confidence)
         if color not in ("auto", "gray", "rgb"):
             raise UsageError(f"color must be auto, gray or rgb, got {color!r}")
         self.backend = create_backend(backend, checkpoint, device)
@@ -192,17 +218,26 @@ class Recognizer:
         std = np.asarray(self.config.std, np.float32)
         return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2), dtype=np.float32)
 
-    def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Class (N, C) and region (N, 5, C) probabilities of aligned crops, in batches of ``batch_size``."""
+    def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class (N, C) and region (N, 5, C) probabilities and region occlusion scores (N, 5; NaN for a model or
+        backend without occlusion heads) of aligned crops, in batches of ``batch_size``."""
         n, c = len(crops), len(self.classes)
         if n == 0:
-            return np.zeros((0, c), np.float32), np.zeros((0, len(REGIONS), c), np.float32)
-        probs, regions = [], []
+            return (np.zeros((0, c), np.float32), np.zeros((0, len(REGIONS), c), np.float32),
+                    np.zeros((0, len(REGIONS)), np.float32))
+        probs, regions, occlusion = [], [], []
+        outputs = getattr(self.backend, "outputs", None)  # backends of this package; any other: probabilities only
         for i in range(0, n, self.batch_size):
-            p, r = self.backend(self.preprocess(crops[i:i + self.batch_size]))
+            batch = self.preprocess(crops[i:i + self.batch_size])
+            if outputs is not None:
+                out = outputs(batch)
+                p, r, o = out["probs"], out["region_probs"], out["occlusion"]
+            else:
+                (p, r), o = self.backend(batch), None
             probs.append(np.asarray(p))
             regions.append(np.asarray(r))
-        return np.concatenate(probs), np.concatenate(regions)
+            occlusion.append(np.full((len(batch), len(REGIONS)), np.nan, np.float32) if o is None else np.asarray(o))
+        return np.concatenate(probs), np.concatenate(regions), np.concatenate(occlusion)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """The detector's faces in an RGB uint8 image."""
@@ -232,11 +267,12 @@ class Recognizer:
     def predict_frames(self, frames: Sequence[Frame]) -> list[Prediction]:
         """Predictions for decoded frames (skipped ones included), the faces of all of them classified together."""
         found = [self.find_faces(f) for f in frames]
-        probs, region_probs = self.classify([a.image for _, _, aligned in found for a in aligned])
+        probs, region_probs, occlusion = self.classify([a.image for _, _, aligned in found for a in aligned])
         results, k = [], 0
         for f, located in zip(frames, found, strict=True):
             n = len(located[0])
-            results.append(self.make_prediction(f, located, probs[k:k + n], region_probs[k:k + n]))
+            results.append(self.make_prediction(f, located, probs[k:k + n], region_probs[k:k + n],
+                                                occlusion[k:k + n]))
             k += n
         return results
 
@@ -252,11 +288,14 @@ class Recognizer:
         return detections, tried, [align_face(frame.image, d, self.input_size) for d in detections]
 
     def make_prediction(self, frame: Frame, located: tuple[list[Detection], list[str], list[AlignedFace]],
-                        probs: np.ndarray, region_probs: np.ndarray) -> Prediction:
-        """The :class:`Prediction` of ``frame`` from :meth:`find_faces`' result and the faces' class (N, C) and
-        region (N, 5, C) probabilities."""
+                        probs: np.ndarray, region_probs: np.ndarray,
+                        occlusion: np.ndarray | None = None) -> Prediction:
+        """The :class:`Prediction` of ``frame`` from :meth:`find_faces`' result, the faces' class (N, C) and
+        region (N, 5, C) probabilities and their region occlusion scores (N, 5; NaN or None: not measured)."""
         detections, tried, aligned = located
-        faces = [self._face(d, a, probs[j], region_probs[j])
+        if occlusion is None:
+            occlusion = np.full((len(detections), len(REGIONS)), np.nan, np.float32)
+        faces = [self._face(d, a, probs[j], region_probs[j], occlusion[j])
                  for j, (d, a) in enumerate(zip(detections, aligned, strict=True))]
         too_small = self._too_small(frame)
         return Prediction(faces, image=None if too_small else frame.image, source=frame.source.name,
@@ -271,14 +310,17 @@ class Recognizer:
         return (f"{frame.image.shape[1]}×{frame.image.shape[0]} pixels, too small to hold a face: face detection "
                 f"needs {MIN_DETECT_SIDE} px on each side")
 
-    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray) -> Face:
+    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray, occ: np.ndarray) -> Face:
         k = int(np.argmax(p))
-        return Face(box=det.box, landmarks=det.landmarks, label=self.classes[k], score=float(p[k]),
-                    probabilities=dict(zip(self.classes, map(float, p), strict=True)),
+        uncertain = self.min_confidence is not None and float(p[k]) < self.min_confidence
+        return Face(box=det.box, landmarks=det.landmarks, label=UNCERTAIN if uncertain else self.classes[k],
+                    score=float(p[k]), probabilities=dict(zip(self.classes, map(float, p), strict=True)),
                     regions={name: dict(zip(self.classes, map(float, rp[j]), strict=True))
                              for j, name in enumerate(REGIONS)},
                     detection_score=det.score, detector=det.detector,
-                    crop=crop.image if self.keep_crops else None)
+                    crop=crop.image if self.keep_crops else None,
+                    occlusion=None if np.isnan(occ).any() else dict(zip(REGIONS, map(float, occ), strict=True)),
+                    quality=face_quality(crop.image, det.box, det.landmarks))
 
     def predict_stream(self, sources: Sequence[str | Path | Source], every: int = 1,
                        max_frames: int | None = None) -> Iterator[Prediction]:

@@ -26,6 +26,7 @@ class RecognizerSpec:
     batch_size: int = 32
     max_pixels: int = MAX_PIXELS
     detect_every: int = 10
+    min_confidence: float | None = None  # below it a face is labelled "uncertain"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RecognizerSpec:
@@ -36,7 +37,7 @@ class RecognizerSpec:
         return cls(checkpoint=str(args.checkpoint), backend=args.backend, device=args.device, threads=args.threads,
                    detector=detector, detect_threshold=None if args.no_detect else args.detect_threshold,
                    color=args.color, batch_size=args.batch_size, max_pixels=args.max_pixels,
-                   detect_every=args.detect_every)
+                   detect_every=args.detect_every, min_confidence=args.min_confidence)
 
     def create_detector(self) -> Any:
         """The face detector this spec names."""
@@ -55,7 +56,8 @@ class RecognizerSpec:
         if backend is None:
             backend = create_backend(self.backend, self.checkpoint, self.device, threads=self.threads or threads)
         return Recognizer(backend=backend, detector=self.create_detector(), batch_size=self.batch_size,
-                          color=self.color, max_pixels=self.max_pixels, detect_every=self.detect_every)
+                          color=self.color, max_pixels=self.max_pixels, detect_every=self.detect_every,
+                          min_confidence=self.min_confidence)
 
 
 __all__ = ["RecognizerSpec"]

@@ -72,9 +72,9 @@ class _Classified:
     def __init__(self, gray: np.ndarray, t: float, future: Future, index: int) -> None:
         self.gray, self.t, self.future, self.index = gray, t, future, index
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        probs, regions = self.future.result()
-        return probs[self.index], regions[self.index]
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs, regions, occlusion = self.future.result()
+        return probs[self.index], regions[self.index], occlusion[self.index]
 
 
 def _gray(crop: np.ndarray) -> np.ndarray:
@@ -145,7 +145,8 @@ class SourceTracking:
         results = [s.result() for s in job["sources"]]
         probs = np.stack([r[0] for r in results]) if results else np.zeros((0, c), np.float32)
         regions = np.stack([r[1] for r in results]) if results else np.zeros((0, 5, c), np.float32)
-        prediction = self.recognizer.make_prediction(job["frame"], job["located"], probs, regions)
+        occlusion = np.stack([r[2] for r in results]) if results else np.zeros((0, 5), np.float32)
+        prediction = self.recognizer.make_prediction(job["frame"], job["located"], probs, regions, occlusion)
         t, period = job["t"], job["period"]
         prediction.time_s, prediction.people = t, self.people
         self.people.add_frame(t, period)

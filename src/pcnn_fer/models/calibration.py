@@ -20,7 +20,11 @@ import numpy as np
 
 from ..errors import UsageError
 
-__all__ = ["CALIBRATION_METHODS", "Calibration", "calibrate_logits", "note_calibration"]
+__all__ = ["CALIBRATION_METHODS", "UNCERTAIN", "Calibration", "calibrate_logits", "check_min_confidence",
+           "note_calibration"]
+
+#: The label given instead of an expression when the (calibrated) confidence is below ``--min-confidence``.
+UNCERTAIN = "uncertain"
 
 log = logging.getLogger("pcnn_fer.calibration")
 _NOTED: set[str] = set()
@@ -131,3 +135,12 @@ def note_calibration(config: Any, source: Any) -> None:
     _NOTED.add(key)
     log.warning("%s carries no calibration: confidences are the plain softmax (temperature 1); pcnn calibrate "
                 "fits one", key)
+
+
+def check_min_confidence(value: Any) -> float | None:
+    """``--min-confidence`` checked: None (never abstain) or a number in [0, 1] (UsageError otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise UsageError(f"min_confidence must be a probability between 0 and 1, got {value!r}")
+    return float(value)

@@ -21,7 +21,7 @@ from .corruptions import CORRUPTIONS, _grid, _uniform
 __all__ = ["COVERED", "OCCLUDER_KINDS", "occlude_batch", "region_coverage"]
 
 #: A region counts as occluded when at least this share of its pixels is covered.
-COVERED = 0.3
+COVERED = 0.15
 #: The occluder kinds :func:`occlude_batch` draws from.
 OCCLUDER_KINDS: tuple[str, ...] = ("hand", "sunglasses", "mask", "hair", "object", "patch", "region")
 

@@ -7,6 +7,7 @@ const REGION_NAMES = {
   left_eye: "left eye", right_eye: "right eye", left_cheek: "left cheek", right_cheek: "right cheek", mouth: "mouth",
 };
 const model = { colors: {}, classes: [], maxUploadMb: 10 };
+const COVERED = 0.5; // an occlusion score from here on marks the region as covered
 let stream = null;
 let photoUrl = null;
 let live = null; // {session, started}: the live webcam mode while it runs
@@ -41,7 +42,11 @@ async function loadHealth() {
     model.maxUploadMb = health.max_upload_mb || 10;
     $("model").textContent = `${health.backend} backend · ${health.classes.length} classes: ` +
       `${health.classes.join(", ")} · ${health.input_size}×${health.input_size} faces · uploads up to ` +
-      `${model.maxUploadMb} MB`;
+      `${model.maxUploadMb} MB · confidences ${health.calibration ? `calibrated (${health.calibration})` :
+        "not calibrated"}` + (health.occlusion ? " · per-region occlusion" : "");
+    if (health.min_confidence !== null && health.min_confidence !== undefined) {
+      $("min-confidence").value = Math.round(health.min_confidence * 100);
+    }
   } catch (err) {
     $("model").textContent = `cannot reach the server (${err})`;
   }
@@ -77,13 +82,17 @@ function drawFaces(record) {
     const shownP = tracked ? face.smooth_probabilities[shown] : face.score;
     const tag = tracked ? `#${face.face_id}` : `#${i + 1}`;
     const color = colorOf(shown);
+    const [best] = topClass(face.probabilities); // the most probable class, also for an "uncertain" face
+    const covered = (region) => face.occlusion && face.occlusion[region] >= COVERED;
     const strip = el("div", { class: "region-strip" });
     for (const [region, probs] of Object.entries(face.regions)) {
       const [top] = topClass(probs);
-      strip.append(el("div", { class: "row", title: `${REGION_NAMES[region] || region}: ${top}` },
+      const note = covered(region) ? ` · covered (${pct(face.occlusion[region])})` : "";
+      strip.append(el("div", { class: covered(region) ? "row covered" : "row",
+        title: `${REGION_NAMES[region] || region}: ${top}${note}` },
         el("span", {}, REGION_SHORT[region] || region),
         el("div", { class: "track" },
-          el("div", { class: "fill", style: { width: pct(probs[face.label] || 0) }, vars: { "--c": colorOf(top) } }))));
+          el("div", { class: "fill", style: { width: pct(probs[best] || 0) }, vars: { "--c": colorOf(top) } }))));
     }
     const box = el("div", {
       class: "face-box", "data-label": shown, "data-face-id": tracked ? face.face_id : "", vars: { "--c": color },
@@ -99,7 +108,8 @@ function drawFaces(record) {
 
     const card = el("section", { class: "card face-card", vars: { "--c": color } },
       el("h2", {}, tracked ? `Person ${tag}: ${shown} ${pct(shownP)} (smoothed; this frame: ${face.label} ` +
-        `${pct(face.score)})` : `Face ${i + 1}: ${face.label} ${pct(face.score)}`));
+        `${pct(face.score)})` : `Face ${i + 1}: ${face.label} ${pct(face.score)}` +
+        (face.label === "uncertain" ? ` (best guess ${best})` : "")));
     const classes = el("div", { class: "bars" });
     const sorted = Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]);
     for (const [name, p] of sorted) classes.append(bar(name, p, colorOf(name)));
@@ -107,10 +117,20 @@ function drawFaces(record) {
     const regions = el("div", { class: "bars" });
     for (const [region, probs] of Object.entries(face.regions)) {
       const [top, topP] = topClass(probs);
-      regions.append(bar(REGION_NAMES[region] || region, probs[face.label] || 0, colorOf(top),
-        `P(${face.label}) · own top: ${top} ${pct(topP)}`));
+      const row = bar(REGION_NAMES[region] || region, probs[best] || 0, colorOf(top),
+        `P(${best}) · own top: ${top} ${pct(topP)}` +
+        (face.occlusion ? ` · covered ${pct(face.occlusion[region])}` : ""));
+      if (covered(region)) row.classList.add("covered");
+      regions.append(row);
     }
-    card.append(el("h3", {}, `regions: P(${face.label})`), regions);
+    card.append(el("h3", {}, `regions: P(${best})`), regions);
+    if (face.quality) {
+      const q = face.quality;
+      const pose = q.yaw === null ? "no landmarks" : `yaw ${q.yaw}°, pitch ${q.pitch}°`;
+      card.append(el("h3", {}, "face quality"), el("p", { class: "quality" },
+        `${q.size_px} px · sharpness ${q.sharpness} · brightness ${pct(q.brightness)} · ${pose}` +
+        (q.issues.length ? ` · ${q.issues.join(", ")}` : " · no issue")));
+    }
     list.append(card);
   });
 }
@@ -148,7 +168,9 @@ async function analyse(blob, name, session = null) {
   let response;
   let body;
   try {
-    response = await fetch("/predict", { method: "POST", body: form });
+    const threshold = Number($("min-confidence").value) / 100;
+    const query = threshold > 0 ? `?min_confidence=${threshold}` : "";
+    response = await fetch(`/predict${query}`, { method: "POST", body: form });
     body = await response.json();
   } catch (err) {
     setStatus(`request failed: ${err}`, "error");

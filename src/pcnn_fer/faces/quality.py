@@ -1,0 +1,99 @@
+"""Face quality per face: how big the face is, how sharp, how lit and how turned, with the thresholds under which a
+face is flagged (the ``issues`` of :func:`face_quality`; docs/faces.md lists them and where they come from).
+
+* ``size_px`` – the shorter side of the detected box in input pixels;
+* ``sharpness`` – the variance of the Laplacian of the aligned grey face resampled to 48×48 (the model's view),
+  on 0–255 grey levels: low for blurred faces;
+* ``brightness`` – the mean grey level of the aligned face (0–1) and ``clipped`` the share of its pixels at
+  ≤ 5 or ≥ 250 (under- or over-exposed);
+* ``yaw`` and ``pitch`` – head turn in degrees estimated from the five landmarks (eye corners and nose base):
+  the nose base's offset from the eyes' midpoint relative to the distance between the eyes, against the frontal
+  template (:data:`pcnn_fer.faces.align.TEMPLATE_5PT`); rough (about ±10°), None without landmarks. Positive yaw:
+  the nose is to the image right of the eyes' midpoint; positive pitch: the nose is lower than on a frontal face
+  (head down).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .align import TEMPLATE_5PT
+
+__all__ = ["QUALITY_THRESHOLDS", "face_quality"]
+
+#: Flag a face when: its box is smaller than ``min_size_px``; its sharpness is below ``min_sharpness``; its
+#: brightness is outside [``min_brightness``, ``max_brightness``] or more than ``max_clipped`` of it is clipped; its
+#: |yaw| or |pitch| exceeds ``max_yaw`` / ``max_pitch`` degrees.
+QUALITY_THRESHOLDS: dict[str, float] = {"min_size_px": 32.0, "min_sharpness": 200.0, "min_brightness": 0.15,
+                                        "max_brightness": 0.85, "max_clipped": 0.25, "max_yaw": 35.0,
+                                        "max_pitch": 30.0}
+
+_EYES_TEMPLATE = (TEMPLATE_5PT[0] + TEMPLATE_5PT[1]) / 2, (TEMPLATE_5PT[2] + TEMPLATE_5PT[3]) / 2
+_IOD_TEMPLATE = float(np.linalg.norm(_EYES_TEMPLATE[0] - _EYES_TEMPLATE[1]))
+#: The frontal nose base below the eyes' midpoint, in inter-ocular distances.
+_NOSE_DROP = float((TEMPLATE_5PT[4][1] - (_EYES_TEMPLATE[0][1] + _EYES_TEMPLATE[1][1]) / 2) / _IOD_TEMPLATE)
+#: How far the nose base sits in front of the eyes, in inter-ocular distances (its offset at 90° of turn).
+_NOSE_DEPTH = 0.6
+
+
+def _grey48(crop: np.ndarray) -> np.ndarray:
+    """The aligned crop as float grey levels 0–255 at 48×48."""
+    import cv2
+
+    rgb = np.asarray(crop, dtype=np.uint8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    if grey.shape != (48, 48):
+        grey = cv2.resize(grey, (48, 48), interpolation=cv2.INTER_AREA)
+    return grey.astype(np.float64)
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of the aligned face at 48×48 (grey levels 0–255)."""
+    import cv2
+
+    return float(cv2.Laplacian(_grey48(crop), cv2.CV_64F).var())
+
+
+def head_pose(landmarks: np.ndarray | None) -> tuple[float | None, float | None]:
+    """(yaw, pitch) in degrees from five landmarks (:data:`~pcnn_fer.faces.detect.LANDMARK_NAMES` order), or
+    (None, None) without them."""
+    if landmarks is None:
+        return None, None
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    right_eye, left_eye = (points[0] + points[1]) / 2, (points[2] + points[3]) / 2
+    across = right_eye - left_eye
+    iod = float(np.linalg.norm(across))
+    if iod < 1e-6:
+        return None, None
+    ex = across / iod
+    ey = np.array([-ex[1], ex[0]])  # the face's down direction in the image
+    offset = points[4] - (right_eye + left_eye) / 2
+    dx, dy = float(offset @ ex) / iod, float(offset @ ey) / iod
+    yaw = math.degrees(math.asin(float(np.clip(dx / _NOSE_DEPTH, -1.0, 1.0))))
+    pitch = math.degrees(math.asin(float(np.clip((dy - _NOSE_DROP) / _NOSE_DEPTH, -1.0, 1.0))))
+    return yaw, pitch
+
+
+def face_quality(crop: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None,
+                 thresholds: dict[str, float] = QUALITY_THRESHOLDS) -> dict[str, Any]:
+    """Quality fields of one face (see the module docstring) and ``issues``: the names of the thresholds it fails
+    (``small``, ``blurred``, ``dark``, ``bright``, ``clipped``, ``turned``, ``tilted``)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box).reshape(4))
+    size = max(0.0, min(x2 - x1, y2 - y1))
+    grey = _grey48(crop)
+    brightness = float(grey.mean() / 255)
+    clipped = float(((grey <= 5) | (grey >= 250)).mean())
+    sharp = sharpness(crop)
+    yaw, pitch = head_pose(landmarks)
+    t = thresholds
+    issues = [name for name, failed in (
+        ("small", size < t["min_size_px"]), ("blurred", sharp < t["min_sharpness"]),
+        ("dark", brightness < t["min_brightness"]), ("bright", brightness > t["max_brightness"]),
+        ("clipped", clipped > t["max_clipped"]), ("turned", yaw is not None and abs(yaw) > t["max_yaw"]),
+        ("tilted", pitch is not None and abs(pitch) > t["max_pitch"])) if failed]
+    return {"size_px": round(size, 1), "sharpness": round(sharp, 1), "brightness": round(brightness, 3),
+            "clipped": round(clipped, 3), "yaw": None if yaw is None else round(yaw, 1),
+            "pitch": None if pitch is None else round(pitch, 1), "issues": issues}
