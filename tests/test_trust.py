@@ -92,4 +92,7 @@ def test_csv_has_the_occlusion_and_quality_columns(tmp_path, run_cli):
 def test_min_confidence_must_be_a_probability(value, run_cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["predict", "x.png", "--min-confidence", value])
-    assert exit_info.value.code == 2 and "expected a probability between 0 and 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1
+    assert err.startswith(f"pcnn predict: error: argument --min-confidence: expected a probability between 0 and 1, "
+                          f"got {value}")
