@@ -5,8 +5,9 @@ per-frame jitter that makes the raw per-frame labels flicker as in a real clip: 
 (±8 %, ±6 px), its brightness varies (±35 levels), it is blurred (σ up to 2.5 px at 170 px) and sensor noise (σ 10)
 is added, and in a random 15 % of the frames a hand-coloured bar covers the lower third of the face. One tracking
 pass per clip with smoothing off gives the raw per-frame probabilities; the exponential smoother is then applied with
-each time constant. Printed per time constant: label changes of the smoothed label (1 is the true count), frames whose
-smoothed label is wrong, and the lag of the sad → happy change (seconds after the true change at 5 s).
+each time constant and label margin (hysteresis). Printed per setting: label changes of the smoothed label (1 is the
+true count), frames whose smoothed label is wrong, and the lag of the sad → happy change (seconds after the true
+change at 5 s).
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/smooth_choice.py --subjects S011 S026 S071
 """
@@ -59,34 +60,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", nargs="+", default=["S011", "S026", "S071"])
     parser.add_argument("--taus", nargs="+", type=float, default=[0.0, 0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--margins", nargs="+", type=float, default=[0.0, 0.1, 0.2], help="label hysteresis")
+    parser.add_argument("--cache", type=Path, help="keep the raw probabilities in this .npz (re-used when present)")
     args = parser.parse_args()
     from pcnn_fer.faces import Recognizer
 
     recognizer = Recognizer()
     classes = recognizer.classes
-    rows: dict[float, list[tuple[int, int, float]]] = {tau: [] for tau in args.taus}
+    runs = {}
+    if args.cache is not None and args.cache.is_file():
+        runs = dict(np.load(args.cache))
     with tempfile.TemporaryDirectory() as tmp:
         for subject in args.subjects:
+            if f"{subject}_t" in runs:
+                continue
             path = Path(tmp) / f"{subject}.mp4"
             jittered_clip(path, subject)
             df = recognizer.track(path, smooth_seconds=0, change=0).to_pandas()
             df = df[df.face_id == df.face_id.mode()[0]]
-            times = df.time_s.to_numpy()
-            raw = df[[f"p_{c}" for c in classes]].to_numpy()
-            truth = np.where(times < 5.0, classes.index("sadness"), classes.index("happiness"))
-            for tau in args.taus:
-                smoother = ExpressionSmoother(tau)
-                labels = np.array([np.argmax(smoother.update(1, t, p)) for t, p in zip(times, raw, strict=True)])
+            runs[f"{subject}_t"] = df.time_s.to_numpy()
+            runs[f"{subject}_p"] = df[[f"p_{c}" for c in classes]].to_numpy()
+    if args.cache is not None:
+        np.savez(args.cache, **runs)
+    rows: dict[tuple[float, float], list[tuple[int, int, float]]] = {}
+    for subject in args.subjects:
+        times, raw = runs[f"{subject}_t"], runs[f"{subject}_p"]
+        truth = np.where(times < 5.0, classes.index("sadness"), classes.index("happiness"))
+        for tau in args.taus:
+            for margin in args.margins if tau else [0.0]:
+                smoother = ExpressionSmoother(tau, margin=margin)
+                labels = np.array([smoother.label(1, smoother.update(1, t, p)) for t, p in zip(times, raw,
+                                                                                               strict=True)])
                 changes = int((labels[1:] != labels[:-1]).sum())
                 happy_after = times[(times >= 5.0) & (labels == classes.index("happiness"))]
                 lag = float(happy_after[0] - 5.0) if len(happy_after) else float("nan")
-                rows[tau].append((changes, int((labels != truth).sum()), lag))
+                rows.setdefault((tau, margin), []).append((changes, int((labels != truth).sum()), lag))
     print(f"subjects {' '.join(args.subjects)}; {len(times)} frames each; true label changes: 1")
-    print("| --smooth (s) | label changes per clip | wrong frames per clip | lag of the change (s) |")
-    print("| ---: | --- | --- | --- |")
-    for tau, got in rows.items():
-        print(f"| {tau:g} | {' / '.join(str(c) for c, _, _ in got)} | {' / '.join(str(w) for _, w, _ in got)} | "
-              f"{' / '.join(f'{lag:.2f}' for _, _, lag in got)} |")
+    print("| --smooth (s) | label margin | label changes per clip | wrong frames per clip | lag of the change (s) |")
+    print("| ---: | ---: | --- | --- | --- |")
+    for (tau, margin), got in rows.items():
+        print(f"| {tau:g} | {margin:g} | {' / '.join(str(c) for c, _, _ in got)} | "
+              f"{' / '.join(str(w) for _, w, _ in got)} | {' / '.join(f'{lag:.2f}' for _, _, lag in got)} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,17 @@ def test_smoothing_removes_flicker():
     assert set(labels) == {2}
 
 
+def test_smoothed_label_has_hysteresis():
+    """A face hovering between sadness and neutral keeps its label until another class leads by more than the
+    margin (0.1); with smoothing off the label is the frame's own."""
+    smoother = ExpressionSmoother(0.5)
+    near = [np.array([0.44, 0.0, 0.56]), np.array([0.52, 0.0, 0.48]), np.array([0.47, 0.0, 0.53]),
+            np.array([0.58, 0.0, 0.42])]
+    assert [smoother.label(1, p) for p in near] == [2, 2, 2, 0]  # 0.52 vs 0.48 is no lead; 0.58 vs 0.42 is
+    off = ExpressionSmoother(0)
+    assert off.margin == 0 and [off.label(1, p) for p in near] == [2, 0, 2, 0]
+
+
 def _feed(summary: PeopleSummary, face_id: int, start: int, stop: int, probs: np.ndarray, period: float = 0.1):
     for k in range(start, stop):
         summary.add(face_id, k * period, period, CLASSES[int(np.argmax(probs))], probs)

@@ -91,7 +91,7 @@ class LiveSessions:
             classes = list(prediction.classes)
             for face, face_id in zip(prediction, ids, strict=True):
                 smoothed = session.smoother.update(face_id, t, np.array([face.probabilities[c] for c in classes]))
-                face.face_id, face.smooth_label = face_id, classes[int(np.argmax(smoothed))]
+                face.face_id, face.smooth_label = face_id, classes[session.smoother.label(face_id, smoothed)]
                 face.smooth_probabilities = dict(zip(classes, map(float, smoothed), strict=True))
             session.smoother.keep_only(tr.face_id for tr in session.identity.tracks)
         prediction.time_s = t

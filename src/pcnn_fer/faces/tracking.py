@@ -153,7 +153,7 @@ class SourceTracking:
         classes = self.recognizer.classes
         for face, face_id, p in zip(prediction, job["ids"], probs, strict=True):
             smoothed = self.smoother.update(face_id, t, p)
-            label = classes[int(np.argmax(smoothed))]
+            label = classes[self.smoother.label(face_id, smoothed)]
             face.face_id, face.smooth_label = face_id, label
             face.smooth_probabilities = dict(zip(classes, map(float, smoothed), strict=True))
             self.people.add(face_id, t, period, label, smoothed)
