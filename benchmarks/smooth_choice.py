@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--subjects", nargs="+", default=["S011", "S026", "S071"])
     parser.add_argument("--taus", nargs="+", type=float, default=[0.0, 0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--margins", nargs="+", type=float, default=[0.0, 0.1, 0.2], help="label hysteresis")
+    parser.add_argument("--holds", nargs="+", type=int, default=[1, 4, 8],
+                        help="also hold every k-th frame's probabilities for k frames (errors in runs, as in real "
+                             "clips, where a wrong reading lasts while a hand or a turn lasts)")
     parser.add_argument("--cache", type=Path, help="keep the raw probabilities in this .npz (re-used when present)")
     args = parser.parse_args()
     from pcnn_fer.faces import Recognizer
@@ -82,24 +85,27 @@ def main() -> None:
             runs[f"{subject}_p"] = df[[f"p_{c}" for c in classes]].to_numpy()
     if args.cache is not None:
         np.savez(args.cache, **runs)
-    rows: dict[tuple[float, float], list[tuple[int, int, float]]] = {}
+    rows: dict[tuple[int, float, float], list[tuple[int, int, float]]] = {}
     for subject in args.subjects:
         times, raw = runs[f"{subject}_t"], runs[f"{subject}_p"]
         truth = np.where(times < 5.0, classes.index("sadness"), classes.index("happiness"))
-        for tau in args.taus:
-            for margin in args.margins if tau else [0.0]:
-                smoother = ExpressionSmoother(tau, margin=margin)
-                labels = np.array([smoother.label(1, smoother.update(1, t, p)) for t, p in zip(times, raw,
-                                                                                               strict=True)])
-                changes = int((labels[1:] != labels[:-1]).sum())
-                happy_after = times[(times >= 5.0) & (labels == classes.index("happiness"))]
-                lag = float(happy_after[0] - 5.0) if len(happy_after) else float("nan")
-                rows.setdefault((tau, margin), []).append((changes, int((labels != truth).sum()), lag))
+        for hold in args.holds:
+            held = raw[(np.arange(len(raw)) // hold) * hold]
+            for tau in args.taus:
+                for margin in args.margins if tau else [0.0]:
+                    smoother = ExpressionSmoother(tau, margin=margin)
+                    labels = np.array([smoother.label(1, smoother.update(1, t, p))
+                                       for t, p in zip(times, held, strict=True)])
+                    changes = int((labels[1:] != labels[:-1]).sum())
+                    happy_after = times[(times >= 5.0) & (labels == classes.index("happiness"))]
+                    lag = float(happy_after[0] - 5.0) if len(happy_after) else float("nan")
+                    rows.setdefault((hold, tau, margin), []).append((changes, int((labels != truth).sum()), lag))
     print(f"subjects {' '.join(args.subjects)}; {len(times)} frames each; true label changes: 1")
-    print("| --smooth (s) | label margin | label changes per clip | wrong frames per clip | lag of the change (s) |")
-    print("| ---: | ---: | --- | --- | --- |")
-    for (tau, margin), got in rows.items():
-        print(f"| {tau:g} | {margin:g} | {' / '.join(str(c) for c, _, _ in got)} | "
+    print("| held frames | --smooth (s) | label margin | label changes per clip | wrong frames per clip | "
+          "lag of the change (s) |")
+    print("| ---: | ---: | ---: | --- | --- | --- |")
+    for (hold, tau, margin), got in rows.items():
+        print(f"| {hold} | {tau:g} | {margin:g} | {' / '.join(str(c) for c, _, _ in got)} | "
               f"{' / '.join(str(w) for _, w, _ in got)} | {' / '.join(f'{lag:.2f}' for _, _, lag in got)} |")
 
 
