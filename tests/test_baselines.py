@@ -122,6 +122,7 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, arch", [
     (["--model", "tiny-resnet"], "resnet"),
     (["--model", "tiny-global"], "global"),

@@ -80,6 +80,7 @@ def test_recipe_cost_and_listing():
         assert name in table
 
 
+@pytest.mark.slow
 def test_recorded_recipe_costs_are_the_counted_ones():
     """--list-recipes reads the costs from assets/recipe_costs.json (no torch, issue 33); every built-in recipe is
     there and equal to a fresh count (on failure: pcnn_fer.engine.recipe_table.write_recipe_costs())."""

@@ -173,6 +173,7 @@ def test_threads_are_applied_and_recorded(pcnn_subprocess, pcnn_env, folder, tmp
     assert results["threads"] == 1 and results["options"]["threads"] == 1
 
 
+@pytest.mark.slow
 def test_evaluate_shows_progress_and_threads(pcnn_subprocess, pcnn_env, run_cli, folder, tmp_path, checkpoint):
     pcnn_env["OMP_NUM_THREADS"] = "2"
     args = ["evaluate", "--checkpoint", checkpoint, "--dataset", "folder", "--root", folder, "--split", "test",

@@ -27,6 +27,7 @@ from pcnn_fer.backends.dispatch import create_backend, describe_backend  # noqa:
 from pcnn_fer.backends.onnx_export import OUTPUT_NAMES, ExportError, check_parity, export_onnx, read_metadata  # noqa: E402
 from pcnn_fer.backends.torch_backend import TorchClassifier  # noqa: E402
 from pcnn_fer.cli import main  # noqa: E402
+from pcnn_fer.errors import UsageError  # noqa: E402
 from pcnn_fer.faces import Recognizer  # noqa: E402
 from pcnn_fer.models.pcnn import REGIONS  # noqa: E402
 from pcnn_fer.weights import ASSETS, load_model  # noqa: E402
@@ -194,6 +195,7 @@ def test_onnx_backend_exports_a_checkpoint_once_into_the_cache(exported, checkpo
     assert max(abs(got["probabilities"][c] - expected["probabilities"][c]) for c in expected["probabilities"]) <= 1e-4
 
 
+@pytest.mark.slow
 def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoint, exported, monkeypatch, tmp_path):
     """``auto`` is onnxruntime here, within the export's parity tolerance of torch; in a process where onnxruntime
     cannot be imported it is torch, and says why."""
@@ -228,15 +230,21 @@ def test_auto_backend_matches_torch_and_falls_back_without_onnxruntime(checkpoin
         create_backend("auto", "/nonexistent/model.safetensors")
 
 
-def test_bench_rejects_empty_runs():
+def test_bench_rejects_empty_runs(capsys):
+    """Refused by the parser, before torch is imported (one line, exit 1); the library refuses them too."""
+    from pcnn_fer.bench import benchmark
+
     for flag in ("--batch-size", "--rounds"):
-        proc = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "bench", "--model", "tiny", flag, "0"],
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        assert proc.stderr.strip() == f"pcnn bench: error: {flag} must be at least 1, got 0"
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", "--model", "tiny", flag, "0"])
+        assert exit_.value.code == 1
+        assert capsys.readouterr().err == (f"pcnn bench: error: argument {flag}: expected a positive integer, got 0 "
+                                           "(see pcnn bench --help)\n")
+    with pytest.raises(UsageError, match="--batch-size and --rounds must be at least 1, got 0 and 7"):
+        benchmark("tiny", batch_size=0)
 
 
+@pytest.mark.slow
 def test_bench_with_onnx_backend(capsys):
     assert main(["bench", "--model", "tiny", "--backend", "onnx", "--rounds", "1", "--batch-size", "2",
                  "--threads", "1", "--json"]) == 0

@@ -210,6 +210,7 @@ def test_optimized_inference_matches(preset: str, size: int) -> None:
         fast(torch.randn(1, 3, 48, 49))
 
 
+@pytest.mark.slow
 def test_channels_last_and_compile() -> None:
     model = create_model("tiny").eval()
     x = torch.randn(2, 3, 48, 48)

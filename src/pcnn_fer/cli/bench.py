@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import BASELINE_SUFFIXES, FIXED_WIDTH_PRESET_NAMES, MODEL_PRESET_NAMES, LazyHandler
+from .common import BASELINE_SUFFIXES, FIXED_WIDTH_PRESET_NAMES, MODEL_PRESET_NAMES, LazyHandler, positive_int
 
 __all__ = ["BUNDLED_PRESET", "add_parser"]
 
@@ -25,9 +25,9 @@ def add_parser(subparsers: Any) -> None:
                         "224 px (minutes on a CPU)")
     p.add_argument("--preset", dest="model", help=argparse.SUPPRESS)  # deprecated spelling of --model
     p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size for the throughput figure")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
+    p.add_argument("--rounds", type=positive_int, default=7, help="interleaved timing rounds (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-channels-last", action="store_true", help="time contiguous NCHW instead of channels_last")
     p.add_argument("--compile", action="store_true",
