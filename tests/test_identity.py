@@ -59,6 +59,19 @@ def test_a_person_who_returns_without_descriptors_gets_a_new_id_and_old_ones_are
     assert [t.face_id for t in tracker.tracks] == [2, 3]  # id 1 unseen for more than reid_seconds: forgotten
 
 
+def test_hundreds_of_people_over_time_keep_memory_bounded():
+    """300 people pass one after another (each seen for 3 frames): ids 1…300, never shared, and the tracker holds
+    only those seen within reid_seconds."""
+    tracker = IdentityTracker(IdentityConfig(reid_seconds=5.0), describer=None)
+    seen = []
+    for person in range(300):
+        x = 100 + (person % 7) * 150
+        for k in range(3):
+            seen += tracker.update([_det(x, 300)], person * 1.0 + k * 0.04)
+        assert len(tracker.tracks) <= 7
+    assert seen == [i for i in range(1, 301) for _ in range(3)]
+
+
 def test_identity_config_rejects_bad_values():
     with pytest.raises(UsageError, match="reid_seconds"):
         IdentityConfig(reid_seconds=-1)
