@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pcnn_fer.faces.detect import DlibHOGDetector, HaarDetector, _model_file  # noqa: E402
+from pcnn_fer.faces.yunet import YuNetDetector  # noqa: E402
 
 
 def shared_dir() -> Path:
@@ -50,10 +51,12 @@ def measure(files: list[Path], size: int, pad_fraction: float, mouth: bool) -> d
 
     hog = DlibHOGDetector(upsample=0, threshold=0.0)
     haar = HaarDetector(landmarks=False)
+    yunet = YuNetDetector(threshold=0.3)
     predictor68 = dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat")) if mouth else None
     pad = round(size * pad_fraction)
     out: dict[str, list] = {"landmarks": [], "hog_box": [], "haar_box": [], "pair_hog": [], "pair_haar": [],
-                            "mouth": [], "faces": []}
+                            "mouth": [], "faces": [], "pair_dlib_marks": [], "yunet_marks": [], "yunet_box": [],
+                            "pair_images": [], "yunet_all": 0}
     for f in files:
         gray = Image.open(f).convert("L").resize((size, size), Image.BICUBIC)
         arr = np.pad(np.asarray(gray), pad, mode="edge")
@@ -64,9 +67,17 @@ def measure(files: list[Path], size: int, pad_fraction: float, mouth: bool) -> d
         if hf:
             haar_box = (max(hf, key=lambda d: d.width).box - pad) / size
             out["haar_box"].append(haar_box)
+        yf = yunet.detect(rgb)
+        out["yunet_all"] += bool(yf)
         if not found:
             continue
         best = max(found, key=lambda d: d.score)
+        if yf:
+            yb = max(yf, key=lambda d: d.score)
+            out["pair_dlib_marks"].append((best.landmarks - pad) / size)
+            out["yunet_marks"].append((yb.landmarks - pad) / size)
+            out["yunet_box"].append((yb.box - pad) / size)
+            out["pair_images"].append(rgb[pad:pad + size, pad:pad + size])
         out["faces"].append(f)
         out["landmarks"].append((best.landmarks - pad) / size)
         out["hog_box"].append((best.box - pad) / size)
@@ -78,7 +89,29 @@ def measure(files: list[Path], size: int, pad_fraction: float, mouth: bool) -> d
             shape = predictor68(rgb, dlib.rectangle(x1, y1, x2, y2))
             pts = np.array([(p.x, p.y) for p in shape.parts()], float)[48:68]
             out["mouth"].append((pts.mean(0) - pad) / size)
-    return {k: (np.array(v) if k != "faces" else v) for k, v in out.items()}
+    return {k: (np.array(v) if k not in ("faces", "yunet_all") else v) for k, v in out.items()}
+
+
+def crop_agreement(m: dict, template_yunet: np.ndarray, crop: int = 48) -> dict:
+    """How the YuNet-aligned crop of each face (its points onto ``template_yunet``) compares with the dlib-aligned
+    crop of the same face (dlib's points onto ``TEMPLATE_5PT``): where dlib's five points land in the YuNet crop
+    (RMS distance to ``TEMPLATE_5PT``, fraction of the crop side) next to where they land in the dlib crop (the
+    residual of dlib's own fit), and the mean absolute pixel difference of the two ``crop``-px crops (0-255)."""
+    from pcnn_fer.faces.align import TEMPLATE_5PT, apply_affine, similarity_transform, warp
+
+    rms_yunet, rms_dlib, pixels = [], [], []
+    for dlib_marks, yunet_marks, image in zip(m["pair_dlib_marks"], m["yunet_marks"], m["pair_images"], strict=True):
+        unit = image.shape[0]
+        to_dlib = similarity_transform(dlib_marks * unit, TEMPLATE_5PT * crop)
+        to_yunet = similarity_transform(yunet_marks * unit, template_yunet * crop)
+        for matrix, out in ((to_yunet, rms_yunet), (to_dlib, rms_dlib)):
+            moved = apply_affine(matrix, dlib_marks * unit) / crop
+            out.append(float(np.sqrt(((moved - TEMPLATE_5PT) ** 2).sum(1).mean())))
+        a = warp(image, to_dlib, crop).astype(float)
+        b = warp(image, to_yunet, crop).astype(float)
+        pixels.append(float(np.abs(a - b).mean()))
+    return {"faces": len(pixels), "rms_dlib_points_in_yunet_crop": float(np.median(rms_yunet)),
+            "rms_dlib_points_in_dlib_crop": float(np.median(rms_dlib)), "mean_abs_pixel_diff": float(np.median(pixels))}
 
 
 def fmt(a: np.ndarray) -> str:
@@ -153,6 +186,12 @@ def main() -> None:
     if args.mouth:
         print(f"TEMPLATE_MOUTH = np.array({fmt(m['mouth'].mean(0))})  # std {fmt(m['mouth'].std(0))}")
     print(f"TEMPLATE_FACES = {n}")
+    pairs = len(m["yunet_marks"])
+    print(f"yunet (threshold 0.3) found {m['yunet_all']} of {len(files)} faces; both yunet and dlib: {pairs}")
+    template_yunet = m["yunet_marks"].mean(0)
+    print(f"TEMPLATE_YUNET = np.array({fmt(template_yunet)})  # std {fmt(m['yunet_marks'].std(0))}")
+    print(f"BOX_TEMPLATES['yunet'] = {fmt(m['yunet_box'].mean(0))}")
+    print("crop agreement (medians over the faces both found):", crop_agreement(m, template_yunet))
     if args.preview:
         preview(args.preview, m["faces"], lm.mean(0), args.sample)
 

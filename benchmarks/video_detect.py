@@ -4,10 +4,11 @@
 Clips are built in memory (deterministic): the astronaut's head (and, in the group clip, three more heads of other
 sizes) drifting and slowly zooming over the blurred cat photo at 640×360, 1280×720 and 1920×1080. A face counts as
 found when a detection's centre lies inside it and its side is 0.4–1.5× the face's. Both pipelines run on the same
-frames in interleaved rounds; the table gives faces found / faces present, false detections, and median ms per
-frame (detection + landmarks).
+frames in interleaved rounds; the table gives faces found / faces present, false detections, and median CPU ms per
+frame (detection + landmarks; one thread).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/video_detect.py --frames 60 --repeats 3
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/video_detect.py --detector yunet dlib --frames 20 --repeats 1
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
-from pcnn_fer.faces.detect import DlibHOGDetector  # noqa: E402
+from pcnn_fer.faces.detect import create_detector  # noqa: E402
 from pcnn_fer.faces.track import FrameTracker  # noqa: E402
 
 ASSETS = ROOT / "src" / "pcnn_fer" / "assets"
@@ -76,40 +77,47 @@ def score(detections: list, faces: list[tuple]) -> tuple[int, int]:
     return found, len(detections) - len(used)
 
 
+def run_clip(detector, clip: list[np.ndarray], boxes: list[list[tuple]], repeats: int, every: int) -> str:
+    """The table cells of one clip and detector: full detection on every frame against the frame tracker."""
+    times: dict[str, list[float]] = {"full": [], "tracked": []}
+    counts: dict[str, tuple[int, int]] = {}
+    for _ in range(repeats):
+        for name in ("full", "tracked"):
+            tracker = FrameTracker(detector, refresh=1 if name == "full" else every)
+            found = false = 0
+            for frame, faces in zip(clip, boxes, strict=True):
+                start = time.process_time()  # CPU time: steadier than wall time on a shared machine
+                detections, _ = tracker.detect_traced("clip", frame)
+                times[name].append((time.process_time() - start) * 1000)
+                f, x = score(detections, faces)
+                found, false = found + f, false + x
+            counts[name] = (found, false)
+    present = sum(len(b) for b in boxes)
+    full, tracked = (statistics.median(times[k]) for k in ("full", "tracked"))
+    return (f"{counts['full'][0]}/{present}, {counts['full'][1]} | {full:.1f} | {counts['tracked'][0]}/{present}, "
+            f"{counts['tracked'][1]} | {tracked:.1f} | {tracked / full:.2f}× |")
+
+
 def main() -> None:
     """Print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--detect-every", type=int, default=10)
+    ap.add_argument("--detector", nargs="+", default=["dlib"], help="detector names (create_detector)")
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}; {cpu_capabilities()}")
-    detector = DlibHOGDetector()
     rows = []
     for width, height in ((640, 360), (1280, 720), (1920, 1080)):
         for heads in (1, 4):
             clip, boxes = make_clip(width, height, args.frames, heads)
-            times: dict[str, list[float]] = {"full": [], "tracked": []}
-            counts: dict[str, tuple[int, int]] = {}
-            for _ in range(args.repeats):
-                for name in ("full", "tracked"):
-                    tracker = FrameTracker(detector, refresh=1 if name == "full" else args.detect_every)
-                    found = false = 0
-                    for frame, faces in zip(clip, boxes, strict=True):
-                        start = time.perf_counter()
-                        detections, _ = tracker.detect_traced("clip", frame)
-                        times[name].append((time.perf_counter() - start) * 1000)
-                        f, x = score(detections, faces)
-                        found, false = found + f, false + x
-                    counts[name] = (found, false)
-            present = sum(len(b) for b in boxes)
-            full, tracked = (statistics.median(times[k]) for k in ("full", "tracked"))
-            rows.append(f"| {width}×{height} | {heads} | {counts['full'][0]}/{present}, {counts['full'][1]} | "
-                        f"{full:.1f} | {counts['tracked'][0]}/{present}, {counts['tracked'][1]} | {tracked:.1f} | "
-                        f"{tracked / full:.2f}× |")
+            for name in args.detector:
+                rows.append(f"| {width}×{height} | {heads} | {name} | "
+                            + run_clip(create_detector(name), clip, boxes, args.repeats, args.detect_every))
     print(f"\n{args.frames} frames per clip, {args.repeats} interleaved rounds, --detect-every {args.detect_every}\n")
-    print("| clip | heads | every frame: found, false | ms/frame | tracked: found, false | ms/frame | ratio |")
-    print("| --- | ---: | --- | ---: | --- | ---: | ---: |")
+    print("| clip | heads | detector | every frame: found, false | ms/frame | tracked: found, false | ms/frame "
+          "| ratio |")
+    print("| --- | ---: | --- | --- | ---: | --- | ---: | ---: |")
     print("\n".join(rows))
 
 

@@ -134,7 +134,9 @@ def test_aligned_decoding_crops_the_face_and_counts_images_without_one(tmp_path)
     assert tuple(data.images.shape) == (4, 3, 48, 48)  # the RGB photo keeps colour: C = 3 for all
     faces = data.images.float().mean(1).numpy()  # (4, 48, 48) luminance-ish
     # the same face framed three different ways comes out aligned alike; the plain resize of the portrait does not
-    assert _mad(faces[0], faces[1]) < 20 and _mad(faces[0], faces[2]) < 20
+    # (YuNet's points on these blurred 35-57 px re-framings move by a few pixels: 20-26 grey levels where dlib's gave
+    # 9-11; on FERPlus faces YuNet's alignment classifies as well or better, docs/faces.md "Alignment and accuracy")
+    assert _mad(faces[0], faces[1]) < 30 and _mad(faces[0], faces[2]) < 30
     plain, _ = load_tensor_data(sp.subset([1]), 48, use_cache=False)
     assert _mad(faces[0], plain.images[0, 0].numpy()) > 2 * _mad(faces[0], faces[1])
     # no face: the centre square (200×200 of the 256×200 picture) resized, counted, never dropped
@@ -178,6 +180,7 @@ def test_aligned_cache_is_reused_and_keyed_by_size_template_and_detector(tmp_pat
     import pcnn_fer.faces.align as face_align
 
     monkeypatch.setattr(face_align, "TEMPLATE_5PT", face_align.TEMPLATE_5PT * 0.9 + 0.05)  # a different template
+    monkeypatch.setitem(face_align.LANDMARK_TEMPLATES, "yunet", face_align.TEMPLATE_YUNET * 0.9 + 0.05)
     other_template, aligner = decode()
     assert not other_template.from_cache and aligner.detector_calls == len(sp)
     assert not np.array_equal(other_template.images.numpy(), first.images.numpy())

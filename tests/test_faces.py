@@ -15,8 +15,10 @@ from PIL import Image
 from pcnn_fer.errors import UsageError
 from pcnn_fer.faces.align import (
     BOX_TEMPLATES,
+    LANDMARK_TEMPLATES,
     TEMPLATE_5PT,
     TEMPLATE_MOUTH,
+    TEMPLATE_YUNET,
     align_face,
     apply_affine,
     convert_box,
@@ -25,6 +27,7 @@ from pcnn_fer.faces.align import (
 from pcnn_fer.faces.detect import (
     AutoDetector,
     Detection,
+    DlibAutoDetector,
     DlibHOGDetector,
     FaceDetector,
     HaarDetector,
@@ -36,6 +39,7 @@ from pcnn_fer.faces.detect import (
     box_iou as iou,
 )
 from pcnn_fer.faces.imageio import ImageLoadError, load_image
+from pcnn_fer.faces.yunet import YuNetDetector
 from pcnn_fer.models.pcnn import FaceRegions, preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +61,16 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    """The default detector (dlib HOG + 5 landmarks, or Haar)."""
+    """The default detector (YuNet + 5 landmarks)."""
     return create_detector("auto")
+
+
+@pytest.fixture(scope="module")
+def dlib_auto() -> FaceDetector:
+    """The dlib chain (HOG + 5 landmarks, the CNN when HOG finds nothing), the default before YuNet."""
+    if not dlib_available():
+        pytest.skip("dlib and face-recognition-models are not installed")
+    return create_detector("dlib-auto")
 
 
 # --- imageio ----------------------------------------------------------------------------------------------------
@@ -154,15 +166,34 @@ def test_real_variants_still_detect(tmp_path, astronaut, detector):
 # --- detection ----------------------------------------------------------------------------------------------------
 
 @needs_samples
-def test_detectors_on_samples(astronaut, detector):
+def test_default_detector_is_yunet_on_samples(astronaut, detector):
+    """auto = YuNet: one face on the astronaut with eye centres, nose tip and mouth corners where they are in the
+    photo (image-left first), the cameraman of camera.png found in one pass, nothing on the cat."""
+    from pcnn_fer.faces.detect import detect_traced
+
+    assert isinstance(detector, AutoDetector) and isinstance(detector.primary, YuNetDetector) and not detector.note
     faces = detector.detect(astronaut)
+    assert len(faces) == 1 and on_face(faces[0].box, min_iou=0.6) and faces[0].detector == "yunet"
+    (left_eye, right_eye, nose, left_mouth, right_mouth) = faces[0].landmarks
+    assert left_eye[0] < nose[0] < right_eye[0] and left_mouth[0] < nose[0] < right_mouth[0]
+    assert 95 < (left_eye[1] + right_eye[1]) / 2 < 112 < nose[1] < (left_mouth[1] + right_mouth[1]) / 2 < 150
+    camera = np.asarray(Image.open(SAMPLES / "camera.png").convert("RGB"))
+    found, tried = detect_traced(detector, camera)
+    assert tried == ["yunet 2x"] and len(found) == 1  # 0.26 MP is run at about 1 MP
+    x1, y1, x2, y2 = found[0].box
+    assert 175 < (x1 + x2) / 2 < 270 and 105 < (y1 + y2) / 2 < 200  # the cameraman's face
+    cat = np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB"))
+    assert detector.detect(cat) == []
+
+
+@needs_samples
+def test_dlib_detector_on_samples(astronaut, dlib_auto):
+    faces = dlib_auto.detect(astronaut)
     assert len(faces) == 1 and on_face(faces[0].box, min_iou=0.6)
     marks = faces[0].landmarks
     assert marks is not None and marks.shape == (5, 2)
     assert marks[2, 0] < marks[3, 0] < marks[1, 0] < marks[0, 0]  # image-left eye corners, then image-right ones
     assert 95 < marks[:4, 1].mean() < 112 and 125 < marks[4, 1] < 145  # eyes, base of the nose (read off the photo)
-    cat = np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB"))
-    assert detector.detect(cat) == []
 
 
 @needs_samples
@@ -207,27 +238,33 @@ def test_fast_detection_finds_the_same_faces(astronaut):
 
 @needs_samples
 @needs_dlib
-def test_tiled_jpeg_gives_sixteen_faces_not_the_patch(astronaut, detector):
+@pytest.mark.parametrize("which", ["yunet", "dlib-auto"])
+def test_tiled_jpeg_gives_sixteen_faces_not_the_patch(astronaut, detector, which):
     """Astronaut tiled 4×4 as a JPEG (quality 90): 16 faces; the mission patch (0.20 at dlib's colour HOG, the old
     threshold) is not reported. Every face carries its detection score."""
+    if which == "dlib-auto" and not dlib_available():
+        pytest.skip("dlib is not installed")
+    det = detector if which == "yunet" else create_detector("dlib-auto")
     buf = io.BytesIO()
     Image.fromarray(np.tile(astronaut, (4, 4, 1))).save(buf, "JPEG", quality=90)
     rgb = load_image(buf.getvalue())
-    faces = detector.detect(rgb)
+    faces = det.detect(rgb)
     assert len(faces) == 16
     for face in faces:
         x1, y1, x2, y2 = face.box
         cx, cy = ((x1 + x2) / 2) % 512, ((y1 + y2) / 2) % 512
         assert ASTRONAUT_FACE[0] < cx < ASTRONAUT_FACE[2] and ASTRONAUT_FACE[1] < cy < ASTRONAUT_FACE[3]
-        assert face.score >= 0.25 and face.detector == "dlib-hog"
+        assert face.score >= (0.25 if which == "dlib-auto" else 0.6)
+        assert face.detector == ("dlib-hog" if which == "dlib-auto" else "yunet")
 
 
 @needs_samples
 @needs_dlib
-def test_auto_detector_falls_back_to_the_cnn_and_says_so(detector):
+def test_dlib_auto_detector_falls_back_to_the_cnn_and_says_so(dlib_auto):
     """camera.png: HOG finds nothing (twice: as is and upsampled), the CNN finds the cameraman; the cat has none."""
     from pcnn_fer.faces.detect import detect_traced
 
+    detector = dlib_auto
     camera = np.asarray(Image.open(SAMPLES / "camera.png").convert("RGB"))
     faces, tried = detect_traced(detector, camera)
     assert tried == ["dlib-hog 1x", "dlib-hog 2x", "dlib-cnn"]
@@ -268,6 +305,11 @@ def test_template_points_fall_in_their_pcnn_crops():
     assert np.all(TEMPLATE_5PT[:4, 1] < h1) and np.all(TEMPLATE_5PT[:4, 1] > 0.25)
     assert h1 < nose[1] and abs(nose[0] - 0.5) < 0.03
     assert TEMPLATE_MOUTH[1] > h2 and abs(TEMPLATE_MOUTH[0] - 0.5) < 0.03  # the mouth lies in the mouth crop
+    left, right, tip, mouth = TEMPLATE_YUNET[0], TEMPLATE_YUNET[1], TEMPLATE_YUNET[2], TEMPLATE_YUNET[3:]
+    assert left[0] < w1 < right[0] and max(left[1], right[1]) < h1  # YuNet's eye centres in their eye crops
+    assert h1 < tip[1] < h2 and np.all(mouth[:, 1] > h2) and abs(tip[0] - 0.5) < 0.03  # nose tip, mouth corners
+    # YuNet's eye centres lie between dlib's corners of the same eye (the two templates describe one face)
+    assert TEMPLATE_5PT[2, 0] < left[0] < TEMPLATE_5PT[3, 0] and TEMPLATE_5PT[1, 0] < right[0] < TEMPLATE_5PT[0, 0]
     for box in BOX_TEMPLATES.values():
         assert box[0] < left_eye[:, 0].min() and box[2] > right_eye[:, 0].max() and box[1] < TEMPLATE_5PT[:, 1].min()
 
@@ -295,9 +337,10 @@ def test_aligned_astronaut_lands_on_the_crops(astronaut, detector, tmp_path):
     aligned = align_face(astronaut, face, size)
     assert aligned.image.shape == (size, size, 3) and aligned.image.dtype == np.uint8
     marks = apply_affine(aligned.matrix, face.landmarks) / size
-    assert np.abs(marks - TEMPLATE_5PT).max() < 0.06
+    assert np.abs(marks - LANDMARK_TEMPLATES.get(face.detector, TEMPLATE_5PT)).max() < 0.06
     boxes = FaceRegions(preset_config("compact").crop_fractions).boxes(size, size)
-    for (x, y), region in zip(marks[:4] * size, ["right_eye", "right_eye", "left_eye", "left_eye"], strict=True):
+    eyes = ["left_eye", "right_eye"] if face.detector == "yunet" else ["right_eye", "right_eye", "left_eye", "left_eye"]
+    for (x, y), region in zip(marks[:len(eyes)] * size, eyes, strict=True):
         top, bottom, left, right = boxes[region]
         assert top <= y < bottom and left <= x < right, region
     # the mouth (read off the photo at about (224, 146)) maps into the mouth crop
@@ -322,12 +365,12 @@ def test_box_only_alignment_uses_the_detector_box_template():
 
 
 @needs_samples
-def test_auto_falls_back_to_haar_without_dlib(monkeypatch, astronaut):
+def test_dlib_auto_falls_back_to_haar_without_dlib(monkeypatch, astronaut):
     import pcnn_fer.faces.detect as detect
 
     monkeypatch.setattr(detect, "dlib_available", lambda: False)
-    auto = detect.create_detector("auto")
-    assert isinstance(auto, AutoDetector) and not auto.fallback
+    auto = detect.create_detector("dlib-auto")
+    assert isinstance(auto, DlibAutoDetector) and not auto.fallback
     fallback = auto.primary
     assert isinstance(fallback, HaarDetector) and not fallback.landmarks
     (face,) = auto.detect(astronaut)
@@ -335,3 +378,19 @@ def test_auto_falls_back_to_haar_without_dlib(monkeypatch, astronaut):
     aligned = align_face(astronaut, face, 48)  # box-only alignment through the Haar box template
     eyes = apply_affine(aligned.matrix, [[203, 102], [246, 104]]) / 48  # the eye centres, read off the photo
     np.testing.assert_allclose(eyes, [TEMPLATE_5PT[2:4].mean(0), TEMPLATE_5PT[:2].mean(0)], atol=0.08)
+
+
+def test_auto_without_yunet_runtime_says_so_and_uses_dlib(monkeypatch, capsys):
+    """No onnxruntime and no OpenCV: auto names the extra and runs the dlib chain; with no dlib either, one error
+    line naming the extra."""
+    import pcnn_fer.faces.detect as detect
+    from pcnn_fer.faces.detection import DetectorUnavailable
+
+    monkeypatch.setattr(detect, "yunet_available", lambda: False)
+    if dlib_available():
+        auto = detect.create_detector("auto")
+        assert isinstance(auto.primary, DlibAutoDetector) and "pcnn-fer[faces]" in auto.note
+        assert capsys.readouterr().err.strip() == detect.YUNET_MISSING
+    monkeypatch.setattr(detect, "dlib_available", lambda: False)
+    with pytest.raises(DetectorUnavailable, match=r"pip install 'pcnn-fer\[faces\]'"):
+        detect.create_detector("auto")

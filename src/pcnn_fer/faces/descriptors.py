@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..dlib_weights import DLIB_MODEL_FILE
+from .align import BOX_TEMPLATES, convert_box
 from .detect import Detection, DetectorUnavailable, _import_dlib, _model_file
+from .detection import LANDMARK_NAMES, landmark_names
 
 __all__ = ["FaceDescriber", "DESCRIPTOR_SIZE", "SAME_PERSON_DISTANCE"]
 
@@ -40,12 +42,16 @@ class FaceDescriber:
 
     def _shape(self, rgb: np.ndarray, det: Detection):
         dlib = self._dlib
-        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        box = det.box
+        if det.detector in BOX_TEMPLATES and det.detector != "dlib-hog":  # e.g. YuNet: onto dlib's box geometry
+            box = convert_box(box, det.detector, "dlib-hog")
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
         rect = dlib.rectangle(x1, y1, x2, y2)
-        if det.landmarks is not None and len(det.landmarks) == 5:
+        if det.landmarks is not None and len(det.landmarks) == 5 and landmark_names(det.detector) == LANDMARK_NAMES:
             points = [dlib.point(int(round(x)), int(round(y))) for x, y in det.landmarks]
             return dlib.full_object_detection(rect, points)
-        if self._shapes is None:  # a detector without landmarks (Haar without dlib cannot get here)
+        # a detector without landmarks, or with other points than dlib's (YuNet): dlib's 5-point model in the box
+        if self._shapes is None:
             self._shapes = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
         return self._shapes(rgb, rect)
 

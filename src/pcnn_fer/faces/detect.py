@@ -1,98 +1,67 @@
-"""Face detection behind a tiny :class:`FaceDetector` protocol.
+"""The face detectors and the factory that builds them by name.
 
-Shipped detectors (all offline):
+Shipped detectors (all offline; the record and protocol they share are in :mod:`.detection`):
 
+* ``auto`` – :class:`AutoDetector`, the default: YuNet (:class:`~pcnn_fer.faces.yunet.YuNetDetector`, a CNN with
+  five landmarks whose weights ship in this package, run with onnxruntime or OpenCV); when neither runtime is
+  installed, dlib HOG with dlib's CNN as a fallback on still images where HOG finds nothing, and one line saying so.
 * :class:`DlibHOGDetector` – dlib's HOG + linear SVM frontal detector with dlib's **5-point** landmark model (from
   ``face-recognition-models``; the 5-point model is licensed for commercial use, the 68-point one is not and is never
-  used here). Default.
+  used here).
 * :class:`DlibCNNDetector` – dlib's MMOD CNN detector (finds smaller and turned faces, but takes seconds per image
   on a CPU), with the same 5-point landmarks.
 * :class:`HaarDetector` – OpenCV's Haar cascade, the fallback when dlib is not installed. Landmarks are added with
   the dlib 5-point model when dlib is available, else the aligner falls back to the box.
 * :class:`WholeImageDetector` – no detection: the whole input is one already-cropped face (``--no-detect``).
 
-Large images are downscaled to at most ``max_pixels`` for detection and the boxes are mapped back; landmarks are
+Large images are downscaled to at most ``max_pixels`` for detection and the boxes are mapped back; dlib landmarks are
 always predicted on the full-resolution image.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import PCNNError, UsageError
+from ..errors import UsageError
 from .align import convert_box
-
-#: Landmark order of the dlib 5-point model, named by the side of the *image* they are on (like PCNN's regions).
-LANDMARK_NAMES: tuple[str, ...] = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose")
+from .detection import (
+    LANDMARK_NAMES,
+    Detection,
+    DetectorUnavailable,
+    FaceDetector,
+    as_rgb_uint8,
+    box_iou,
+    detect_traced,
+    downscale,
+)
+from .yunet import YuNetDetector
 
 #: Detection runs on a copy of the image scaled down to at most this many pixels.
 DETECT_MAX_PIXELS = 2_000_000
 #: Default window score the HOG detector needs (chosen with ``benchmarks/detect_speed.py --scores``, docs/faces.md).
 HOG_THRESHOLD = 0.25
-#: The CNN fallback of the ``auto`` detector runs on a copy of the image scaled down to at most this many pixels.
+#: The CNN fallback of the dlib ``auto`` detector runs on a copy of the image scaled down to at most this many pixels.
 FALLBACK_MAX_PIXELS = 350_000
 #: An image (or its scaled working copy) narrower or lower than this holds no face the detectors can find; dlib's
 #: CNN raises an error on images under 7 px, so it is not run on them.
 MIN_DETECT_SIDE = 16
-
-
-@dataclass
-class Detection:
-    """One face: ``box`` [x1, y1, x2, y2] in input pixels, ``landmarks`` (5, 2) in :data:`LANDMARK_NAMES` order or
-    None, a detector ``score`` (higher is surer; scales differ between detectors) and the ``detector`` name."""
-
-    box: np.ndarray
-    landmarks: np.ndarray | None = None
-    score: float = 1.0
-    detector: str = ""
-
-    def __post_init__(self) -> None:
-        self.box = np.asarray(self.box, dtype=np.float64).reshape(4)
-        if self.landmarks is not None:
-            self.landmarks = np.asarray(self.landmarks, dtype=np.float64).reshape(-1, 2)
-        self.score = float(self.score)
-
-    @property
-    def width(self) -> float:
-        """Box width in pixels."""
-        return float(self.box[2] - self.box[0])
-
-    @property
-    def height(self) -> float:
-        """Box height in pixels."""
-        return float(self.box[3] - self.box[1])
-
-
-def box_iou(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes (0 when they do not overlap)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-@runtime_checkable
-class FaceDetector(Protocol):
-    """Anything with ``detect(rgb) -> list[Detection]`` (rgb: HxWx3 uint8) can be plugged into the recognizer."""
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces found in an RGB uint8 image."""
-        ...
-
-
-class DetectorUnavailable(PCNNError, RuntimeError):
-    """The requested detector's package or model file is not installed."""
+#: How to get the default detector back when it cannot run (printed once by :class:`AutoDetector`).
+YUNET_MISSING = ("the default yunet detector needs onnxruntime or OpenCV (pip install 'pcnn-fer[faces]'); "
+                 "using dlib HOG instead")
 
 
 def dlib_available() -> bool:
     """True when both ``dlib`` (dlib-bin) and ``face_recognition_models`` are importable."""
     return importlib.util.find_spec("dlib") is not None and _models_dir() is not None
+
+
+def yunet_available() -> bool:
+    """True when the YuNet detector can run (onnxruntime or OpenCV is importable)."""
+    return importlib.util.find_spec("onnxruntime") is not None or importlib.util.find_spec("cv2") is not None
 
 
 def _models_dir() -> Path | None:
@@ -120,30 +89,11 @@ def _import_dlib():
     return dlib
 
 
-def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"detectors take HxWx3 uint8 RGB arrays, got {rgb.dtype} {rgb.shape}")
-    return np.ascontiguousarray(rgb)
-
-
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """The gray (BT.601 luma) image of an RGB uint8 array."""
     import cv2
 
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
-def _downscale(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
-    """The image scaled to at most ``max_pixels`` (INTER_AREA) and the scale factor applied (≤ 1)."""
-    h, w = rgb.shape[:2]
-    if h * w <= max_pixels:
-        return rgb, 1.0
-    import cv2
-
-    scale = (max_pixels / (h * w)) ** 0.5
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return small, small.shape[1] / w
 
 
 class _DlibLandmarks:
@@ -195,9 +145,9 @@ class DlibHOGDetector:
     def detect_traced(self, rgb: np.ndarray, thorough: bool = True) -> tuple[list[Detection], list[str]]:
         """:meth:`detect` plus what was tried (``dlib-hog 1x``, ``dlib-hog 2x``); ``thorough`` is accepted for the
         :class:`AutoDetector` interface (the 2× pass always follows the ``upsample`` setting)."""
-        rgb = _as_rgb_uint8(rgb)
+        rgb = as_rgb_uint8(rgb)
         work = _luminance(rgb) if self.gray else rgb
-        small, scale = _downscale(work, self.max_pixels)
+        small, scale = downscale(work, self.max_pixels)
         tried = []
 
         def run(upsample: int) -> list[tuple[np.ndarray, float]]:
@@ -235,8 +185,8 @@ class DlibCNNDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 image, sorted left to right."""
-        rgb = _as_rgb_uint8(rgb)
-        small, scale = _downscale(rgb, self.max_pixels)
+        rgb = as_rgb_uint8(rgb)
+        small, scale = downscale(rgb, self.max_pixels)
         detections = []
         if min(small.shape[:2]) < MIN_DETECT_SIDE:  # e.g. a 100000×1 strip
             return detections
@@ -272,8 +222,8 @@ class HaarDetector:
         """Faces in an RGB uint8 image, sorted left to right."""
         import cv2
 
-        rgb = _as_rgb_uint8(rgb)
-        small, scale = _downscale(rgb, self.max_pixels)
+        rgb = as_rgb_uint8(rgb)
+        small, scale = downscale(rgb, self.max_pixels)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         boxes, _, weights = self._cascade.detectMultiScale3(
             gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size),
@@ -299,13 +249,13 @@ class WholeImageDetector:
         return [Detection(np.array([0, 0, w, h], float), None, 1.0, self.name)]
 
 
-class AutoDetector:
-    """The default detector: dlib HOG (Haar when dlib is missing) and, when it finds nothing in a still image, dlib's
-    CNN detector on a copy scaled to at most ``fallback_max_pixels`` (finds smaller and turned faces such as the
-    cameraman in ``samples/camera.png``; about a second per image on a CPU, so it is skipped for video frames).
-    :meth:`detect_traced` says which detectors were tried."""
+class DlibAutoDetector:
+    """dlib HOG (Haar when dlib is missing) and, when it finds nothing in a still image, dlib's CNN detector on a copy
+    scaled to at most ``fallback_max_pixels`` (finds smaller and turned faces such as the cameraman in
+    ``samples/camera.png``; about a second per image on a CPU, so it is skipped for video frames). The default
+    before YuNet, and what ``auto`` runs when YuNet cannot. :meth:`detect_traced` says which detectors were tried."""
 
-    name = "auto"
+    name = "dlib-auto"
 
     def __init__(self, threshold: float | None = None, fallback: bool = True,
                  fallback_max_pixels: int = FALLBACK_MAX_PIXELS) -> None:
@@ -337,23 +287,46 @@ class AutoDetector:
         return self.detect_traced(rgb)[0]
 
 
-def detect_traced(detector: FaceDetector, rgb: np.ndarray,
-                  thorough: bool = True) -> tuple[list[Detection], list[str]]:
-    """``detector.detect_traced(rgb, thorough)`` when it has one, else its detections and its name."""
-    traced = getattr(detector, "detect_traced", None)
-    if traced is not None:
-        return traced(rgb, thorough)
-    return list(detector.detect(rgb)), [getattr(detector, "name", type(detector).__name__)]
+class AutoDetector:
+    """The default detector: YuNet (:class:`~pcnn_fer.faces.yunet.YuNetDetector`; ``threshold`` is its face score)
+    when onnxruntime or OpenCV can run it, else :class:`DlibAutoDetector` (``threshold`` is then the HOG window
+    score), with :attr:`note` saying why (printed once to stderr, and by ``pcnn predict``). The measurements behind
+    the choice are in docs/faces.md."""
+
+    name = "auto"
+
+    def __init__(self, threshold: float | None = None) -> None:
+        self.note = ""
+        if yunet_available():
+            self.primary: YuNetDetector | DlibAutoDetector = (
+                YuNetDetector() if threshold is None else YuNetDetector(threshold=threshold))
+        else:
+            self.note = YUNET_MISSING
+            if not dlib_available():
+                raise DetectorUnavailable("no face detector can run: pip install 'pcnn-fer[faces]' (YuNet needs "
+                                          "onnxruntime or OpenCV; the dlib fallback needs dlib-bin)")
+            print(self.note, file=sys.stderr)
+            self.primary = DlibAutoDetector(threshold=threshold)
+
+    def detect_traced(self, rgb: np.ndarray, thorough: bool = True) -> tuple[list[Detection], list[str]]:
+        """Faces in an RGB uint8 image and the detectors tried (``thorough=False``: video frames, no slow
+        fallbacks)."""
+        return detect_traced(self.primary, rgb, thorough)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in an RGB uint8 image, sorted left to right."""
+        return self.detect_traced(rgb)[0]
 
 
-DETECTORS = {"dlib": DlibHOGDetector, "hog": DlibHOGDetector, "dlib-hog": DlibHOGDetector, "cnn": DlibCNNDetector,
-             "dlib-cnn": DlibCNNDetector, "haar": HaarDetector, "none": WholeImageDetector, "auto": AutoDetector}
+DETECTORS = {"auto": AutoDetector, "yunet": YuNetDetector, "dlib-auto": DlibAutoDetector, "dlib": DlibHOGDetector,
+             "hog": DlibHOGDetector, "dlib-hog": DlibHOGDetector, "cnn": DlibCNNDetector, "dlib-cnn": DlibCNNDetector,
+             "haar": HaarDetector, "none": WholeImageDetector}
 
 
 def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDetector:
-    """A detector from a name (``auto``: :class:`AutoDetector`, dlib HOG with a CNN fallback, or Haar when dlib is
-    missing; ``dlib``/``hog``, ``cnn``, ``haar``, ``none``) with constructor ``options``, or any object with a
-    ``detect`` method, returned as is."""
+    """A detector from a name (``auto``: :class:`AutoDetector`, YuNet or, when it cannot run, ``dlib-auto``;
+    ``yunet``; ``dlib-auto``: dlib HOG with a CNN fallback, or Haar when dlib is missing; ``dlib``/``hog``, ``cnn``,
+    ``haar``, ``none``) with constructor ``options``, or any object with a ``detect`` method, returned as is."""
     if not isinstance(detector, str):
         if not callable(getattr(detector, "detect", None)):
             raise TypeError(f"a detector needs a detect(rgb) method, got {type(detector).__name__}")
@@ -364,6 +337,7 @@ def create_detector(detector: str | FaceDetector = "auto", **options) -> FaceDet
     return DETECTORS[name](**options)
 
 
-__all__ = ["Detection", "FaceDetector", "DlibHOGDetector", "DlibCNNDetector", "HaarDetector", "WholeImageDetector",
-           "AutoDetector", "DetectorUnavailable", "LANDMARK_NAMES", "box_iou", "create_detector", "detect_traced",
-           "dlib_available", "DETECT_MAX_PIXELS", "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS", "MIN_DETECT_SIDE"]
+__all__ = ["Detection", "FaceDetector", "AutoDetector", "YuNetDetector", "DlibAutoDetector", "DlibHOGDetector",
+           "DlibCNNDetector", "HaarDetector", "WholeImageDetector", "DetectorUnavailable", "LANDMARK_NAMES", "box_iou",
+           "create_detector", "detect_traced", "dlib_available", "yunet_available", "DETECT_MAX_PIXELS",
+           "HOG_THRESHOLD", "FALLBACK_MAX_PIXELS", "MIN_DETECT_SIDE", "YUNET_MISSING"]

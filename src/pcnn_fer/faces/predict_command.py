@@ -43,6 +43,16 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be a number of seconds >= 0, got {seconds}")
 
 
+def describe_detector(detector: Any) -> str:
+    """The detector's class, and for ``auto`` what it runs and why (``AutoDetector (yunet)``)."""
+    name = type(detector).__name__
+    primary = getattr(detector, "primary", None)
+    if primary is None:
+        return name
+    note = getattr(detector, "note", "")
+    return f"{name} ({getattr(primary, 'name', type(primary).__name__)}{': ' + note if note else ''})"
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``pcnn predict``; 0 when at least one input could be read (or there was nothing left to do), else 1."""
     _check_numbers(args)
@@ -90,7 +100,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if people is not None:
         people.add_kept(kept, recognizer.classes)
     report = _Report(args.quiet, sources[start:], args.every, args.max_frames)
-    report.line(f"backend: {describe_backend(backend)}; detector: {type(recognizer.detector).__name__}"
+    report.line(f"backend: {describe_backend(backend)}; detector: {describe_detector(recognizer.detector)}"
                 + ("; engine: ray" if ray_engine else "")
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
                    else ""), err=True)

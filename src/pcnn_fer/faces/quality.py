@@ -6,9 +6,10 @@ face is flagged (the ``issues`` of :func:`face_quality`; docs/faces.md lists the
   on 0–255 grey levels: low for blurred faces;
 * ``brightness`` – the mean grey level of the aligned face (0–1) and ``clipped`` the share of its pixels at
   ≤ 5 or ≥ 250 (under- or over-exposed);
-* ``yaw`` and ``pitch`` – head turn in degrees estimated from the five landmarks (eye corners and nose base):
-  the nose base's offset from the eyes' midpoint relative to the distance between the eyes, against the frontal
-  template (:data:`pcnn_fer.faces.align.TEMPLATE_5PT`); rough (about ±10°), None without landmarks. Positive yaw:
+* ``yaw`` and ``pitch`` – head turn in degrees estimated from the five landmarks (dlib: eye corners and nose base;
+  YuNet: eye centres and nose tip): the nose point's offset from the eyes' midpoint relative to the distance
+  between the eyes, against the detector's frontal template (:data:`pcnn_fer.faces.align.TEMPLATE_5PT`,
+  :data:`~pcnn_fer.faces.align.TEMPLATE_YUNET`); rough (about ±10°), None without landmarks. Positive yaw:
   the nose is to the image right of the eyes' midpoint; positive pitch: the nose is lower than on a frontal face
   (head down).
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .align import TEMPLATE_5PT
+from .align import LANDMARK_TEMPLATES, TEMPLATE_5PT
 
 __all__ = ["QUALITY_THRESHOLDS", "face_quality"]
 
@@ -31,10 +32,24 @@ QUALITY_THRESHOLDS: dict[str, float] = {"min_size_px": 32.0, "min_sharpness": 20
                                         "max_brightness": 0.85, "max_clipped": 0.25, "max_yaw": 35.0,
                                         "max_pitch": 30.0}
 
-_EYES_TEMPLATE = (TEMPLATE_5PT[0] + TEMPLATE_5PT[1]) / 2, (TEMPLATE_5PT[2] + TEMPLATE_5PT[3]) / 2
-_IOD_TEMPLATE = float(np.linalg.norm(_EYES_TEMPLATE[0] - _EYES_TEMPLATE[1]))
+
+
+def _eyes_and_nose(points: np.ndarray, detector: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image-right eye, image-left eye, nose point) of five landmarks in the order of ``detector``'s points."""
+    if detector == "yunet":  # left_eye, right_eye, nose_tip, left_mouth, right_mouth (image sides)
+        return points[1], points[0], points[2]
+    return (points[0] + points[1]) / 2, (points[2] + points[3]) / 2, points[4]  # dlib: corners, nose base
+
+
+def _nose_drop(detector: str) -> float:
+    """The frontal nose point's drop below the eyes' midpoint, in inter-ocular distances, on the detector's
+    template."""
+    right_eye, left_eye, nose = _eyes_and_nose(LANDMARK_TEMPLATES.get(detector, TEMPLATE_5PT), detector)
+    return float((nose[1] - (right_eye[1] + left_eye[1]) / 2) / np.linalg.norm(right_eye - left_eye))
+
+
 #: The frontal nose base below the eyes' midpoint, in inter-ocular distances.
-_NOSE_DROP = float((TEMPLATE_5PT[4][1] - (_EYES_TEMPLATE[0][1] + _EYES_TEMPLATE[1][1]) / 2) / _IOD_TEMPLATE)
+_NOSE_DROP = _nose_drop("dlib-hog")
 #: How far the nose base sits in front of the eyes, in inter-ocular distances (its offset at 90° of turn).
 _NOSE_DEPTH = 0.6
 
@@ -57,27 +72,28 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(_grey48(crop), cv2.CV_64F).var())
 
 
-def head_pose(landmarks: np.ndarray | None) -> tuple[float | None, float | None]:
-    """(yaw, pitch) in degrees from five landmarks (:data:`~pcnn_fer.faces.detect.LANDMARK_NAMES` order), or
-    (None, None) without them."""
+def head_pose(landmarks: np.ndarray | None, detector: str = "") -> tuple[float | None, float | None]:
+    """(yaw, pitch) in degrees from five landmarks in the order of ``detector``'s points
+    (:func:`~pcnn_fer.faces.detection.landmark_names`), or (None, None) without them."""
     if landmarks is None:
         return None, None
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    right_eye, left_eye = (points[0] + points[1]) / 2, (points[2] + points[3]) / 2
+    right_eye, left_eye, nose = _eyes_and_nose(points, detector)
     across = right_eye - left_eye
     iod = float(np.linalg.norm(across))
     if iod < 1e-6:
         return None, None
     ex = across / iod
     ey = np.array([-ex[1], ex[0]])  # the face's down direction in the image
-    offset = points[4] - (right_eye + left_eye) / 2
+    offset = nose - (right_eye + left_eye) / 2
     dx, dy = float(offset @ ex) / iod, float(offset @ ey) / iod
+    drop = _NOSE_DROP if detector != "yunet" else _nose_drop("yunet")
     yaw = math.degrees(math.asin(float(np.clip(dx / _NOSE_DEPTH, -1.0, 1.0))))
-    pitch = math.degrees(math.asin(float(np.clip((dy - _NOSE_DROP) / _NOSE_DEPTH, -1.0, 1.0))))
+    pitch = math.degrees(math.asin(float(np.clip((dy - drop) / _NOSE_DEPTH, -1.0, 1.0))))
     return yaw, pitch
 
 
-def face_quality(crop: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None,
+def face_quality(crop: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, detector: str = "",
                  thresholds: dict[str, float] = QUALITY_THRESHOLDS) -> dict[str, Any]:
     """Quality fields of one face (see the module docstring) and ``issues``: the names of the thresholds it fails
     (``small``, ``blurred``, ``dark``, ``bright``, ``clipped``, ``turned``, ``tilted``)."""
@@ -87,7 +103,7 @@ def face_quality(crop: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None
     brightness = float(grey.mean() / 255)
     clipped = float(((grey <= 5) | (grey >= 250)).mean())
     sharp = sharpness(crop)
-    yaw, pitch = head_pose(landmarks)
+    yaw, pitch = head_pose(landmarks, detector)
     t = thresholds
     issues = [name for name, failed in (
         ("small", size < t["min_size_px"]), ("blurred", sharp < t["min_sharpness"]),

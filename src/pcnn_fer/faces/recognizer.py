@@ -30,6 +30,7 @@ from .detect import (
     create_detector,
     detect_traced,
 )
+from .draw import draw_faces
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
 from .quality import face_quality
 from .sources import Frame, Source, expand_sources, iter_frames
@@ -41,7 +42,8 @@ from .tracking import TrackingConfig, track_frames
 
 @dataclass
 class Face:
-    """One recognised face. ``box`` [x1, y1, x2, y2] and ``landmarks`` (5, 2) are in input-image pixels;
+    """One recognised face. ``box`` [x1, y1, x2, y2] (clipped to the image; ``box_unclipped`` holds the detector's
+    box when it reached past an edge, else None) and ``landmarks`` (5, 2) are in input-image pixels;
     ``probabilities`` maps every class to its probability; ``regions`` maps each PCNN region to its own class
     probabilities; ``detection_score`` and ``detector`` come from the face detector; ``crop`` is the aligned model
     input (uint8 RGB) when the recognizer keeps crops. Faces of tracked video frames (:meth:`Recognizer.track_stream`)
@@ -65,6 +67,7 @@ class Face:
     smooth_probabilities: dict[str, float] | None = None
     occlusion: dict[str, float] | None = None
     quality: dict[str, Any] | None = None
+    box_unclipped: np.ndarray | None = None
 
     @property
     def top_label(self) -> str:
@@ -72,7 +75,8 @@ class Face:
         return max(self.probabilities, key=self.probabilities.get) if self.probabilities else self.label
 
     def to_dict(self, digits: int = 4) -> dict[str, Any]:
-        """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score; tracked faces
+        """JSON-ready record: box, landmarks, label, score, probabilities, regions and detection_score (and
+        ``box_unclipped`` for a face cut by the image edge); tracked faces
         start with ``face_id`` and add ``smooth_label`` and ``smooth_probabilities``; then ``occlusion`` (models
         with occlusion heads) and ``quality``."""
         tracked = {} if self.face_id is None else {"face_id": int(self.face_id)}
@@ -89,6 +93,8 @@ class Face:
             "probabilities": {k: round(float(v), digits) for k, v in self.probabilities.items()},
             "regions": {r: {k: round(float(v), digits) for k, v in p.items()} for r, p in self.regions.items()},
             "detection_score": round(float(self.detection_score), digits),
+            **({} if self.box_unclipped is None else {"box_unclipped": [round(float(v), 1)
+                                                                        for v in self.box_unclipped]}),
             **smoothed,
             **({} if self.occlusion is None else
                {"occlusion": {r: round(float(v), digits) for r, v in self.occlusion.items()}}),
@@ -130,8 +136,6 @@ class Prediction(list):
 
     def plot(self, regions: bool = True, landmarks: bool = True) -> np.ndarray:
         """The image annotated with boxes, labels, landmarks and per-region bars (RGB uint8)."""
-        from .draw import draw_faces
-
         if self.image is None:
             raise ValueError(f"nothing to plot: {self.summary()}")
         return draw_faces(self.image, self, regions=regions, landmarks=landmarks)
@@ -295,7 +299,8 @@ class Recognizer:
         detections, tried, aligned = located
         if occlusion is None:
             occlusion = np.full((len(detections), len(REGIONS)), np.nan, np.float32)
-        faces = [self._face(d, a, probs[j], region_probs[j], occlusion[j])
+        shape = frame.image.shape[:2] if frame.image is not None else None
+        faces = [self._face(d, a, probs[j], region_probs[j], occlusion[j], shape)
                  for j, (d, a) in enumerate(zip(detections, aligned, strict=True))]
         too_small = self._too_small(frame)
         return Prediction(faces, image=None if too_small else frame.image, source=frame.source.name,
@@ -310,17 +315,23 @@ class Recognizer:
         return (f"{frame.image.shape[1]}×{frame.image.shape[0]} pixels, too small to hold a face: face detection "
                 f"needs {MIN_DETECT_SIDE} px on each side")
 
-    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray, occ: np.ndarray) -> Face:
+    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray, occ: np.ndarray,
+              shape: tuple[int, int] | None = None) -> Face:
         k = int(np.argmax(p))
         uncertain = self.min_confidence is not None and float(p[k]) < self.min_confidence
-        return Face(box=det.box, landmarks=det.landmarks, label=UNCERTAIN if uncertain else self.classes[k],
+        box, unclipped = det.box, None
+        if shape is not None:  # boxes clipped to the image; the detector's own box kept when it reached past an edge
+            box = np.clip(det.box, 0, [shape[1], shape[0], shape[1], shape[0]])
+            unclipped = None if np.array_equal(box, det.box) else det.box
+        return Face(box=box, box_unclipped=unclipped, landmarks=det.landmarks,
+                    label=UNCERTAIN if uncertain else self.classes[k],
                     score=float(p[k]), probabilities=dict(zip(self.classes, map(float, p), strict=True)),
                     regions={name: dict(zip(self.classes, map(float, rp[j]), strict=True))
                              for j, name in enumerate(REGIONS)},
                     detection_score=det.score, detector=det.detector,
                     crop=crop.image if self.keep_crops else None,
                     occlusion=None if np.isnan(occ).any() else dict(zip(REGIONS, map(float, occ), strict=True)),
-                    quality=face_quality(crop.image, det.box, det.landmarks))
+                    quality=face_quality(crop.image, box, det.landmarks, det.detector))
 
     def predict_stream(self, sources: Sequence[str | Path | Source], every: int = 1,
                        max_frames: int | None = None) -> Iterator[Prediction]:

@@ -32,8 +32,9 @@ class RecognizerSpec:
     def from_args(cls, args: argparse.Namespace) -> RecognizerSpec:
         """The spec of ``pcnn predict``'s parsed arguments (checks the detector options)."""
         detector = "none" if args.no_detect else args.detector
-        if args.detect_threshold is not None and not args.no_detect and args.detector not in ("auto", "dlib"):
-            raise UsageError("--detect-threshold applies to the dlib HOG detector only (--detector auto or dlib)")
+        if args.detect_threshold is not None and not args.no_detect and \
+                args.detector not in ("auto", "yunet", "dlib-auto", "dlib"):
+            raise UsageError("--detect-threshold applies to --detector auto, yunet, dlib-auto or dlib")
         return cls(checkpoint=str(args.checkpoint), backend=args.backend, device=args.device, threads=args.threads,
                    detector=detector, detect_threshold=None if args.no_detect else args.detect_threshold,
                    color=args.color, batch_size=args.batch_size, max_pixels=args.max_pixels,
