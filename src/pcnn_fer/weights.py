@@ -243,10 +243,11 @@ def _build(config: PCNNConfig, state: Mapping[str, torch.Tensor], source: str) -
         if own[key].shape != value.shape:
             raise WeightsError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
                                f"{tuple(own[key].shape)} (wrong class count or width?)")
-        if own[key].is_floating_point() != value.is_floating_point() or value.is_complex():
-            expected = "floating-point" if own[key].is_floating_point() else "integer"
+        # float weights cast to integers load and predict garbage; an integer counter (num_batches_tracked) stored
+        # as a float, as official checkpoints and fp16 files do, is harmless and cast back
+        if own[key].is_floating_point() and not value.is_floating_point() or value.is_complex():
             raise WeightsError(f"{source}: {key} holds {str(value.dtype).removeprefix('torch.')} values, the model "
-                               f"expects {expected} ones (a damaged or wrongly converted model)")
+                               "expects floating-point ones (a damaged or wrongly converted model)")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise WeightsError(f"{source}: {key} holds NaN or infinite values (a diverged or damaged model)")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
