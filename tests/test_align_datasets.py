@@ -152,6 +152,7 @@ def test_aligned_decoding_crops_the_face_and_counts_images_without_one(tmp_path)
     assert data.subset(sp.subset([2, 3])).face_found.tolist() == [True, False]
 
 
+@pytest.mark.slow
 def test_aligned_cache_is_reused_and_keyed_by_size_template_and_detector(tmp_path, monkeypatch):
     sp = load_split("folder", photo_folder(tmp_path / "photos"), "all")
     cache = tmp_path / "cache"

@@ -97,6 +97,7 @@ def test_predictions_rows_follow_the_decoded_faces(tmp_path):
     assert not (tmp_path / "q.csv").exists()
 
 
+@pytest.mark.slow
 def test_cross_dataset_mapping_drops_unknown_classes(tiny_model, tmp_path, run_cli, make_image_folder):
     # dataset has anger (model lacks it: dropped) and lacks surprise (model's surprise output is never predicted)
     root = make_image_folder(tmp_path / "data", ("angry", "happy", "sad"), per_class=4, splits=("test",))

@@ -99,6 +99,7 @@ def test_metadata_is_read_without_the_onnx_package_and_equals_its_reading(export
         read_metadata(broken)
 
 
+@pytest.mark.slow
 def test_static_batch_export_with_input_size(checkpoint, tmp_path):
     result = export_onnx(checkpoint, tmp_path / "s64.onnx", input_size=64)
     assert result.max_abs_diff <= 1e-4 and not result.dynamic_batch and result.input_size == 64

@@ -420,6 +420,7 @@ def test_predict_is_registered_in_the_pcnn_command(monkeypatch, checkpoint, caps
 
 # --- output safety, exit codes, messages (the real pcnn command) ---------------------------------------------------
 
+@pytest.mark.slow
 @needs_samples
 def test_outputs_never_overwrite_inputs(checkpoint, tmp_path):
     """``cd photos && pcnn predict me.png --out .``, ``pcnn predict photos --out photos`` and a video into its own

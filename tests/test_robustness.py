@@ -153,6 +153,7 @@ def spy_logits(monkeypatch) -> list[torch.Tensor]:
 MIXED = ["mouth:noise", "hand", "rotate", "left_eye:grey"]
 
 
+@pytest.mark.slow
 def test_batched_run_equals_one_corruption_at_a_time(tiny, monkeypatch):
     """Block by block, every corruption of a block in turn (270 faces: a block of 256, then a short one) gives the
     logits of the plain one-corruption-at-a-time path, face for face, for the same seed."""

@@ -384,6 +384,7 @@ def test_stalled_upload_gets_408_and_is_closed(cli_server, framing):
     assert READ_TIMEOUT <= elapsed < READ_TIMEOUT + 3  # closed by us, not by uvicorn's 5 s keep-alive timer
 
 
+@pytest.mark.slow
 def test_deploy_commands_refuse_bad_arguments_in_one_line(tmp_path, cli_server):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("a file, not a folder")
