@@ -91,7 +91,9 @@ def test_predictions_rows_follow_the_decoded_faces(tmp_path):
     rows = _predictions_file(tmp_path / "p.csv")
     assert wrong == 2 and [r["correct"] for r in rows] == ["1", "0", "0"]  # a tie goes to the first class
     assert rows[1] == {"stem": "b", "path": "x/b.png", "label": "happy", "predicted": "sadness", "confidence": "0.8000",
-                       "correct": "0", "p_happiness": "0.2000", "p_sadness": "0.8000"}
+                       "correct": "0", "p_happiness": "0.2000", "p_sadness": "0.8000",
+                       **{f"occluded_{r}": "" for r in ("left_eye", "right_eye", "left_cheek", "right_cheek",
+                                                         "mouth")}}  # no occlusion heads: empty
     with pytest.raises(ValueError, match="3 targets"):
         write_predictions(tmp_path / "q.csv", ["a"], [None], ["happy"], torch.tensor([0, 0, 1]), probs, ("h", "s"))
     assert not (tmp_path / "q.csv").exists()

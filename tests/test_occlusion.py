@@ -86,3 +86,27 @@ def test_heads_learn_occlusion_and_leave_the_expression_outputs_alone(tmp_path):
 
 def test_covered_threshold_is_a_share():
     assert 0 < COVERED < 1
+
+
+def test_evaluate_writes_the_occluded_columns(tmp_path, run_cli, make_image_folder):
+    import csv
+
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise")).eval()
+    plain = save_model(model, tmp_path / "plain.safetensors")
+    model.config = PCNNConfig.from_dict({**model.config.to_dict(), "occlusion_hidden": 4})
+    model.occlusion_heads = OcclusionHeads(REGIONS, model.local_heads["mouth"].in_features, 4)
+    heads = save_model(model, tmp_path / "heads.safetensors")
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=4, splits=("test",))
+    columns = [f"occluded_{r}" for r in REGIONS]
+    for path, filled in ((heads, True), (plain, False)):
+        out = tmp_path / f"ev-{path.stem}"
+        code, _, err = run_cli(["evaluate", "--checkpoint", path, "--dataset", "folder", "--root", root, "--split",
+                                "test", "--backend", "torch", "--out", out, "--tta", "flip"])
+        assert code == 0, err
+        rows = list(csv.DictReader((out / "predictions.csv").open()))
+        assert len(rows) == 12 and list(rows[0])[-5:] == columns
+        if filled:
+            assert all(0.0 <= float(r[c]) <= 1.0 for r in rows for c in columns)
+        else:
+            assert all(r[c] == "" for r in rows for c in columns)

@@ -158,12 +158,28 @@ class BackendModule(nn.Module):
     def __init__(self, backend: ClassifierBackend) -> None:
         super().__init__()
         self.backend = backend
+        self.occlusion: list[np.ndarray] = []  # per call: the (N, 5) region occlusion scores, when the model has them
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        """The backend's class probabilities of ``x`` as log-probabilities, on ``x``'s device."""
-        probs, _ = self.backend(x.detach().float().cpu().contiguous().numpy())
+        """The backend's class probabilities of ``x`` as log-probabilities, on ``x``'s device (the region
+        occlusion scores of backends that give them are kept in :attr:`occlusion`)."""
+        batch = x.detach().float().cpu().contiguous().numpy()
+        outputs = getattr(self.backend, "outputs", None)
+        if outputs is not None:
+            out = outputs(batch)
+            probs = out["probs"]
+            if out["occlusion"] is not None:
+                self.occlusion.append(np.asarray(out["occlusion"], dtype=np.float32))
+        else:
+            probs, _ = self.backend(batch)
         probs = torch.from_numpy(np.asarray(probs, dtype=np.float32)).to(x.device)
         return (probs.clamp_min(torch.finfo(torch.float32).tiny).log(),)
+
+    def occlusion_scores(self, tta: str | None) -> np.ndarray | None:
+        """The (N, 5) occlusion scores of the faces predicted (of the unflipped views with flip TTA), or None."""
+        if not self.occlusion:
+            return None
+        return np.concatenate(self.occlusion[::2] if tta == "flip" else self.occlusion)
 
 
 def evaluate_split(
@@ -187,15 +203,17 @@ def evaluate_split(
     Returns ``num_samples``, ``classes`` (the shared classes, in the dataset's order), ``accuracy``,
     ``mean_class_accuracy``, ``per_class_accuracy``, ``confusion_matrix`` (rows = true class) and
     ``face_alignment`` (with ``align``, faces aligned when decoding: the count of faces found and centre-square
-    fallbacks; else None). With ``predictions`` (a path), each face's label, prediction and class probabilities are
-    written there (:func:`~pcnn_fer.engine.predictions.write_predictions`) and ``misclassified`` counts the wrong ones.
+    fallbacks; else None). With ``predictions`` (a path), each face's label, prediction, class probabilities and
+    (models with occlusion heads) region occlusion scores are written there
+    (:func:`~pcnn_fer.engine.predictions.write_predictions`) and ``misclassified`` counts the wrong ones.
     """
     if isinstance(model, nn.Module):
         model = create_backend("torch", model, str(device))
     config = model.config
     split, mapping = match_classes(model, split, log)
     data, _ = load_tensor_data(split, config.input_size, device, cache, use_cache, align, log)
-    logits = predict_logits(BackendModule(model), data.images, config.input_size, config.mean, config.std,
+    module = BackendModule(model)
+    logits = predict_logits(module, data.images, config.input_size, config.mean, config.std,
                             batch_size=batch_size, tta=tta, amp=amp, device=device, progress=progress,
                             description="predict")
     probs = (logits.float() + _shared_mask(mapping, len(config.classes), logits.device)).softmax(1)
@@ -206,7 +224,8 @@ def evaluate_split(
         labels = data.labels.cpu().tolist()
         result["misclassified"] = write_predictions(
             predictions, *faces_of(data, split), [split.classes[k] for k in labels],
-            torch.tensor([mapping[k] for k in labels]), probs, tuple(config.classes))
+            torch.tensor([mapping[k] for k in labels]), probs, tuple(config.classes),
+            occlusion=module.occlusion_scores(tta))
     return result
 
 

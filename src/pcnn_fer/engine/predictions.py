@@ -8,16 +8,21 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.datasets import Split
 from ..data.loader import TensorData
 from ..fileio import atomic_write
+from ..models.pcnn import REGIONS
 
-__all__ = ["PREDICTION_COLUMNS", "faces_of", "write_predictions"]
+__all__ = ["OCCLUSION_COLUMNS", "PREDICTION_COLUMNS", "faces_of", "write_predictions"]
 
-#: The leading columns of predictions.csv; one ``p_<class>`` column per model class follows.
+#: The leading columns of predictions.csv; one ``p_<class>`` column per model class follows, then
+#: :data:`OCCLUSION_COLUMNS`.
 PREDICTION_COLUMNS: tuple[str, ...] = ("stem", "path", "label", "predicted", "confidence", "correct")
+#: The region occlusion scores (empty for a model without occlusion heads), as in ``pcnn predict``'s CSV.
+OCCLUSION_COLUMNS: tuple[str, ...] = tuple(f"occluded_{r}" for r in REGIONS)
 
 
 def faces_of(data: TensorData, split: Split) -> tuple[list[str], list[Path | None]]:
@@ -32,11 +37,13 @@ def faces_of(data: TensorData, split: Split) -> tuple[list[str], list[Path | Non
 
 def write_predictions(path: str | Path, stems: Sequence[str], paths: Sequence[Path | str | None],
                       labels: Sequence[str], targets: torch.Tensor, probs: torch.Tensor,
-                      classes: Sequence[str]) -> int:
-    """Write ``path`` (CSV, :data:`PREDICTION_COLUMNS` then ``p_<class>``) and return how many faces are wrong.
+                      classes: Sequence[str], occlusion: np.ndarray | None = None) -> int:
+    """Write ``path`` (CSV, :data:`PREDICTION_COLUMNS`, ``p_<class>``, :data:`OCCLUSION_COLUMNS`) and return how many
+    faces are wrong.
 
     ``probs`` ``(N, K)`` are the probabilities over the model's ``classes``; ``targets`` ``(N,)`` the index of each
-    face's true class among them; ``labels`` the true class names as the dataset spells them.
+    face's true class among them; ``labels`` the true class names as the dataset spells them; ``occlusion``
+    ``(N, 5)`` the region occlusion scores (None: the columns stay empty).
     """
     probs = probs.detach().float().cpu()
     targets = targets.detach().long().cpu()
@@ -48,9 +55,14 @@ def write_predictions(path: str | Path, stems: Sequence[str], paths: Sequence[Pa
     correct = predicted == targets
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)])
+    if occlusion is not None and np.shape(occlusion) != (n, len(OCCLUSION_COLUMNS)):
+        raise ValueError(f"write_predictions: occlusion {np.shape(occlusion)} for {n} faces")
+    writer.writerow([*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes), *OCCLUSION_COLUMNS])
     for i in range(n):
+        occluded = ([""] * len(OCCLUSION_COLUMNS) if occlusion is None else
+                    [f"{float(v):.4f}" for v in occlusion[i]])
         writer.writerow([stems[i], "" if paths[i] is None else str(paths[i]), labels[i], classes[int(predicted[i])],
-                         f"{float(confidence[i]):.4f}", int(correct[i]), *(f"{float(p):.4f}" for p in probs[i])])
+                         f"{float(confidence[i]):.4f}", int(correct[i]), *(f"{float(p):.4f}" for p in probs[i]),
+                         *occluded])
     atomic_write(Path(path), buffer.getvalue())
     return int(n - correct.sum())
