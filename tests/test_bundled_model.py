@@ -25,6 +25,10 @@ def test_bundled_model_loads_offline_and_is_small() -> None:
     model = load_model("default")
     assert not model.training
     assert model.config.calibration.method == "temperature" and 1.0 < 1 / model.config.calibration.temperature < 2
+    assert model.config.occlusion_hidden == 32  # per-region occlusion heads (pcnn occlusion, docs/model-card.md)
+    with torch.no_grad():
+        occlusion = model(torch.zeros(2, 3, 48, 48), return_occlusion=True)[-1]
+    assert occlusion.shape == (2, 5) and bool(((occlusion >= 0) & (occlusion <= 1)).all())
     assert model.config.classes == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                                     "contempt")
     assert model.config.input_size == 48

@@ -73,7 +73,8 @@ def _verb_parsers(parser: argparse.ArgumentParser):
 def test_every_verb_has_a_handler_that_resolves():
     handlers = {p.prog: p.get_default("func") for p in _verb_parsers(build_parser())}
     assert set(handlers) == {"pcnn bench", "pcnn data stats", "pcnn predict", "pcnn train", "pcnn evaluate",
-                             "pcnn cv", "pcnn export", "pcnn serve", "pcnn robustness"}
+                             "pcnn cv", "pcnn export", "pcnn serve", "pcnn robustness", "pcnn calibrate",
+                             "pcnn occlusion"}
     lazy = {prog: h for prog, h in handlers.items() if isinstance(h, LazyHandler)}
     assert lazy  # the heavy verbs defer their import to run time
     for prog, handler in handlers.items():

@@ -83,9 +83,10 @@ def test_csv_has_the_occlusion_and_quality_columns(tmp_path, run_cli):
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     assert rows[0]["label"] == "uncertain" and rows[0]["size_px"] == "48.0"
-    assert all(rows[0][c] == "" for c in OCCLUSION_COLUMNS)  # the bundled model has no occlusion heads
+    assert all(0.0 <= float(rows[0][c]) <= 1.0 for c in OCCLUSION_COLUMNS)  # the bundled model's occlusion heads
     record = json.loads((tmp_path / "out" / "predictions.json").read_text())[0]
     assert record["faces"][0]["quality"]["yaw"] is None  # --no-detect: no landmarks, no pose
+    assert set(record["faces"][0]["occlusion"]) == set(REGIONS)
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "high"])
