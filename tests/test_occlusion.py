@@ -110,3 +110,20 @@ def test_evaluate_writes_the_occluded_columns(tmp_path, run_cli, make_image_fold
             assert all(0.0 <= float(r[c]) <= 1.0 for r in rows for c in columns)
         else:
             assert all(r[c] == "" for r in rows for c in columns)
+
+
+def test_pcnn_occlusion_writes_the_model_with_heads(tmp_path, run_cli, make_image_folder):
+    torch.manual_seed(0)
+    source = save_model(create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise")).eval(),
+                        tmp_path / "tiny.safetensors")
+    root = make_image_folder(tmp_path / "data", ("happy", "sad", "surprise"), per_class=10, splits=("train",))
+    out = tmp_path / "occ.safetensors"
+    args = ["occlusion", "--checkpoint", source, "--dataset", "folder", "--root", root, "--train-faces", "24",
+            "--epochs", "2", "--hidden", "8", "--out", out]
+    code, stdout, err = run_cli(args)
+    assert code == 0, err
+    assert "train: face AUROC" in stdout and out.is_file() and (tmp_path / "occ-occlusion.json").is_file()
+    model = load_model(out)
+    assert model.config.occlusion_hidden == 8 and hasattr(model, "occlusion_heads")
+    code, _, err = run_cli(args)
+    assert code == 1 and "never overwrites" in err and err.count("\n") == 1
