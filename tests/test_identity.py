@@ -149,3 +149,28 @@ def test_summary_of_the_crossing_clip(crossing):
     for p in summary["people"]:
         assert sum(p["shares"].values()) == pytest.approx(1.0, abs=0.01)
         assert list(p) == ["face_id", "first_s", "last_s", "seconds", "dominant", "shares", "segments"]
+
+
+@pytest.mark.slow
+@needs_clip_faces
+def test_an_image_sequence_is_tracked_like_a_video(crossing, tmp_path):
+    """The crossing clip's first 4 s written as numbered PNG frames: ``track(folder, fps=10)`` gives the same people
+    (three ids, one per person) with times from the frame numbers."""
+    import cv2
+
+    from pcnn_fer.faces import Recognizer
+
+    path, truth, _ = crossing
+    capture = cv2.VideoCapture(str(path))
+    for k in range(40):
+        ok, bgr = capture.read()
+        assert ok
+        cv2.imwrite(str(tmp_path / f"frame_{k:04d}.png"), bgr)
+    capture.release()
+    result = Recognizer(backend="onnx").track(tmp_path, fps=10.0)
+    summary = result.summary()
+    assert summary["source"] == str(tmp_path) and summary["fps"] == 10.0 and summary["duration_s"] == 4.0
+    seen = _ids_per_actor(result, truth)
+    assert set(seen) == {"sad_then_happy", "surprised", "astronaut"}
+    assert all(len(ids) == 1 for ids in seen.values()) and len({next(iter(i)) for i in seen.values()}) == 3
+    assert result.to_pandas().time_s.max() == pytest.approx(3.9)

@@ -37,7 +37,7 @@ from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
 from .track import DEFAULT_REFRESH, FrameTracker
 from .track_result import TrackResult
-from .tracking import TrackingConfig, track_frames
+from .tracking import TrackingConfig, image_sequence, track_frames
 
 
 @dataclass
@@ -362,16 +362,23 @@ class Recognizer:
                                 config=config)
 
     def track(self, source: str | Path | Source | int, every: int = 1, max_frames: int | None = None,
-              keep_rows: bool = True, **options: Any) -> TrackResult:
-        """The people of one video file or webcam (an int index) as a :class:`~pcnn_fer.faces.track_result.
+              keep_rows: bool = True, fps: float | None = None, **options: Any) -> TrackResult:
+        """The people of one video file, webcam (an int index) or image sequence (a folder or glob of frames, in
+        name order, at ``fps`` frames per second; 25 when None) as a :class:`~pcnn_fer.faces.track_result.
         TrackResult` (``.summary()``, ``.to_pandas()``, ``.plot_timeline(path)``); ``keep_rows=False`` keeps only
         the summary (memory does not grow with the video). Options as for :meth:`track_stream`."""
         spec = str(source) if isinstance(source, int) else source
         expanded = expand_sources([spec])
-        if len(expanded) != 1 or expanded[0].kind not in ("video", "webcam"):
-            raise UsageError(f"track takes one video file or webcam index, got {source!r}")
+        if expanded and all(s.kind == "image" for s in expanded) and (len(expanded) > 1 or fps):
+            config = options.pop("config", None) or TrackingConfig(**options)
+            frames = image_sequence(str(source), expanded, fps, every, self.max_pixels, max_frames)
+            stream = track_frames(self, chunks(prefetch(frames, depth=4), 1), every=every, config=config)
+        elif len(expanded) != 1 or expanded[0].kind not in ("video", "webcam"):
+            raise UsageError(f"track takes one video file, webcam index or image sequence, got {source!r}")
+        else:
+            stream = self.track_stream(expanded, every=every, max_frames=max_frames, **options)
         people, rows, skipped = None, [], 0
-        for result in self.track_stream(expanded, every=every, max_frames=max_frames, **options):
+        for result in stream:
             if result.frame is None:
                 raise UsageError(f"{result.source}: {result.skipped}")
             people = result.people if result.people is not None else people
@@ -381,7 +388,7 @@ class Recognizer:
                              f.score, f.smooth_label, *f.probabilities.values(), *f.smooth_probabilities.values())
                             for f in result)
         if people is None:
-            raise UsageError(f"{expanded[0].name}: no frame could be read")
+            raise UsageError(f"{source}: no frame could be read")
         return TrackResult(people, rows, skipped)
 
 
