@@ -140,3 +140,20 @@ def test_head_pose_reads_yunet_points_in_their_own_order(astronaut):
     turned = face.landmarks.copy()
     turned[2, 0] += 0.25 * (turned[1, 0] - turned[0, 0])  # the nose tip moved a quarter eye distance to the right
     assert head_pose(turned, "yunet")[0] > yaw + 15
+
+
+@needs_samples
+def test_frame_tracker_searches_yunet_windows_at_their_own_size(astronaut):
+    """Between full detections the tracker searches windows around the known face with YuNet's window search: not
+    upscaled to the working size (that made tracked frames slower than full ones), and the face is still found."""
+    from pcnn_fer.faces.detect import create_detector
+    from pcnn_fer.faces.track import FrameTracker
+
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[40:296, 300:556] = astronaut[::2, ::2]  # the astronaut at half size: face about 45 px
+    tracker = FrameTracker(create_detector("auto"), refresh=10, flow_frames=0)
+    first, tried = tracker.detect_traced("clip", frame)
+    assert len(first) == 1 and tried == ["yunet 2x"]  # the whole 0.23 MP frame runs upscaled 2x
+    second, tried = tracker.detect_traced("clip", frame)
+    assert len(second) == 1 and tried == ["yunet 1x window"]
+    np.testing.assert_allclose(second[0].box, first[0].box, atol=0.1 * first[0].width)

@@ -313,6 +313,12 @@ class AutoDetector:
         fallbacks)."""
         return detect_traced(self.primary, rgb, thorough)
 
+    def detect_window(self, rgb: np.ndarray) -> tuple[list[Detection], list[str]]:
+        """The primary detector's window search (:meth:`YuNetDetector.detect_window`; for the dlib chain its own
+        video-frame detection)."""
+        window = getattr(self.primary, "detect_window", None)
+        return window(rgb) if window is not None else detect_traced(self.primary, rgb, thorough=False)
+
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 image, sorted left to right."""
         return self.detect_traced(rgb)[0]

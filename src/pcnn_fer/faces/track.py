@@ -142,7 +142,8 @@ class FrameTracker:
         found: list[Detection] = []
         for x1, y1, x2, y2 in windows:
             crop, scale = self._window(rgb, (x1, y1, x2, y2))
-            more, more_tried = detect_traced(self.detector, crop, thorough=False)
+            search = getattr(self.detector, "detect_window", None)  # a window holds faces of a known size:
+            more, more_tried = search(crop) if search else detect_traced(self.detector, crop, thorough=False)
             found += [_shifted(_scaled(d, 1 / scale), x1, y1) for d in more]
             tried += [f"{t} window" for t in more_tried if f"{t} window" not in tried]
         if windows and len(found) < len(self._faces):

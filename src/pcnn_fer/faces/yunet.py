@@ -163,10 +163,22 @@ class YuNetDetector:
         rgb = as_rgb_uint8(rgb)
         if min(rgb.shape[:2]) < YUNET_MIN_SIDE:
             return [], [f"{self.name} skipped (image under {YUNET_MIN_SIDE} px)"]
-        work, scale = self.working_copy(rgb)
+        return self._found(*self.working_copy(rgb))
+
+    def _found(self, work: np.ndarray, scale: float) -> tuple[list[Detection], list[str]]:
+        """Faces in ``work`` (the image scaled by ``scale``), mapped back to the image's pixels, and the trace."""
         boxes, marks, scores = self.raw(work)
         found = [Detection(b / scale, m / scale, s, self.name) for b, m, s in zip(boxes, marks, scores, strict=True)]
         return sorted(found, key=lambda d: d.box[0]), [f"{self.name} {scale:.2g}x"]
+
+    def detect_window(self, rgb: np.ndarray) -> tuple[list[Detection], list[str]]:
+        """:meth:`detect_traced` for a window around known faces (:class:`~pcnn_fer.faces.track.FrameTracker`): run
+        at the window's own size, never upscaled (the tracker sizes windows so that their faces are about 100 px;
+        upscaling them cost 1.4–2.5× a full-frame detection in ``benchmarks/video_detect.py``)."""
+        rgb = as_rgb_uint8(rgb)
+        if min(rgb.shape[:2]) < YUNET_MIN_SIDE:
+            return [], [f"{self.name} skipped (image under {YUNET_MIN_SIDE} px)"]
+        return self._found(*downscale(rgb, self.work_pixels))
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 image, boxes and landmarks in its pixels, sorted left to right."""
