@@ -116,7 +116,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if ray_engine:
             from .ray_engine import RayOptions, connect, ray_predict_stream
 
-            options = RayOptions(address=args.ray_address, actors=args.actors, quiet=args.quiet)
+            options = RayOptions(address=args.ray_address, actors=args.actors)
             stop_ray = connect(options)
             stream = ray_predict_stream(sources[start:], spec, recognizer.classes, options, every=args.every,
                                         max_frames=args.max_frames, tracking=tracking)

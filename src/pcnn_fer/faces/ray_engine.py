@@ -66,7 +66,6 @@ class RayOptions:
 
     address: str | None = None
     actors: int | None = None
-    quiet: bool = False
 
 
 def connect(options: RayOptions) -> bool:
