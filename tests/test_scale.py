@@ -252,7 +252,7 @@ def test_auto_workers_need_enough_stills():
     photos = [Source("image", f"{i}.jpg") for i in range(AUTO_BATCHES_PER_CORE * 2)]
     assert auto_workers(photos, detects=True, batch_size=32, cores=2) == 2
     assert auto_workers(photos[:-1], detects=True, batch_size=32, cores=2) == 1
-    assert auto_workers(photos, detects=False, batch_size=32, cores=2) == 1  # 8 faces are one batch
+    assert auto_workers(photos * 100, detects=False, batch_size=32, cores=2) == 1  # crops: the model's threads
     assert auto_workers(photos, detects=True, batch_size=32, cores=1) == 1
     assert auto_workers([*photos, Source("video", "v.mp4")], detects=True, batch_size=32, cores=2) == 1
 

@@ -143,18 +143,17 @@ def _work(rows: list[dict[str, Any]], max_pixels: int) -> dict[str, list[Any]]:
     return _WORKER({k: [r[k] for r in decoded] for k in decoded[0]})
 
 
-#: ``--workers auto`` starts one worker per core when the job holds at least this many batches of still inputs per
-#: core (a batch: one photo with detection, ``--batch-size`` faces without), so that a worker's start-up (a model
-#: load) is small next to its share of the work.
+#: ``--workers auto`` starts one worker per core for photos with detection when the job holds at least this many
+#: photos per core, so that a worker's start-up (a model and detector load) is small next to its share of the work.
 AUTO_BATCHES_PER_CORE = 4
 
 
 def auto_workers(sources: Sequence[Source], detects: bool, batch_size: int, cores: int) -> int:
-    """Worker processes for ``--workers auto``: one per core for a job of enough still inputs
-    (:data:`AUTO_BATCHES_PER_CORE`), else 1 (the main process alone); always 1 when there are videos or webcams."""
+    """Worker processes for ``--workers auto``: one per core for a job of enough photos with detection
+    (:data:`AUTO_BATCHES_PER_CORE`), else 1 (the main process alone: cropped faces, videos, webcams)."""
     stills = sum(s.kind in STILL_KINDS for s in sources)
-    if cores < 2 or stills < len(sources):  # videos and webcams: tracked and annotated by the main process
-        return 1
+    if cores < 2 or not detects or stills < len(sources):
+        return 1  # cropped faces: the model's threads already use the cores; videos: tracked by the main process
     return cores if stills >= AUTO_BATCHES_PER_CORE * cores * frames_per_chunk(detects, batch_size) else 1
 
 
