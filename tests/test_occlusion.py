@@ -51,6 +51,7 @@ def test_auroc_by_hand():
     assert np.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])))
 
 
+@pytest.mark.slow
 def test_heads_learn_occlusion_and_leave_the_expression_outputs_alone(tmp_path):
     torch.manual_seed(0)
     model = create_model("tiny", num_classes=3, classes=("happiness", "sadness", "surprise")).eval()

@@ -68,6 +68,7 @@ def test_csv_and_parquet_manifests_list_inputs(tmp_path):
         expand_sources([tmp_path / "broken.parquet"])
 
 
+@pytest.mark.slow
 def test_save_parquet_holds_the_csv_rows_typed(checkpoint, tmp_path, run_cli):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")

@@ -96,6 +96,7 @@ def test_settings_are_checked():
         YuNetDetector().detect(np.zeros((40, 40), np.uint8))
 
 
+@pytest.mark.slow
 @needs_samples
 def test_recognizer_takes_odd_images_with_the_default_detector(tmp_path, astronaut):
     """1×1, 100000×1 and 1×100000 images give no face and no error (a reasoned skip); 16-bit gray, CMYK and
