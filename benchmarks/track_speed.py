@@ -4,8 +4,8 @@ The clip is the crossing scene of ``benchmarks/people_clips.py`` (three real fac
 coming back; CK+48 faces from ../shared). Both pipelines read the same file with their defaults, in alternating
 rounds, after their start-up (model load, ONNX session, dlib networks, a warm-up frame):
 
-* ``predict_stream``: what ``pcnn predict VIDEO`` ran before (detection reuse, every face classified every frame,
-  no ids);
+* ``predict_stream``: what ``pcnn predict VIDEO`` ran before issue 30 (window search around the previous faces on
+  every frame with the old half-side margins, unscaled, no optical flow; every face classified every frame; no ids);
 * ``track_stream``: ``pcnn predict VIDEO`` now (ids, re-identification, classification only when a face changed,
   classification overlapped with the next frame's detection, smoothing and summaries).
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import people_clips  # noqa: E402
 
 from pcnn_fer.engine.precision import cpu_model  # noqa: E402
+from pcnn_fer.faces.track import FrameTracker  # noqa: E402
 
 
 def _run(recognizer, path: Path, tracked: bool) -> tuple[float, float, float, int, str]:
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="classifier threads (default: the backend's)")
+    parser.add_argument("--detector", default="auto", help="face detector of both pipelines (default: the default)")
     args = parser.parse_args()
     if not people_clips.CKPLUS.is_dir():
         sys.exit(f"track_speed: CK+48 not found at {people_clips.CKPLUS}")
@@ -67,16 +69,21 @@ def main() -> None:
         path = Path(tmp) / "three_people_960x540_25fps.mp4"
         people_clips.render(path, people_clips.crossing_scene(1.0), size=(960, 540), fps=25.0, seconds=args.seconds)
         backend = create_backend(args.backend, "default", "cpu", threads=args.threads)
-        recognizer = Recognizer(backend=backend)
+        recognizer = Recognizer(backend=backend, detector=args.detector)
+        before = Recognizer(backend=backend, detector=recognizer.detector)
+        before.tracker = FrameTracker(before.detector, margin=0.5, face_side=None, flow_frames=0)  # pre-issue-30
         recognizer.track(path, max_frames=3)  # start-up: ONNX session, dlib networks, a warm-up
+        before.track(path, max_frames=3)
         print(f"CPU: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; backend: "
-              f"{describe_backend(backend)}; load average before: {os.getloadavg()[0]:.2f}")
+              f"{describe_backend(backend)}; detector: {type(recognizer.detector).__name__}; load average before: "
+              f"{os.getloadavg()[0]:.2f}")
         times: dict[str, list[tuple[float, float, float]]] = {"predict_stream (before)": [],
                                                               "track_stream (now)": []}
         found = {}
         for _ in range(args.repeats):
             for name in times:
-                wall, cpu, main, frames, found[name] = _run(recognizer, path, name.startswith("track"))
+                tracked = name.startswith("track")
+                wall, cpu, main, frames, found[name] = _run(recognizer if tracked else before, path, tracked)
                 times[name].append((wall, cpu, main))
         print(f"clip: 960x540, 25 fps, {args.seconds:g} s ({frames} frames), three faces; median of {args.repeats}; "
               f"load average after: {os.getloadavg()[0]:.2f}")
