@@ -313,6 +313,11 @@ class AutoDetector:
         fallbacks)."""
         return detect_traced(self.primary, rgb, thorough)
 
+    @property
+    def window_face_side(self) -> float | None:
+        """The face size the frame tracker scales windows to for the primary detector (None: its default)."""
+        return getattr(self.primary, "window_face_side", None)
+
     def detect_window(self, rgb: np.ndarray) -> tuple[list[Detection], list[str]]:
         """The primary detector's window search (:meth:`YuNetDetector.detect_window`; for the dlib chain its own
         video-frame detection)."""

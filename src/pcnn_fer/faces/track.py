@@ -87,6 +87,8 @@ class FrameTracker:
             raise UsageError(f"margin must be positive, got {margin!r}")
         if not isinstance(flow_frames, int) or flow_frames < 0:
             raise UsageError(f"flow_frames must be a frame count >= 0, got {flow_frames!r}")
+        if face_side == WINDOW_FACE_SIDE:  # a detector may find faces in windows at a smaller size (YuNet: 48 px)
+            face_side = getattr(detector, "window_face_side", None) or face_side
         self.detector, self.refresh, self.margin, self.face_side = detector, refresh, float(margin), face_side
         self.flow_frames = flow_frames
         self._video: object = None

@@ -37,6 +37,9 @@ YUNET_MAX_UPSCALE = 2.0
 #: Images whose shorter side is below this cannot hold a face YuNet finds: they are not run at all.
 YUNET_MIN_SIDE = 8
 STRIDES = (8, 16, 32)
+#: The frame tracker scales its search windows so that their faces are about this many pixels (YuNet finds faces of
+#: 20–40 px reliably; dlib's HOG needs 100, :data:`pcnn_fer.faces.track.WINDOW_FACE_SIDE`).
+YUNET_WINDOW_FACE_SIDE = 48
 
 
 def _runtime() -> str:
@@ -70,6 +73,7 @@ class YuNetDetector:
     """
 
     name = "yunet"
+    window_face_side = YUNET_WINDOW_FACE_SIDE
 
     def __init__(self, threshold: float = YUNET_THRESHOLD, nms: float = YUNET_NMS,
                  work_pixels: int = YUNET_WORK_PIXELS, max_upscale: float = YUNET_MAX_UPSCALE, runtime: str = "auto",
