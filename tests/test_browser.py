@@ -149,7 +149,7 @@ def _y4m(path: Path, frames) -> Path:
     return path
 
 
-def test_live_webcam_shows_ids_and_smoothed_expressions(server, tmp_path):
+def test_live_webcam_shows_ids_and_smoothed_expressions(server, browser, tmp_path):
     """A fake webcam plays two real faces (the astronaut and a CK+ face when ../shared has one) drifting apart:
     live mode sends frame after frame in a session and every box shows the person's id and smoothed expression,
     the same ids from frame to frame."""
@@ -173,11 +173,12 @@ def test_live_webcam_shows_ids_and_smoothed_expressions(server, tmp_path):
             frame[y:y + s, x:x + s] = head
         frames.append(frame)
     clip = _y4m(tmp_path / "webcam.y4m", frames)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+    # a second Chromium from the module's Playwright (one sync Playwright per thread), with a fake webcam
+    webcam = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[
+        *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}"])
+    try:
+        page = webcam.new_page(viewport={"width": 1200, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(server + "/")
@@ -199,4 +200,5 @@ def test_live_webcam_shows_ids_and_smoothed_expressions(server, tmp_path):
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
         page.click("#webcam-stop")
         assert not errors, errors
-        browser.close()
+    finally:
+        webcam.close()
