@@ -178,7 +178,7 @@ def _actor_pids() -> list[int]:
         mine |= {p for p, q in parents.items() if q in mine}
     for pid in mine - {os.getpid()}:
         try:
-            if b"RecognizeActor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"BatchRecognizer" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
         except OSError:
             continue
