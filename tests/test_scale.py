@@ -155,6 +155,8 @@ def test_ray_engine_gives_the_local_rows(local_ray, checkpoint, tmp_path, run_cl
     for _ in range(4):
         writer.write(image)
     writer.release()
+    code, _, err = _predict(run_cli, video, "--checkpoint", checkpoint, "--out", tmp_path / "drawn", "--engine", "ray")
+    assert code == 1 and "annotated videos are drawn by the local engine" in err
     local, ray = _local_and_ray(checkpoint, tmp_path / "photos", run_cli, [photo, video, "--backend", "torch"])
     _assert_same_rows(local, ray)
     records = [json.loads(x) for x in (ray / "predictions.jsonl").read_text().splitlines()]

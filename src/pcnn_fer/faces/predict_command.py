@@ -116,6 +116,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if ray_engine:
             from .ray_engine import RayOptions, connect, ray_predict_stream
 
+            if annotator is not None and any(s.kind not in ("image", "missing") for s in sources[start:]):
+                raise UsageError("annotated videos are drawn by the local engine: add --no-annotate to --engine ray")
             options = RayOptions(address=args.ray_address, actors=args.actors)
             stop_ray = connect(options)
             stream = ray_predict_stream(sources[start:], spec, recognizer.classes, options, every=args.every,
