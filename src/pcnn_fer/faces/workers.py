@@ -145,7 +145,7 @@ def _work(rows: list[dict[str, Any]], max_pixels: int) -> dict[str, list[Any]]:
 
 #: ``--workers auto`` starts one worker per core for photos with detection when the job holds at least this many
 #: photos per core, so that a worker's start-up (a model and detector load) is small next to its share of the work.
-AUTO_BATCHES_PER_CORE = 4
+AUTO_BATCHES_PER_CORE = 50
 
 
 def auto_workers(sources: Sequence[Source], detects: bool, batch_size: int, cores: int) -> int:
