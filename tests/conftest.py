@@ -92,6 +92,15 @@ def dlib_file() -> Path:
         pytest.skip(str(e))
 
 
+def in_process_budget_mb() -> float:
+    """The default --max-memory-mb as room on top of what this process holds now: an in-process test server shares
+    its process with pytest, which carries every earlier test's memory, where ``pcnn serve`` starts with its model."""
+    from pcnn_fer.defaults import DEFAULT_MAX_MEMORY_MB
+    from pcnn_fer.deploy.memory import rss_bytes
+
+    return (rss_bytes() or 0) / 2**20 + DEFAULT_MAX_MEMORY_MB
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A random tiny 8-class PCNN file with the bundled model's geometry (48×48, lowres stem)."""

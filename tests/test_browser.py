@@ -18,6 +18,8 @@ playwright = pytest.importorskip("playwright.sync_api", reason="the playwright p
 pytest.importorskip("fastapi")
 torch = pytest.importorskip("torch")
 
+from conftest import in_process_budget_mb  # noqa: E402
+
 from pcnn_fer import create_model, save_model  # noqa: E402
 from pcnn_fer.deploy.server import create_app, serve_in_background  # noqa: E402
 from pcnn_fer.weights import ASSETS, DEFAULT_MODEL  # noqa: E402
@@ -43,7 +45,7 @@ def server(tmp_path_factory) -> str:
         torch.manual_seed(0)
         checkpoint = str(save_model(create_model("tiny", num_classes=8),
                                     tmp_path_factory.mktemp("model") / "m.safetensors"))
-    app = create_app(checkpoint=checkpoint, workers=1, threads=1)
+    app = create_app(checkpoint=checkpoint, workers=1, threads=1, max_memory_mb=in_process_budget_mb())
     with serve_in_background(app) as url:
         yield url
 

@@ -20,6 +20,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 import onnx  # noqa: E402
+from conftest import in_process_budget_mb  # noqa: E402
 
 from pcnn_fer import create_model, save_model  # noqa: E402
 from pcnn_fer.backends import OnnxClassifier, onnx_backend, onnx_export  # noqa: E402
@@ -262,7 +263,8 @@ def test_serve_with_the_onnx_backend(exported):
     from pcnn_fer.deploy.server import create_app, serve_in_background
 
     path, _ = exported
-    app = create_app(checkpoint=str(path), backend="onnx", workers=2, threads=1)
+    app = create_app(checkpoint=str(path), backend="onnx", workers=2, threads=1,
+                     max_memory_mb=in_process_budget_mb())
     service = app.state.service
     shared = {id(rec.backend) for rec in service.recognizers.queue}
     assert len(shared) == 1 and isinstance(service.recognizers.queue[0].backend, OnnxClassifier)  # loaded once

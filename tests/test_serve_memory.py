@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import in_process_budget_mb
 from PIL import Image
 
 from pcnn_fer.deploy.memory import (
@@ -227,12 +228,14 @@ def test_server_answers_503_with_retry_after_when_the_queue_is_full(checkpoint):
     from pcnn_fer.weights import ASSETS
 
     data = (ASSETS / "astronaut.png").read_bytes()
-    app = create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1, max_decodes=1, max_queue=1)
+    budget_mb = in_process_budget_mb()
+    app = create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1, max_decodes=1, max_queue=1,
+                     max_memory_mb=budget_mb)
     budget = app.state.service.budget
     with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=120) as client:
         post = lambda: client.post("/predict", files={"file": ("astronaut.png", data, "image/png")})  # noqa: E731
         health = client.get("/health").json()
-        assert health["max_queue"] == 1 and health["max_memory_mb"] == 1800
+        assert health["max_queue"] == 1 and health["max_memory_mb"] == pytest.approx(budget_mb, abs=0.5)
         assert health["decoding"]["active"] == 0 and health["decoding"]["for_decodes_mib"] > 0
         results: list[int] = []
         release = threading.Event()
@@ -269,7 +272,8 @@ def test_an_upload_the_memory_budget_cannot_hold_is_refused_with_413_undecoded(c
 
     with pytest.raises(UsageError, match=r"--max-memory-mb 1: the server already takes \d+ MiB .* no room"):
         create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1, max_memory_mb=1)
-    app = create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1)
+    app = create_app(checkpoint=str(checkpoint), backend="torch", workers=1, threads=1,
+                     max_memory_mb=in_process_budget_mb())
     budget = app.state.service.budget
     budget.memory = budget.baseline + FIXED_COST + 50 * MB  # room for a photo, not for 16 MP
     with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=120) as client:

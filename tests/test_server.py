@@ -23,6 +23,8 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 torch = pytest.importorskip("torch")
 
+from conftest import in_process_budget_mb  # noqa: E402
+
 from pcnn_fer.cli import build_parser  # noqa: E402
 from pcnn_fer.cli import main as cli_main  # noqa: E402
 from pcnn_fer.deploy.server import create_app, is_loopback, serve_in_background  # noqa: E402
@@ -50,7 +52,8 @@ def png_header(width: int, height: int) -> bytes:
 def server(checkpoint) -> str:
     """Base URL of a live server (torch backend, 2 workers, 1 MB limit)."""
     before = torch.get_num_threads()
-    app = create_app(checkpoint=str(checkpoint), backend="torch", max_upload_mb=LIMIT_MB, workers=2, threads=1)
+    app = create_app(checkpoint=str(checkpoint), backend="torch", max_upload_mb=LIMIT_MB, workers=2, threads=1,
+                     max_memory_mb=in_process_budget_mb())
     with serve_in_background(app, host="127.0.0.1", port=0) as url:
         yield url
     torch.set_num_threads(before)
@@ -197,7 +200,8 @@ def test_too_large_uploads_get_413(client):
 
 
 def test_the_model_is_loaded_once(checkpoint):
-    app = create_app(checkpoint=str(checkpoint), workers=3, threads=1)  # the default backend: auto
+    app = create_app(checkpoint=str(checkpoint), workers=3, threads=1,  # the default backend: auto
+                     max_memory_mb=in_process_budget_mb())
     recognizers = list(app.state.service.recognizers.queue)
     assert len(recognizers) == 3 and len({id(r.backend) for r in recognizers}) == 1  # one shared backend
     assert len({id(r.detector) for r in recognizers}) == 3  # one face detector per worker
