@@ -18,7 +18,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "predict", help="recognise facial expressions in photos, folders, videos or a webcam",
         description="Detect faces, align them onto the training crops and classify their expressions. SOURCE: image "
-                    "files, folders (recursive), glob patterns, video files, or a webcam index (0, 1, ...). Unusable "
+                    "files, folders (recursive), glob patterns, video files, or a webcam index (0, 1, ...); with "
+                    "--sequence FPS, folders of video frames. Unusable "
                     "inputs and images without faces are reported; the exit code is 1 only when no input could be "
                     "read.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -64,6 +65,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-reid", action="store_true",
                    help="videos/webcams: follow faces by motion only (no face descriptors; a returning person gets a "
                         "new id)")
+    p.add_argument("--sequence", type=float, metavar="FPS",
+                   help="read each SOURCE (which must be a folder) as one image sequence: its images in name order "
+                        "are the frames of a video at FPS frames per second, followed like a video (face ids, "
+                        "smoothed labels, time_s, summary.json, a timeline and an annotated video)")
     p.add_argument("--max-frames", type=int, help="videos/webcams: stop after this many analysed frames")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="skip images larger than this many pixels")
     p.add_argument("--min-confidence", type=probability, metavar="P",

@@ -24,8 +24,8 @@ import numpy as np
 from ..errors import UsageError
 from ..fileio import check_out_folder, publish, temporary_beside
 from .records import RecordError, check_record
-from .sources import Source
-from .stream import STILL_KINDS, chunk_starts
+from .sources import Source, sequence_images
+from .stream import MOVING_KINDS, STILL_KINDS, chunk_starts
 
 JSONL_NAME, JSON_NAME, CSV_NAME = "predictions.jsonl", "predictions.json", "predictions.csv"
 PARQUET_NAME = "predictions.parquet"
@@ -36,6 +36,8 @@ def relative_output_name(source: Source) -> Path:
     loc = Path(source.location)
     if source.kind == "webcam":
         return Path(f"webcam{source.location}")
+    if source.kind == "sequence":  # a folder of frames: its name (of the folder it means, for ``.`` or ``..``)
+        return Path(loc.name if loc.name not in ("", ".", "..") else loc.resolve().name or "sequence")
     if source.root:
         try:
             return loc.relative_to(source.root)
@@ -46,9 +48,9 @@ def relative_output_name(source: Source) -> Path:
 
 def annotated_paths(sources: Sequence[Source], out: Path) -> dict[int, list[Path]]:
     """Unique annotated-output paths per source index, mirroring each input below its folder argument: ``.jpg``
-    for JPEG inputs, ``.png`` for other images; for videos and webcams ``.mp4`` and the ``.avi`` used when no mp4
-    encoder is available (named apart from every input)."""
-    inputs = _input_files(sources) if any(s.kind in ("video", "webcam") for s in sources) else {}
+    for JPEG inputs, ``.png`` for other images; for videos, webcams and image sequences ``.mp4`` and the ``.avi``
+    used when no mp4 encoder is available (named apart from every input)."""
+    inputs = _input_files(sources) if any(s.kind in MOVING_KINDS for s in sources) else {}
     used: set[str] = set()
     paths: dict[int, list[Path]] = {}
 
@@ -64,7 +66,7 @@ def annotated_paths(sources: Sequence[Source], out: Path) -> dict[int, list[Path
         if source.kind == "missing":
             continue
         base = relative_output_name(source).with_suffix("")
-        if source.kind in ("video", "webcam"):
+        if source.kind in MOVING_KINDS:
             paths[i] = [unique(base, ".mp4"), unique(base, ".avi", avoid_inputs=True)]
         else:
             paths[i] = [unique(base, ".jpg" if source.location.lower().endswith((".jpg", ".jpeg")) else ".png")]
@@ -81,8 +83,10 @@ def _file_key(path: str | Path) -> tuple[int, int] | None:
 
 
 def _input_files(sources: Sequence[Source]) -> dict[tuple[int, int] | None, str]:
-    """(device, inode) → path as given, of every input file."""
+    """(device, inode) → path as given, of every input file (the frames of image sequences included)."""
     keys = {_file_key(s.location): s.location for s in sources if s.kind in ("image", "video")}
+    for sequence in (s for s in sources if s.kind == "sequence"):
+        keys.update((_file_key(frame.location), frame.location) for frame in sequence_images(sequence.location))
     keys.pop(None, None)
     return keys
 

@@ -1,4 +1,4 @@
-"""The people files of ``pcnn predict --out DIR`` for videos and webcams: ``DIR/summary.json`` and one
+"""The people files of ``pcnn predict --out DIR`` for videos, webcams and image sequences: ``DIR/summary.json`` and one
 ``DIR/<video stem>_timeline.png`` per video (named like the annotated video, below the folder argument).
 
 ``summary.json`` is ``{"sources": [{"source", "duration_s", "fps", "frames", "people": [{"face_id", "first_s",
@@ -22,6 +22,7 @@ from ..fileio import publish, temporary_beside
 from .outputs import relative_output_name
 from .people import PeopleSummary
 from .sources import Source
+from .stream import MOVING_KINDS
 from .timeline import plot_timeline
 
 __all__ = ["PeopleFiles", "SUMMARY_NAME", "timeline_paths"]
@@ -30,11 +31,12 @@ SUMMARY_NAME = "summary.json"
 
 
 def timeline_paths(sources: Sequence[Source], out: Path) -> dict[int, Path]:
-    """``out/<relative name>_timeline.png`` per video or webcam source index (``_1``, ``_2``… added to repeats)."""
+    """``out/<relative name>_timeline.png`` per video, webcam or image-sequence source index (``_1``, ``_2``…
+    added to repeats)."""
     paths: dict[int, Path] = {}
     used: set[Path] = set()
     for i, source in enumerate(sources):
-        if source.kind not in ("video", "webcam"):
+        if source.kind not in MOVING_KINDS:
             continue
         base = relative_output_name(source).with_suffix("")
         candidate, n = out / base.with_name(base.name + "_timeline.png"), 1
@@ -57,8 +59,8 @@ class PeopleFiles:
 
     @property
     def wanted(self) -> bool:
-        """True when some input is a video or webcam."""
-        return any(s.kind in ("video", "webcam") for s in self.sources)
+        """True when some input is a video, webcam or image sequence."""
+        return any(s.kind in MOVING_KINDS for s in self.sources)
 
     def planned(self) -> list[Path]:
         """Every path this run may write (checked against the inputs before any work)."""

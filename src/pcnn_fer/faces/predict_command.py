@@ -1,5 +1,5 @@
 """The work of ``pcnn predict`` (its parser: :mod:`pcnn_fer.cli.predict`): recognise expressions in images, folders,
-globs, videos and webcams.
+globs, videos, webcams and image sequences (``--sequence FPS``: each folder is one video of frames).
 
 Argument checks and output planning happen before any model is loaded; then the command drains
 :meth:`Recognizer.predict_stream <pcnn_fer.faces.recognizer.Recognizer.predict_stream>`, writing each result as it
@@ -23,7 +23,7 @@ from . import outputs
 from .imageio import ImageLoadError, load_image
 from .people_outputs import PeopleFiles
 from .records import RecordError, check_record_classes
-from .sources import expand_sources, video_frame_count
+from .sources import expand_sources, sequence_images, video_frame_count
 from .spec import RecognizerSpec
 from .stream import frames_per_chunk
 from .tracking import TrackingConfig
@@ -41,6 +41,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for flag, seconds in (("--smooth", args.smooth), ("--reid-seconds", args.reid_seconds)):
         if not math.isfinite(seconds) or seconds < 0:
             raise UsageError(f"{flag} must be a number of seconds >= 0, got {seconds}")
+    if args.sequence is not None and (not math.isfinite(args.sequence) or args.sequence <= 0):
+        raise UsageError(f"--sequence must be a frame rate > 0 (frames per second), got {args.sequence}")
 
 
 def describe_detector(detector: Any) -> str:
@@ -73,7 +75,7 @@ def run_predict(args: argparse.Namespace) -> int:
     out: Path | None = args.out
     if out is None and (args.save_json or args.save_csv or args.save_parquet or jsonl):
         out = DEFAULT_OUT
-    sources = expand_sources(args.sources)
+    sources = expand_sources(args.sources, sequence_fps=args.sequence)
     annotated: dict[int, list[Path]] = {}
     keep_bytes, kept, start = None, [], 0
     tracking = TrackingConfig(smooth_seconds=args.smooth, reid_seconds=args.reid_seconds, reid=not args.no_reid)
@@ -217,7 +219,7 @@ class _Report:
         self.source: Any = None
         self.inputs = self.read = self.faces = self.no_face = 0
         self.images = self.image_faces = self.image_no_face = self.image_skipped = 0
-        self.videos = self.frames = self.people = 0
+        self.videos = self.sequences = self.frames = self.people = 0
         self.video = {"frames": 0, "with_faces": 0, "skipped": 0}
         self.summary_so_far: Any = None
 
@@ -254,8 +256,10 @@ class _Report:
         if origin.kind == "video":
             declared = video_frame_count(origin.location)
             total = -(-declared // self.every) if declared else None
-            if self.max_frames is not None and total is not None:
-                total = min(total, self.max_frames)
+        elif origin.kind == "sequence":
+            total = -(-len(sequence_images(origin.location)) // self.every)
+        if self.max_frames is not None and total is not None:
+            total = min(total, self.max_frames)
         return self.tqdm(total=total, unit="frame", desc=Path(origin.location).name, leave=False,
                          disable=not self.bars, file=sys.stderr)
 
@@ -267,7 +271,8 @@ class _Report:
             self.frame_bar.close()
             self.frame_bar = None
             v = self.video
-            self.videos += 1
+            self.sequences += self.source.kind == "sequence"
+            self.videos += self.source.kind != "sequence"
             self.frames += v["frames"]
             if people is not None:
                 self.people += len(people.people)
@@ -293,8 +298,10 @@ class _Report:
         if self.images:
             parts.append(f"{self.images} image(s): {self.image_faces} face(s), {self.image_no_face} without a face, "
                          f"{self.image_skipped} skipped")
-        if self.videos:
-            parts.append(f"{self.videos} video(s): {self.frames} frame(s), {self.people} "
+        if self.videos or self.sequences:
+            what = [f"{self.videos} video(s)"] * bool(self.videos) + [f"{self.sequences} image sequence(s)"] * bool(
+                self.sequences)
+            parts.append(f"{' and '.join(what)}: {self.frames} frame(s), {self.people} "
                          f"{'person' if self.people == 1 else 'people'}")
         where = f"; outputs in {out}" if out is not None else ""
         self.tqdm.write("; ".join(parts or ["no input"]) + where, file=sys.stdout)

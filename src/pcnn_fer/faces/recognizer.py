@@ -373,7 +373,7 @@ class Recognizer:
             config = options.pop("config", None) or TrackingConfig(**options)
             frames = image_sequence(str(source), expanded, fps, every, self.max_pixels, max_frames)
             stream = track_frames(self, chunks(prefetch(frames, depth=4), 1), every=every, config=config)
-        elif len(expanded) != 1 or expanded[0].kind not in ("video", "webcam"):
+        elif len(expanded) != 1 or expanded[0].kind not in ("video", "webcam", "sequence"):
             raise UsageError(f"track takes one video file, webcam index or image sequence, got {source!r}")
         else:
             stream = self.track_stream(expanded, every=every, max_frames=max_frames, **options)

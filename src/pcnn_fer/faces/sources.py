@@ -1,5 +1,6 @@
 """Turn ``pcnn predict`` SOURCE arguments into a stream of frames: image files, folders (recursive), glob patterns,
-manifests (a ``.csv`` or ``.parquet`` table of paths), video files (every N-th frame) and webcams (an integer index).
+manifests (a ``.csv`` or ``.parquet`` table of paths), video files (every N-th frame), webcams (an integer index) and
+image sequences (a folder of frames read as one video, ``pcnn predict --sequence FPS``).
 Nothing here raises for a bad input: unusable inputs and unreadable video frames come out as :class:`Frame` records
 with a ``skipped`` reason (an unreadable manifest itself is a one-line error)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import math
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -30,17 +32,21 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", "
 MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet"})
 #: A video gives up after this many unreadable frames in a row.
 MAX_BAD_FRAMES = 25
+#: Frame rate assumed for a video that does not declare one (and an image sequence given none).
+ASSUMED_FPS = 25.0
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input: ``kind`` is ``image``, ``video``, ``webcam`` or ``missing``; ``location`` the path or camera index;
-    ``root`` the folder it was found in (for output names), ``reason`` why a ``missing`` source is unusable."""
+    """One input: ``kind`` is ``image``, ``video``, ``webcam``, ``sequence`` (a folder of frames read as one video,
+    its images in name order) or ``missing``; ``location`` the path or camera index; ``root`` the folder it was found
+    in (for output names), ``reason`` why a ``missing`` source is unusable, ``fps`` a sequence's frame rate."""
 
     kind: str
     location: str
     root: str | None = None
     reason: str | None = None
+    fps: float | None = None
 
     @property
     def name(self) -> str:
@@ -80,10 +86,29 @@ def _walk(folder: Path) -> list[Source]:
     return found
 
 
-def expand_sources(specs: Sequence[str | Path | Source]) -> list[Source]:
+def sequence_images(folder: str | Path) -> list[Source]:
+    """The frames of an image sequence: the image files below ``folder`` (recursive), in name order."""
+    return [s for s in _walk(Path(folder).expanduser()) if s.kind == "image"]
+
+
+def _sequence(text: str, path: Path, fps: float) -> Source:
+    """A folder SOURCE read as one image sequence at ``fps`` frames per second (``--sequence``)."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise UsageError(f"--sequence must be a frame rate > 0 (frames per second), got {fps}")
+    if not path.is_dir():
+        raise UsageError(f"--sequence reads folders of frames as image sequences: {text} is not a folder")
+    if not sequence_images(path):
+        return Source("missing", text, reason="folder holds no image files (an image sequence is a folder of "
+                                              "frames)")
+    return Source("sequence", text, fps=float(fps))
+
+
+def expand_sources(specs: Sequence[str | Path | Source], sequence_fps: float | None = None) -> list[Source]:
     """Expand SOURCE arguments: folders recursively (image and video suffixes only), glob patterns (``**``
     allowed), files as given, integer strings as webcam indices (unless a file of that name exists). Unusable
-    arguments become ``missing`` sources with a reason; :class:`Source` objects are kept as they are."""
+    arguments become ``missing`` sources with a reason; :class:`Source` objects are kept as they are. With
+    ``sequence_fps`` every argument must be a folder, read as one image sequence at that frame rate (a
+    :class:`~pcnn_fer.errors.UsageError` otherwise)."""
     sources: list[Source] = []
     for spec in specs:
         if isinstance(spec, Source):
@@ -91,7 +116,9 @@ def expand_sources(specs: Sequence[str | Path | Source]) -> list[Source]:
             continue
         text = str(spec)
         path = Path(text).expanduser()
-        if path.is_dir():
+        if sequence_fps is not None:
+            sources.append(_sequence(text, path, sequence_fps))
+        elif path.is_dir():
             found = _walk(path)
             sources.extend(found or [Source("missing", text, reason="folder holds no image or video files")])
         elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
@@ -253,9 +280,31 @@ def iter_frames(source: Source, every: int = 1, max_pixels: int = MAX_PIXELS,
             yield Frame(source, None, None, e.reason)
     elif source.kind in ("video", "webcam"):
         yield from _read_video(source, every, max_frames)
+    elif source.kind == "sequence":
+        yield from image_sequence(source, sequence_images(source.location), source.fps, every, max_pixels,
+                                  max_frames)
     else:
         raise ValueError(f"unknown source kind {source.kind!r}")
 
 
+def image_sequence(sequence: str | Source, images: list[Source], fps: float | None, every: int = 1,
+                   max_pixels: int | None = None, max_frames: int | None = None) -> Iterator[Frame]:
+    """The image files ``images`` (in their order) as the frames of one video (``sequence``: its source, or a name
+    for a new ``sequence`` source) at ``fps`` frames per second (:data:`ASSUMED_FPS` when None): every ``every``-th
+    image, at most ``max_frames``; an unreadable image is a skipped frame."""
+    rate = fps if fps and math.isfinite(fps) and fps > 0 else ASSUMED_FPS
+    if not isinstance(sequence, Source):
+        sequence = Source("sequence", sequence, fps=rate)
+    for emitted, index in enumerate(range(0, len(images), every)):
+        if max_frames is not None and emitted >= max_frames:
+            return
+        try:
+            rgb = load_image(images[index].location, **({} if max_pixels is None else {"max_pixels": max_pixels}))
+            yield Frame(sequence, index, rgb, None, rate)
+        except ImageLoadError as e:
+            yield Frame(sequence, index, None, e.reason, rate)
+
+
 __all__ = ["Source", "Frame", "expand_sources", "read_manifest", "MANIFEST_EXTENSIONS", "iter_frames",
-           "video_frame_count", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_BAD_FRAMES"]
+           "video_frame_count", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_BAD_FRAMES", "ASSUMED_FPS",
+           "image_sequence", "sequence_images"]

@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 #: Source kinds that give one frame each (a still image, or a skipped record for an unusable input).
 STILL_KINDS = frozenset({"image", "missing"})
+#: Source kinds whose frames are followed over time (face ids, summary.json, a timeline, an annotated video).
+MOVING_KINDS = frozenset({"video", "webcam", "sequence"})
 
 _DONE = object()
 
@@ -108,4 +110,4 @@ def chunk_starts(sources: Sequence[Source], size: int) -> list[int]:
     return starts
 
 
-__all__ = ["prefetch", "chunks", "frames_per_chunk", "chunk_starts", "STILL_KINDS"]
+__all__ = ["prefetch", "chunks", "frames_per_chunk", "chunk_starts", "STILL_KINDS", "MOVING_KINDS"]

@@ -48,7 +48,8 @@ def plot_timeline(summary: PeopleSummary, path: str | Path) -> Path:
     duration = max(summary.duration_s, 1e-3)
     fig, axes = plt.subplots(rows, 1, figsize=(11, 1.2 + 1.9 * rows), sharex=True, squeeze=False)
     left_out = len(summary.people) - len(people)
-    title = f"{Path(summary.source).name}: {len(summary.people)} people" if summary.people else \
+    count = len(summary.people)
+    title = f"{Path(summary.source).name}: {count} {'person' if count == 1 else 'people'}" if count else \
         f"{Path(summary.source).name}: no face found"
     fig.suptitle(title + (f" ({left_out} seen briefly not drawn)" if left_out else ""), fontsize=12)
     seen_labels: list[str] = []

@@ -30,16 +30,12 @@ from ..defaults import REID_SECONDS
 from ..errors import UsageError
 from .descriptors import FaceDescriber, describer_or_none
 from .identity import IdentityConfig, IdentityTracker
-from .imageio import ImageLoadError, load_image
 from .people import PeopleSummary
 from .smoothing import DEFAULT_SMOOTH_SECONDS, ExpressionSmoother
-from .sources import Frame, Source
+from .sources import ASSUMED_FPS, Frame, Source, image_sequence
 from .stream import STILL_KINDS
 
 __all__ = ["TrackingConfig", "SourceTracking", "track_frames", "image_sequence", "ASSUMED_FPS"]
-
-#: Frame rate assumed for a video that does not declare one.
-ASSUMED_FPS = 25.0
 
 
 @dataclass(frozen=True)
@@ -224,19 +220,3 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-
-def image_sequence(name: str, images: list[Source], fps: float | None, every: int = 1, max_pixels: int | None = None,
-                   max_frames: int | None = None) -> Iterator[Frame]:
-    """The image files ``images`` (in their order) as the frames of one video named ``name`` at ``fps`` frames per
-    second (:data:`ASSUMED_FPS` when None): every ``every``-th image, at most ``max_frames``; an unreadable image is a
-    skipped frame."""
-    sequence = Source("video", name)
-    rate = fps if fps and np.isfinite(fps) and fps > 0 else ASSUMED_FPS
-    for emitted, index in enumerate(range(0, len(images), every)):
-        if max_frames is not None and emitted >= max_frames:
-            return
-        try:
-            rgb = load_image(images[index].location, **({} if max_pixels is None else {"max_pixels": max_pixels}))
-            yield Frame(sequence, index, rgb, None, rate)
-        except ImageLoadError as e:
-            yield Frame(sequence, index, None, e.reason, rate)

@@ -30,12 +30,13 @@ from .tracking import TrackingConfig
 def source_row(index: int, source: Source) -> dict[str, Any]:
     """The Ray Data row of an input: its index and the fields of its :class:`Source`."""
     return {"index": index, "kind": source.kind, "location": source.location, "root": source.root or "",
-            "reason": source.reason or ""}
+            "reason": source.reason or "", "fps": source.fps or 0.0}
 
 
 def row_source(row: dict[str, Any]) -> Source:
     """The :class:`Source` of a :func:`source_row`."""
-    return Source(str(row["kind"]), str(row["location"]), str(row["root"]) or None, str(row["reason"]) or None)
+    return Source(str(row["kind"]), str(row["location"]), str(row["root"]) or None, str(row["reason"]) or None,
+                  float(row["fps"]) or None)
 
 
 def decode_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
