@@ -299,8 +299,9 @@ def test_ckplus_train_crash_resume_evaluate(tmp_path, run_cli, ckplus):
     assert "accuracy" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert list(metrics) == ["dataset", "split", "subset", "num_samples", "classes", "accuracy",
-                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "checkpoint",
-                             "face_alignment"]
+                             "mean_class_accuracy", "per_class_accuracy", "confusion_matrix", "calibration",
+                             "risk_coverage", "checkpoint", "face_alignment"]
+    assert set(metrics["calibration"]) >= {"ece", "nll", "brier"}
     assert metrics["face_alignment"] is None  # CK+48 images are face crops: not aligned by default
     assert metrics["dataset"] == "ckplus" and metrics["split"] == "all" and metrics["subset"] is None
     assert metrics["num_samples"] == 981
@@ -559,6 +560,23 @@ def test_init_maps_head_rows_by_class_name(checkpoint, target):
     body = "global_trunk.layer1.0.conv1.weight"
     assert torch.equal(model.state_dict()[body], source.state_dict()[body])
     assert len(report.sha256) == 64 and report.copied_tensors > 100
+
+
+def test_init_from_the_bundled_model_leaves_its_occlusion_heads_behind():
+    """The bundled model carries occlusion heads trained on its frozen features; a fine-tune starts without them
+    (they would read a trunk that training changes) instead of refusing the architecture."""
+    from dataclasses import replace
+
+    from pcnn_fer.engine.finetune import init_from_pretrained
+    from pcnn_fer.models.pcnn import PCNN
+
+    source = load_model("default")
+    assert any(k.startswith("occlusion_heads.") for k in source.state_dict())
+    model = PCNN(replace(source.config, occlusion_hidden=0))
+    report = init_from_pretrained(model, "default")
+    assert not hasattr(model, "occlusion_heads") and report.copied_tensors > 100
+    body = "global_trunk.layer1.0.conv1.weight"
+    assert torch.equal(model.state_dict()[body], source.state_dict()[body].to(model.state_dict()[body].dtype))
 
 
 def test_init_new_classes_start_fresh_and_other_architectures_are_refused(tmp_path):

@@ -146,7 +146,9 @@ def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, see
             source = widen_model(source, model.config.width, seed)
         except UsageError as exc:
             raise WeightsError(f"{path}: --init-widen: {exc}") from None
-    src = source.state_dict()
+    # occlusion heads read the source's frozen regional features: a fine-tuned trunk makes them stale, so they are
+    # not carried (pcnn occlusion trains them again on the new model)
+    src = {k: v for k, v in source.state_dict().items() if not k.startswith("occlusion_heads.")}
     own = model.state_dict()
     body = [k for k in own if not is_head_parameter(k)]
     mismatched = [f"{k} {tuple(src[k].shape)} vs {tuple(own[k].shape)}" for k in body
