@@ -11,7 +11,6 @@ import torch
 
 from pcnn_fer.dlib_weights import (
     DlibFormatError,
-    calibrate_batchnorm,
     find_dlib_model,
     load_dlib_resnet,
     load_dlib_trunks,
@@ -20,6 +19,7 @@ from pcnn_fer.dlib_weights import (
 from pcnn_fer.errors import UsageError
 from pcnn_fer.models.dlib_resnet import DlibResNet, add_prev
 from pcnn_fer.models.pcnn import create_model
+from pcnn_fer.pretrained_trunks import calibrate_batchnorm
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer" / "assets" / "astronaut.png"
 

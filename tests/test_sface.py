@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import ASTRONAUT_FACE
 
-from pcnn_fer.dlib_weights import calibrate_batchnorm
 from pcnn_fer.errors import UsageError
 from pcnn_fer.models.pcnn import create_model
 from pcnn_fer.models.sface_net import SFaceNet
+from pcnn_fer.pretrained_trunks import calibrate_batchnorm
 from pcnn_fer.sface_weights import (
     SFaceFormatError,
     dequantize,

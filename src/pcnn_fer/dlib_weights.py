@@ -34,7 +34,7 @@ from torch import nn
 
 from .errors import PCNNError, UsageError
 from .models.dlib_resnet import DLIB_PIXEL_MEAN, LEVEL_NAMES, LEVELS, DlibResNet
-from .models.pcnn import REGIONS
+from .pretrained_trunks import TRUNK_LAYER_MAP, copy_trunks
 
 DLIB_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -323,13 +323,8 @@ def load_dlib_resnet(path: str | Path | None = None, geometry: str = "dlib") -> 
     return model.eval()
 
 
-#: Our module prefix → dlib's layers copied into it, for every module a PCNN or baseline may have.
-DLIB_LAYER_MAP: dict[str, str] = {
-    "global_trunk": "trunk",
-    **{f"local_trunks.{name}": "trunk" for name in REGIONS},
-    "trunk": "trunk",  # the plain baselines' single trunk
-    "layer4": "head",
-}
+#: Our module prefix → dlib's part copied into it (the map every face-pretrained start shares).
+DLIB_LAYER_MAP = TRUNK_LAYER_MAP
 _DLIB_PARTS = {"trunk": "stem (con 7×7/2, affine, max_pool) + level4 (3 × 32) + level3 (4 × 64) + level2 (3 × 128)",
                "head": "level1 (3 × 256) + level0 (1 × 256)"}
 
@@ -342,7 +337,7 @@ def load_dlib_trunks(model: nn.Module, path: str | Path | None = None,
 
     The model's batch norms take each ``affine`` as ``weight``/``bias`` with mean 0 and variance 1 - eps, so that in
     eval mode they compute dlib's function exactly; with ``calibration`` (a normalised image batch of the training
-    faces) their statistics are then measured on it (:func:`calibrate_batchnorm`), so that training-mode batch
+    faces) their statistics are then measured on it (``calibrate_batchnorm``), so that training-mode batch
     statistics start close to that function too.
     """
     config = getattr(model, "config", None)
@@ -351,21 +346,9 @@ def load_dlib_trunks(model: nn.Module, path: str | Path | None = None,
                          f"{getattr(config, 'backbone', '?')!r}")
     file = Path(path) if path else find_dlib_model()
     source = dlib_state_dict(parse_dlib_network(file))
-    own = model.state_dict()
-    new_state, lines = {}, []
-    for prefix, part in DLIB_LAYER_MAP.items():
-        keys = [k for k in own if k.startswith(prefix + ".") and not k.endswith(".num_batches_tracked")]
-        if not keys:
-            continue
-        for key in keys:
-            new_state[key] = _dlib_value(source, part + key[len(prefix):], own[key])
-        lines.append(f"{prefix} <- dlib {_DLIB_PARTS[part]} ({len(keys)} tensors)")
-    lines.append("dlib fc_no_bias 256 -> 128 (the face descriptor): not used; heads and MDIM start fresh")
-    model.load_state_dict(new_state, strict=False)
-    if calibration is not None:
-        calibrate_batchnorm(model, calibration)
-        lines.append(f"batch-norm statistics measured on {len(calibration)} training faces (eval output unchanged)")
-    return file, lines, len(new_state)
+    lines, copied = copy_trunks(model, lambda key, like: _dlib_value(source, key, like), "dlib", _DLIB_PARTS,
+                                "dlib fc_no_bias 256 -> 128 (the face descriptor)", calibration)
+    return file, lines, copied
 
 
 def _dlib_value(source: dict[str, torch.Tensor], key: str, like: torch.Tensor) -> torch.Tensor:
@@ -380,43 +363,5 @@ def _dlib_value(source: dict[str, torch.Tensor], key: str, like: torch.Tensor) -
 BATCHNORM_EPS = nn.BatchNorm2d(1).eps
 
 
-@torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> None:
-    """Set every batch norm's running statistics to those of its input on ``images`` (model in eval mode) and
-    rescale its weight and bias so that its eval-mode output stays what it was."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    sums: dict[nn.Module, list[torch.Tensor]] = {}
-
-    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0].float()
-        totals = sums.setdefault(module, [torch.zeros(x.shape[1]), torch.zeros(x.shape[1]), torch.zeros(())])
-        totals[0] += x.sum((0, 2, 3))
-        totals[1] += (x * x).sum((0, 2, 3))
-        totals[2] += x.numel() / x.shape[1]
-
-    hooks = [bn.register_forward_pre_hook(record) for bn in bns]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size])
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    for bn in bns:
-        if bn not in sums:
-            continue
-        total, square, count = sums[bn]
-        mean = total / count
-        var = (square / count - mean * mean).clamp_min(0)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # what the layer multiplies by now
-        shift = bn.bias - scale * bn.running_mean
-        bn.running_mean.copy_(mean)
-        bn.running_var.copy_(var)
-        bn.weight.copy_(scale * torch.sqrt(var + bn.eps))
-        bn.bias.copy_(shift + scale * mean)
-
-
 __all__ = ["DLIB_LAYER_MAP", "DLIB_MODEL_FILE", "DlibFormatError", "DlibLayer", "DlibNetwork", "dlib_state_dict",
-           "calibrate_batchnorm", "find_dlib_model", "load_dlib_resnet", "load_dlib_trunks", "parse_dlib_network"]
+           "find_dlib_model", "load_dlib_resnet", "load_dlib_trunks", "parse_dlib_network"]

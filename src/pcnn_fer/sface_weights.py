@@ -26,9 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dlib_weights import calibrate_batchnorm
 from .errors import PCNNError, UsageError
-from .models.pcnn import REGIONS
 from .models.sface_net import (
     BLOCKS,
     CONV_BN_EPS,
@@ -39,6 +37,7 @@ from .models.sface_net import (
     STEM_CHANNELS,
     SFaceNet,
 )
+from .pretrained_trunks import TRUNK_LAYER_MAP, copy_trunks
 
 SFACE_MODEL_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 #: At most this many elements in one tensor (the largest, pre_fc1, has 6.4 M).
@@ -269,13 +268,8 @@ def load_sface_net(path: str | Path | None = None) -> SFaceNet:
     return model.eval()
 
 
-#: Our module prefix → SFace's part copied into it, for every module a PCNN or baseline may have.
-SFACE_LAYER_MAP: dict[str, str] = {
-    "global_trunk": "trunk",
-    **{f"local_trunks.{name}": "trunk" for name in REGIONS},
-    "trunk": "trunk",  # the plain baselines' single trunk
-    "layer4": "head",
-}
+#: Our module prefix → SFace's part copied into it (the map every face-pretrained start shares).
+SFACE_LAYER_MAP = TRUNK_LAYER_MAP
 _SFACE_PARTS = {"trunk": "conv_1 + conv_2 … conv_12 (stride 8, 512 channels)",
                 "head": "conv_13 + conv_14 (stride 16, 1024 channels)"}
 
@@ -285,28 +279,16 @@ def load_sface_trunks(model: nn.Module, path: str | Path | None = None,
     """Copy SFace's weights (batch-norm statistics included) into every trunk and layer4 of a ``backbone="sface"``
     model; returns the file used, the layer mapping (one line per module) and the number of tensors copied. With
     ``calibration`` (a normalised image batch of the training faces) the batch norms' statistics are then measured
-    on it, their affine rescaled so that eval outputs do not change (:func:`calibrate_batchnorm`)."""
+    on it, their affine rescaled so that eval outputs do not change (``calibrate_batchnorm``)."""
     config = getattr(model, "config", None)
     if getattr(config, "backbone", None) != "sface":
         raise UsageError(f"--init sface needs a model on the SFace backbone (e.g. --model sface), got backbone "
                          f"{getattr(config, 'backbone', '?')!r}")
     file = Path(path) if path else find_sface_model()
     source = sface_state_dict(file)
-    own = model.state_dict()
-    new_state, lines = {}, []
-    for prefix, part in SFACE_LAYER_MAP.items():
-        keys = [k for k in own if k.startswith(prefix + ".") and not k.endswith(".num_batches_tracked")]
-        if not keys:
-            continue
-        for key in keys:
-            new_state[key] = source[part + key[len(prefix):]].to(own[key].dtype)
-        lines.append(f"{prefix} <- SFace {_SFACE_PARTS[part]} ({len(keys)} tensors)")
-    lines.append("SFace bn1 + pre_fc1 + fc1 (the 128-d descriptor): not used; heads and MDIM start fresh")
-    model.load_state_dict(new_state, strict=False)
-    if calibration is not None:
-        calibrate_batchnorm(model, calibration)
-        lines.append(f"batch-norm statistics measured on {len(calibration)} training faces (eval output unchanged)")
-    return file, lines, len(new_state)
+    lines, copied = copy_trunks(model, lambda key, like: source[key].to(like.dtype), "SFace", _SFACE_PARTS,
+                                "SFace bn1 + pre_fc1 + fc1 (the 128-d descriptor)", calibration)
+    return file, lines, copied
 
 
 __all__ = ["MAX_ELEMENTS", "SFACE_LAYER_MAP", "SFACE_MODEL_FILE", "SFaceFormatError", "dequantize",
