@@ -160,6 +160,16 @@ _FERPLUS_CPU: dict[str, Any] = dict(
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
 )
 
+#: ``ferplus-dlib``, also the base of ``ferplus-sface`` (the same labels and regularisation on SFace trunks).
+_FERPLUS_DLIB: dict[str, Any] = dict(
+    name="ferplus-dlib",
+    description="FERPlus from dlib's face-recognition ResNet (pcnn train --init dlib): PCNN on dlib trunks at "
+                "112 px, lr 5e-4 everywhere (0.01 per CE term), soft labels, cosine, weight EMA",
+    model="dlib", input_size=112, epochs=9, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
+    nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
+    augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
+)
+
 #: ``fer2013``, also the base of ``fer2013-dlib`` (the same labels and regularisation on dlib trunks).
 _FER2013: dict[str, Any] = dict(
     name="fer2013",
@@ -207,21 +217,12 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
                     "erasing so the other branches learn to carry an occluded eye, cheek or mouth",
         epochs=16, augment="regions", init_lr_scale=0.3,
     ),
+    _FERPLUS_DLIB,
     dict(
-        name="ferplus-dlib",
-        description="FERPlus from dlib's face-recognition ResNet (pcnn train --init dlib): PCNN on dlib trunks at "
-                    "112 px, lr 5e-4 everywhere (0.01 per CE term), soft labels, cosine, weight EMA",
-        model="dlib", input_size=112, epochs=9, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
-        augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
-    ),
-    dict(
-        name="ferplus-sface",
+        _FERPLUS_DLIB, name="ferplus-sface",
         description="FERPlus from OpenCV Zoo's SFace (pcnn train --init sface): PCNN on SFace trunks at 112 px, "
                     "trunks at lr 5e-4 (0.01 per CE term), heads and MDIM at 2e-3, soft labels, cosine, weight EMA",
-        model="sface", input_size=112, epochs=4, batch_size=64, lr=0.002, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.2,
-        augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=0.25,
+        model="sface", epochs=4, lr=0.002, warmup_epochs=0.2, init_lr_scale=0.25,
     ),
     _FER2013,
     dict(
