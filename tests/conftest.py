@@ -92,6 +92,26 @@ def dlib_file() -> Path:
         pytest.skip(str(e))
 
 
+def assert_folding_keeps_outputs(model: torch.nn.Module, size: int, tol: float) -> torch.nn.Module:
+    """Randomise ``model``'s batch-norm statistics and affine, fold them with ``optimize_for_inference`` and check the
+    unpaired, norm-free result gives the same (global, local, regions) outputs within ``tol``; returns it."""
+    from pcnn_fer.models.fuse import optimize_for_inference
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    fast = optimize_for_inference(model)
+    assert not fast.paired and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for a, b in zip(model(x, return_regions=True), fast(x.contiguous(memory_format=torch.channels_last),
+                                                           return_regions=True)):
+            torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+    return fast
+
+
 def in_process_budget_mb() -> float:
     """The default --max-memory-mb as room on top of what this process holds now: an in-process test server shares
     its process with pytest, which carries every earlier test's memory, where ``pcnn serve`` starts with its model."""

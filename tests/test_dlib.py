@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_folding_keeps_outputs
 
 from pcnn_fer.dlib_weights import (
     DlibFormatError,
@@ -143,22 +144,10 @@ def test_inference_rewrite_of_a_dlib_pcnn_folds_its_norms_and_keeps_its_outputs(
     """``pcnn evaluate``, export and the torch backend run the BN-folded form; a dlib PCNN's shortcuts zero-pad their
     channels, so its eye and cheek trunks are not paired (pairing would mix the two halves)."""
     from pcnn_fer.models.dlib_resnet import Affine, DlibStem
-    from pcnn_fer.models.fuse import _fold_norm, optimize_for_inference
+    from pcnn_fer.models.fuse import _fold_norm
 
     torch.manual_seed(0)
-    model = create_model("dlib", num_classes=8).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    fast = optimize_for_inference(model)
-    assert not fast.paired and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
-    x = torch.randn(2, 3, 112, 112)
-    with torch.no_grad():
-        for a, b in zip(model(x, return_regions=True), fast(x.contiguous(memory_format=torch.channels_last),
-                                                           return_regions=True)):
-            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert_folding_keeps_outputs(create_model("dlib", num_classes=8).eval(), size=112, tol=1e-5)
     stem = DlibStem("dlib", norm="affine").eval()
     stem.norm.weight.data.uniform_(0.5, 2.0)
     stem.norm.bias.data.uniform_(-1.0, 1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ASTRONAUT_FACE
+from conftest import ASTRONAUT_FACE, assert_folding_keeps_outputs
 
 from pcnn_fer.errors import UsageError
 from pcnn_fer.models.pcnn import create_model
@@ -181,19 +181,5 @@ def test_train_init_sface_records_the_layer_map(sface_file, make_image_folder, t
 
 
 def test_inference_rewrite_of_an_sface_pcnn_folds_its_norms_and_keeps_its_outputs():
-    from pcnn_fer.models.fuse import optimize_for_inference
-
     torch.manual_seed(0)
-    model = create_model("sface", num_classes=8).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    fast = optimize_for_inference(model)
-    assert not fast.paired and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
-    x = torch.randn(2, 3, 112, 112)
-    with torch.no_grad():
-        for a, b in zip(model(x, return_regions=True), fast(x.contiguous(memory_format=torch.channels_last),
-                                                           return_regions=True)):
-            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    assert_folding_keeps_outputs(create_model("sface", num_classes=8).eval(), size=112, tol=1e-4)
