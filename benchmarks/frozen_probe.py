@@ -11,7 +11,12 @@ faces, then refitted on all 4000) and the arg-max is scored on FER2013Valid. Fea
 
 Rows: raw pixels (48×48); SFace (``pcnn_fer.sface_weights``, 112 px): the last convolutional map (conv_14)
 average-pooled (1024-d) and pooled to 3×3 (9216-d), and its 128-d descriptor; dlib's ResNet-29
-(``pcnn_fer.dlib_weights``, 150 px): its 128-d descriptor and the pooled level0 map (256-d).
+(``pcnn_fer.dlib_weights``, 150 px): its 128-d descriptor and the pooled level0 map (256-d); FaceRes
+(``pcnn_fer.faceres_weights``, the user's ``faceres.json`` + ``faceres.bin`` from ``--faceres-dir``, not bundled: its
+licence is unsettled), fed 224 px and 112 px: the last convolutional map (conv_pw_13) average-pooled (1024-d, the
+graph's ``global_pooling/Mean`` descriptor) and pooled to 3×3 (9216-d), and its 256-d ``feats`` layer, with
+upstream's input normalisation (BGR minus the VGGFace means); ``faceres_human`` is the 224-px pooled map with the
+Human library's normalisation (RGB 0…255 as is).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch.nn.functional as F
 from pcnn_fer.data.datasets import get_dataset
 from pcnn_fer.data.loader import load_tensor_data
 from pcnn_fer.dlib_weights import load_dlib_resnet
+from pcnn_fer.faceres_weights import load_faceres_net
 from pcnn_fer.sface_weights import load_sface_net
 
 TRAIN_FACES = 4000
@@ -79,6 +85,28 @@ def dlib_features(images: torch.Tensor, batch: int = 32) -> dict[str, np.ndarray
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+@torch.inference_mode()
+def faceres_features(images: torch.Tensor, folder: str | None, batch: int = 32) -> dict[str, np.ndarray]:
+    """FaceRes's conv_pw_13 map pooled (1024) and pooled to 3×3 (9216) and its 256-d feats, at 224 and 112 px."""
+    net = load_faceres_net(folder)
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch):
+        for size in (224, 112):
+            fmap = net.features(rgb(images[start:start + batch], size))
+            out.setdefault(f"faceres{size}_pool", []).append(fmap.mean((2, 3)).numpy())
+            out.setdefault(f"faceres{size}_grid3", []).append(F.adaptive_avg_pool2d(fmap, 3).flatten(1).numpy())
+            out.setdefault(f"faceres{size}_feats", []).append(net.heads(fmap).feats.numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@torch.inference_mode()
+def faceres_human_features(images: torch.Tensor, folder: str | None, batch: int = 32) -> dict[str, np.ndarray]:
+    """FaceRes's pooled conv_pw_13 map at 224 px, fed RGB 0…255 as the Human library feeds it."""
+    net = load_faceres_net(folder, normalisation="human")
+    pooled = [net.features(rgb(images[s:s + batch], 224)).mean((2, 3)).numpy() for s in range(0, len(images), batch)]
+    return {"faceres224_human_pool": np.concatenate(pooled)}
+
+
 def ridge_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray,
                    classes: int) -> tuple[float, float]:
     """(test accuracy, λ) of a ridge probe, λ chosen on the last fifth of the training rows (800 of 4000)."""
@@ -106,7 +134,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="FERPlus root (FER2013Train/, FER2013Valid/)")
     parser.add_argument("--cache", type=Path, required=True, help="folder for the extracted features")
-    parser.add_argument("--only", nargs="*", default=["raw", "sface", "dlib"], help="feature families")
+    parser.add_argument("--only", nargs="*", default=["raw", "sface", "dlib"],
+                        choices=["raw", "sface", "dlib", "faceres", "faceres_human"], help="feature families")
+    parser.add_argument("--faceres-dir", help="folder holding FaceRes's faceres.json and faceres.bin (default: "
+                        "$PCNN_FACERES_DIR)")
     parser.add_argument("--extract-only", choices=["train", "valid"], help="only extract (and cache) this split's "
                         "features, e.g. in a second process beside a running probe")
     parser.add_argument("--train-faces", type=int, default=TRAIN_FACES, help="training faces (seeded sample)")
@@ -119,7 +150,9 @@ def main() -> None:
     classes = int(max(y_train.max(), y_valid.max())) + 1
     print(f"{len(train)} training faces, {len(valid)} FER2013Valid faces, {classes} classes", flush=True)
     extractors = {"raw": lambda im: {"raw_pixels": im.float().flatten(1).numpy() / 255},
-                  "sface": sface_features, "dlib": dlib_features}
+                  "sface": sface_features, "dlib": dlib_features,
+                  "faceres": lambda im: faceres_features(im, args.faceres_dir),
+                  "faceres_human": lambda im: faceres_human_features(im, args.faceres_dir)}
     for family in args.only:
         start = time.time()
         feats = {}
