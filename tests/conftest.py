@@ -41,6 +41,15 @@ def real_dataset() -> Callable[[str], Path]:
     return _real_dataset
 
 
+def real_face_pixels(size: int) -> np.ndarray:
+    """The bundled astronaut's face and 7 FERPlus validation faces (when the shared data is there), as float32 RGB
+    (N, size, size, 3): the real faces the weight readers' parity tests run on."""
+    faces = [Image.open(REPO / "src" / "pcnn_fer" / "assets" / "astronaut.png").convert("RGB").crop(ASTRONAUT_FACE)]
+    folder = SHARED_DATA / "ferplus" / "FER2013Valid"
+    faces += [Image.open(p).convert("RGB") for p in sorted(folder.glob("fer*.png"))[:7]]
+    return np.stack([np.asarray(f.resize((size, size), Image.BILINEAR), np.float32) for f in faces])
+
+
 def _image_folder(root: Path, classes: tuple[str, ...] = ("happy", "sad", "surprise"), per_class: int = 12,
                   splits: tuple[str, ...] = ("train", "val", "test"), size: int = 48, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)

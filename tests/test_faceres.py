@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ASTRONAUT_FACE
+from conftest import real_face_pixels
 
 from pcnn_fer.faceres_weights import FACERES_DIR_ENV, faceres_state_dict, find_faceres, load_faceres_net
 from pcnn_fer.models.faceres_net import FACERES_BGR_MEAN, FaceResNet, SamePad, layer_specs
 from pcnn_fer.tfjs_graph import MAX_ELEMENTS, TfjsFormatError, read_graph_model
 
-ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer" / "assets" / "astronaut.png"
 REFERENCE_JS = Path(__file__).with_name("tfjs_graph_reference.js")
 OUTPUTS = ("conv_pw_13_relu/clip_by_value", "global_pooling/Mean", "feats/Relu", "gender_pred/Sigmoid",
            "age_pred/Softmax")
@@ -254,23 +253,10 @@ def _tfjs_available() -> None:
         pytest.skip("@tensorflow/tfjs is not on NODE_PATH (npm install @tensorflow/tfjs)")
 
 
-def _real_faces(real_dataset) -> np.ndarray:
-    """The astronaut's face and 7 FERPlus validation faces (when the shared data is there) as NHWC 224×224 RGB."""
-    from PIL import Image
-
-    faces = [Image.open(ASTRONAUT).convert("RGB").crop(ASTRONAUT_FACE)]
-    try:
-        folder = real_dataset("ferplus") / "FER2013Valid"
-        faces += [Image.open(p).convert("RGB") for p in sorted(folder.glob("fer*.png"))[:7]]
-    except pytest.skip.Exception:
-        pass
-    return np.stack([np.asarray(f.resize((224, 224), Image.BILINEAR), np.float32) for f in faces])
-
-
 @pytest.mark.slow
-def test_matches_the_tfjs_graph_on_real_faces(faceres_json, real_dataset, tmp_path):
+def test_matches_the_tfjs_graph_on_real_faces(faceres_json, tmp_path):
     _tfjs_available()
-    pixels = _real_faces(real_dataset)
+    pixels = real_face_pixels(224)
     graph_input = np.ascontiguousarray(pixels[..., ::-1] - np.float32(FACERES_BGR_MEAN), np.float32)
     graph_input.tofile(tmp_path / "input.f32")
     run = subprocess.run(["node", str(REFERENCE_JS), str(faceres_json), str(tmp_path / "input.f32"),

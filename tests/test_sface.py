@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ASTRONAUT_FACE, assert_folding_keeps_outputs
+from conftest import assert_folding_keeps_outputs, real_face_pixels
 
 from pcnn_fer.errors import UsageError
 from pcnn_fer.models.pcnn import create_model
@@ -22,8 +22,6 @@ from pcnn_fer.sface_weights import (
     load_sface_trunks,
     sface_state_dict,
 )
-
-ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "pcnn_fer" / "assets" / "astronaut.png"
 
 
 @pytest.fixture(scope="session")
@@ -53,24 +51,10 @@ def _onnxruntime_sface(path: Path):
     return lambda x: session.run(None, {"data": x, **{k: v for k, v in constants.items() if k in names}})[0]
 
 
-def _real_faces(real_dataset) -> np.ndarray:
-    """The astronaut's face and 7 FERPlus validation faces (when the shared data is there) as 112×112 RGB."""
-    from PIL import Image
-
-    faces = [Image.open(ASTRONAUT).convert("RGB").crop(ASTRONAUT_FACE)]
-    try:
-        folder = real_dataset("ferplus") / "FER2013Valid"
-        faces += [Image.open(p).convert("RGB") for p in sorted(folder.glob("fer*.png"))[:7]]
-    except pytest.skip.Exception:
-        pass
-    return np.stack([np.asarray(f.resize((112, 112), Image.BILINEAR), np.float32).transpose(2, 0, 1)
-                     for f in faces])
-
-
-def test_descriptor_matches_onnxruntime_on_real_faces(sface_file, real_dataset):
+def test_descriptor_matches_onnxruntime_on_real_faces(sface_file):
     reference = _onnxruntime_sface(sface_file)
     net = load_sface_net(sface_file)
-    for face in _real_faces(real_dataset):
+    for face in real_face_pixels(112).transpose(0, 3, 1, 2):
         for image in (face, np.ascontiguousarray(face[:, :, ::-1])):  # the face and its mirror image
             expected = reference(image[None])[0]
             with torch.no_grad():
