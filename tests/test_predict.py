@@ -309,7 +309,11 @@ def test_predict_command_json_csv_and_annotations(checkpoint, bad_inputs, tmp_pa
     assert "no file matches" in glob_miss["skipped"] and "no such file" in absent["skipped"]
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and rows[0]["source"] == sources[0] and rows[0]["label"] == face["label"]
+    # a row per face, and one per skipped input holding its reason in "error" (none for the photo without a face)
+    assert [(r["source"], r["face"], r["error"]) for r in rows] == [
+        (sources[0], "0", ""), (sources[2], "", text["skipped"]), (sources[3], "", cut["skipped"]),
+        (str(folder / "a.png"), "0", ""), (sources[5], "", glob_miss["skipped"]), (sources[6], "", absent["skipped"])]
+    assert rows[0]["label"] == face["label"] and rows[1]["label"] == rows[1]["p_happiness"] == ""
     assert float(rows[0]["x1"]) == face["box"][0] and "mouth_happiness" in rows[0]
     # annotated images: one per decoded input, folder structure kept below the folder argument
     assert (out / "astronaut.png").is_file() and (out / "chelsea.png").is_file() and (out / "sub" / "a.png").is_file()

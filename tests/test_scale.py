@@ -79,11 +79,47 @@ def test_save_parquet_holds_the_csv_rows_typed(checkpoint, tmp_path, run_cli):
     assert code == 0
     table = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     _assert_same_table(tmp_path / "out" / "predictions.csv", table)
-    assert len(table) == 5 and table["frame"].isna().all() and table["face"].dtype.kind == "i"
+    assert len(table) == 6 and table["frame"].isna().all() and table["face"][:5].tolist() == [0] * 5
     assert table["p_neutral"].dtype.kind == "f" and table["time_s"].dtype.kind == "f"
     records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert [r["skipped"] for r in records][-1].startswith("no such file")  # the manifest's missing entry: one record
     assert str(folder) in records[0]["source"]
+    # ... and one row in the tables: its source and reason, the rest empty
+    assert table["error"][:5].isna().all() and table["error"][5] == records[-1]["skipped"]
+    assert table["source"][5] == str(tmp_path / "missing.png") and table[["label", "face", "p_neutral"]][5:].isna().all(
+        axis=None)
+
+
+def _manifest_with_faults(tmp_path: Path) -> Path:
+    """A CSV manifest of 6 faces with a missing entry and an unreadable one (a text file named .png) between them."""
+    _faces(tmp_path / "faces", 6)
+    (tmp_path / "faces" / "broken.png").write_text("not an image")
+    names = ["f0000.png", "f0001.png", "gone.png", "f0002.png", "broken.png", "f0003.png", "f0004.png", "f0005.png"]
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"faces/{n}\n" for n in names))
+    return tmp_path / "list.csv"
+
+
+def _assert_fault_rows(out: Path) -> None:
+    """Each bad manifest entry is one row with its error, between the rows of the faces around it."""
+    pd = pytest.importorskip("pandas")
+    for table in (pd.read_csv(out / "predictions.csv"), pd.read_parquet(out / "predictions.parquet")):
+        assert [Path(s).name for s in table["source"]] == ["f0000.png", "f0001.png", "gone.png", "f0002.png",
+                                                           "broken.png", "f0003.png", "f0004.png", "f0005.png"]
+        errors = [None if pd.isna(e) else e for e in table["error"]]
+        assert errors[2].startswith("no such file or directory (entry 3 of list.csv)")
+        assert "not an image" in errors[4] or "cannot" in errors[4]
+        assert [k for k, e in enumerate(errors) if e is None] == [0, 1, 3, 5, 6, 7]
+        assert table["label"].isna().tolist() == [e is not None for e in errors]
+
+
+@pytest.mark.slow
+def test_a_manifests_bad_entries_are_error_rows_locally(checkpoint, tmp_path, run_cli):
+    pytest.importorskip("pyarrow")
+    manifest = _manifest_with_faults(tmp_path)
+    code, _, _ = _predict(run_cli, manifest, "--no-detect", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                          "--save-csv", "--save-parquet", "--quiet", "--no-annotate")
+    assert code == 0
+    _assert_fault_rows(tmp_path / "out")
 
 
 def test_missing_extras_are_one_line(checkpoint, tmp_path, run_cli, monkeypatch):
@@ -164,6 +200,16 @@ def test_ray_engine_gives_the_local_rows(local_ray, checkpoint, tmp_path, run_cl
     assert records[1]["faces"][0]["face_id"] is not None
     summaries = sorted(p.relative_to(local) for p in local.rglob("*.json"))
     assert summaries and summaries == sorted(p.relative_to(ray) for p in ray.rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_a_manifests_bad_entries_are_error_rows_on_ray(local_ray, checkpoint, tmp_path, run_cli):
+    pytest.importorskip("pyarrow")
+    manifest = _manifest_with_faults(tmp_path)
+    local, ray = _local_and_ray(checkpoint, tmp_path, run_cli, [manifest, "--no-detect", "--backend", "torch"],
+                                "--save-parquet")
+    _assert_fault_rows(ray)
+    _assert_same_rows(local, ray)
 
 
 def _actor_pids() -> list[int]:

@@ -74,7 +74,8 @@ def test_quality_flags_small_blurred_dark_and_turned_faces():
 def test_csv_has_the_occlusion_and_quality_columns(tmp_path, run_cli):
     assert OCCLUSION_COLUMNS == tuple(f"occluded_{r}" for r in REGIONS)
     header = csv_header(CLASSES)
-    assert header[-len(OCCLUSION_COLUMNS) - len(QUALITY_COLUMNS):] == [*OCCLUSION_COLUMNS, *QUALITY_COLUMNS]
+    assert header[-len(OCCLUSION_COLUMNS) - len(QUALITY_COLUMNS) - 1:] == [*OCCLUSION_COLUMNS, *QUALITY_COLUMNS,
+                                                                            "error"]
     from PIL import Image
 
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48), dtype=np.uint8)).save(tmp_path / "f.png")

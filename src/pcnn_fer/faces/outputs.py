@@ -112,21 +112,33 @@ QUALITY_COLUMNS: tuple[str, ...] = ("size_px", "sharpness", "brightness", "clipp
                                     "quality_issues")
 
 
+#: The last column of predictions.csv: why an input (or a video frame) was skipped, on its one row.
+ERROR_COLUMN = "error"
+
+
 def csv_header(classes: Sequence[str]) -> list[str]:
     """CSV columns: source, frame, time in seconds and face id (video frames), face index, box, label, score,
     detection score, the class probabilities, every region's class probabilities, the smoothed label and
-    probabilities (video frames; :mod:`pcnn_fer.faces.smoothing`), the region occlusion scores and the face
-    quality."""
+    probabilities (video frames; :mod:`pcnn_fer.faces.smoothing`), the region occlusion scores, the face
+    quality and the error of a skipped input."""
     from ..models.pcnn import REGIONS
 
     return ["source", "frame", "time_s", "face_id", "face", "x1", "y1", "x2", "y2", "label", "score",
             "detection_score", *(f"p_{c}" for c in classes), *(f"{r}_{c}" for r in REGIONS for c in classes),
-            "smooth_label", *(f"smooth_{c}" for c in classes), *OCCLUSION_COLUMNS, *QUALITY_COLUMNS]
+            "smooth_label", *(f"smooth_{c}" for c in classes), *OCCLUSION_COLUMNS, *QUALITY_COLUMNS, ERROR_COLUMN]
 
 
 def csv_rows(record: dict[str, Any], classes: Sequence[str]) -> list[list[Any]]:
-    """One CSV row per face of a JSON record (columns of :func:`csv_header`)."""
+    """The CSV rows of a JSON record (columns of :func:`csv_header`): one per face; a skipped input (missing,
+    unreadable, a manifest entry that is not there) or unreadable video frame is one row holding its source, frame
+    and the reason in ``error``, every other field empty."""
     from ..models.pcnn import REGIONS
+
+    if record.get("skipped"):
+        row: list[Any] = [""] * len(csv_header(classes))
+        row[:3] = [record["source"], "" if record["frame"] is None else record["frame"], record.get("time_s", "")]
+        row[-1] = record["skipped"]
+        return [row]
 
     def smoothed(face: dict[str, Any]) -> list[Any]:
         probs = face.get("smooth_probabilities")
@@ -143,7 +155,7 @@ def csv_rows(record: dict[str, Any], classes: Sequence[str]) -> list[list[Any]]:
     return [[record["source"], "" if record["frame"] is None else record["frame"], record.get("time_s", ""),
              face.get("face_id", ""), i, *face["box"], face["label"], face["score"], face["detection_score"],
              *(face["probabilities"][c] for c in classes), *(face["regions"][r][c] for r in REGIONS for c in classes),
-             *smoothed(face), *occluded(face), *quality(face)]
+             *smoothed(face), *occluded(face), *quality(face), ""]
             for i, face in enumerate(record["faces"])]
 
 
@@ -340,4 +352,4 @@ class VideoOut:
 
 __all__ = ["Annotator", "annotated_paths", "relative_output_name", "check_out_folder", "check_no_overwrite",
            "csv_header", "csv_rows", "read_jsonl", "resume_point", "ResultFiles", "VideoOut", "JSONL_NAME", "JSON_NAME",
-           "CSV_NAME", "PARQUET_NAME"]
+           "CSV_NAME", "PARQUET_NAME", "ERROR_COLUMN"]

@@ -3,9 +3,9 @@ streamed in row groups to a temporary file and put in place only when the run co
 extra).
 
 Column types: ``frame``, ``face`` and ``face_id`` are integers, ``time_s`` and the ``smooth_<class>`` probabilities
-float64, ``source``, ``label`` and ``smooth_label`` strings (the video-only columns null for photos); any other
-column is typed from its first row group (numbers → float64, anything else → string), so columns added to the CSV
-row builder flow through without a change here.
+float64, ``source``, ``label``, ``smooth_label`` and ``error`` strings (the video-only columns null for photos,
+``error`` null but on the one row of a skipped input); any other column is typed from its first row group (numbers →
+float64, anything else → string), so columns added to the CSV row builder flow through without a change here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..fileio import publish, temporary_beside
 #: Rows kept in memory before they are written as one row group.
 ROW_GROUP = 8192
 _INTEGER_COLUMNS = frozenset({"frame", "face", "face_id"})
-_STRING_COLUMNS = frozenset({"source", "label", "smooth_label"})
+_STRING_COLUMNS = frozenset({"source", "label", "smooth_label", "error"})
 _FLOAT_COLUMNS = frozenset({"time_s"})
 _FLOAT_PREFIXES = ("smooth_",)
 
