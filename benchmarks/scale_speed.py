@@ -6,7 +6,9 @@ Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
 * **model** – the ``auto`` backend alone on batches of 32 preprocessed faces (what ``pcnn bench`` times), with
   onnxruntime's spinning workers on (its default) and off (what ``pcnn predict`` uses);
 * **folder, in-process** – ``Recognizer.predict_stream`` over the face folder with ``--no-detect`` (decode, align,
-  classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off;
+  classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off,
+  and (spinning off) with ``overlap=False``: one group after the other, the model not overlapping the preparation of
+  the next group; each row also gives the whole process's CPU time per image;
 * **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
   the local engine with ``--save-csv`` in one process (``--workers 1``) and with one worker process per CPU, against
   ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per CPU), on the faces with ``--no-detect``
@@ -50,27 +52,34 @@ def link_inputs(source: Path, folder: Path, count: int | None = None, copies: in
     return folder
 
 
-def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, float]:
-    """img/s of the backend alone at batch 32 and of the in-process folder pipeline (spinning on and off)."""
+def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(img/s, CPU ms per image of the whole process) of the backend alone at batch 32 and of the in-process folder
+    pipeline: spinning on and off, and with spinning off one group after the other (no overlap of the model with the
+    next group's preparation, :mod:`pcnn_fer.faces.pipeline`)."""
     spec = RecognizerSpec(detector="none")
     plain = create_backend("auto", "default", "cpu", threads=threads)
     quiet = create_backend("auto", "default", "cpu", threads=threads, spinning=False)
-    recognizers = {"folder, spinning on": spec.build(plain), "folder, spinning off": spec.build(quiet)}
-    count = sum(1 for _ in recognizers["folder, spinning on"].predict_stream([faces]))  # warm-up, decode cache
-    batch = recognizers["folder, spinning on"].preprocess([np.zeros((48, 48, 3), np.uint8)] * 32)
+    recognizers = {"folder, spinning on": (spec.build(plain), True), "folder, spinning off": (spec.build(quiet), True),
+                   "folder, no overlap": (spec.build(quiet), False)}
+    first = recognizers["folder, spinning on"][0]
+    count = sum(1 for _ in first.predict_stream([faces]))  # warm-up, decode cache
+    batch = first.preprocess([np.zeros((48, 48, 3), np.uint8)] * 32)
     models = {"model, spinning on": plain, "model, spinning off": quiet}
-    times: dict[str, list[float]] = {name: [] for name in [*models, *recognizers]}
+    rates: dict[str, list[float]] = {name: [] for name in [*models, *recognizers]}
+    cpu: dict[str, list[float]] = {name: [] for name in rates}
     for _ in range(rounds):
         for name, backend in models.items():
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.process_time()
             for _ in range(count // 32):
                 backend(batch)
-            times[name].append(32 * (count // 32) / (time.perf_counter() - start))
-        for name, rec in recognizers.items():
-            start = time.perf_counter()
-            n = sum(1 for _ in rec.predict_stream([faces]))
-            times[name].append(n / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in times.items()}
+            rates[name].append(32 * (count // 32) / (time.perf_counter() - start))
+            cpu[name].append(1000 * (time.process_time() - used) / (32 * (count // 32)))
+        for name, (rec, overlap) in recognizers.items():
+            start, used = time.perf_counter(), time.process_time()
+            n = sum(1 for _ in rec.predict_stream([faces], overlap=overlap))
+            rates[name].append(n / (time.perf_counter() - start))
+            cpu[name].append(1000 * (time.process_time() - used) / n)
+    return {name: (statistics.median(rates[name]), statistics.median(cpu[name])) for name in rates}
 
 
 def cli_wall(args: list[str], out: Path) -> float:
@@ -116,10 +125,12 @@ def main() -> None:
         faces = link_inputs(args.faces, Path(tmp) / "faces", args.count)
         photos = link_inputs(args.photos, Path(tmp) / "photos", copies=args.copies)
         rates = model_and_folder_rates(faces, args.threads, args.rounds)
-        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, img/s (median of {args.rounds}):")
-        best = max(rates["model, spinning on"], rates["model, spinning off"])
-        for name, rate in rates.items():
-            print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}")
+        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, img/s and CPU ms/img (median of "
+              f"{args.rounds}):")
+        best = max(rates["model, spinning on"][0], rates["model, spinning off"][0])
+        for name, (rate, cpu_ms) in rates.items():
+            print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}   {cpu_ms:6.2f} CPU ms/img")
+        print(f"load average after the in-process rates: {os.getloadavg()}")
         if args.skip_cli:
             return
         jobs = {"faces": [str(faces), "--no-detect"], "photos": [str(photos)]}

@@ -17,13 +17,14 @@ face is flagged (the ``issues`` of :func:`face_quality`; docs/faces.md lists the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .align import LANDMARK_TEMPLATES, TEMPLATE_5PT
 
-__all__ = ["QUALITY_THRESHOLDS", "face_quality"]
+__all__ = ["QUALITY_THRESHOLDS", "face_quality", "faces_quality", "head_pose", "sharpness"]
 
 #: Flag a face when: its box is smaller than ``min_size_px``; its sharpness is below ``min_sharpness``; its
 #: brightness is outside [``min_brightness``, ``max_brightness``] or more than ``max_clipped`` of it is clipped; its
@@ -54,22 +55,33 @@ _NOSE_DROP = _nose_drop("dlib-hog")
 _NOSE_DEPTH = 0.6
 
 
-def _grey48(crop: np.ndarray) -> np.ndarray:
-    """The aligned crop as float grey levels 0–255 at 48×48."""
+def _grey48(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Aligned crops as float grey levels 0–255 at 48×48, (N, 48, 48): one colour conversion for crops of one
+    shape (OpenCV's conversion is per pixel, so stacking them changes no value)."""
     import cv2
 
-    rgb = np.asarray(crop, dtype=np.uint8)
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    if grey.shape != (48, 48):
-        grey = cv2.resize(grey, (48, 48), interpolation=cv2.INTER_AREA)
-    return grey.astype(np.float64)
+    rgbs = [np.asarray(c, dtype=np.uint8) for c in crops]
+    if rgbs and all(c.ndim == 3 and c.shape == rgbs[0].shape for c in rgbs):
+        h, w = rgbs[0].shape[:2]
+        stacked = np.ascontiguousarray(np.stack(rgbs)).reshape(len(rgbs) * h, w, 3)
+        greys = list(cv2.cvtColor(stacked, cv2.COLOR_RGB2GRAY).reshape(len(rgbs), h, w))
+    else:
+        greys = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) if c.ndim == 3 else c for c in rgbs]
+    greys = [g if g.shape == (48, 48) else cv2.resize(g, (48, 48), interpolation=cv2.INTER_AREA) for g in greys]
+    return np.stack(greys).astype(np.float64) if greys else np.zeros((0, 48, 48))
+
+
+def _laplacian_variance(grey: np.ndarray) -> np.ndarray:
+    """Variance of the Laplacian of (N, H, W) grey images, each on its own: OpenCV's 3×3 aperture
+    (``cv2.Laplacian``, ksize 1) with its border rule (reflect-101); integer grey levels give the same values."""
+    p = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    lap = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4 * p[:, 1:-1, 1:-1]
+    return lap.var(axis=(1, 2))
 
 
 def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian of the aligned face at 48×48 (grey levels 0–255)."""
-    import cv2
-
-    return float(cv2.Laplacian(_grey48(crop), cv2.CV_64F).var())
+    return float(_laplacian_variance(_grey48([crop]))[0])
 
 
 def head_pose(landmarks: np.ndarray | None, detector: str = "") -> tuple[float | None, float | None]:
@@ -97,19 +109,30 @@ def face_quality(crop: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None
                  thresholds: dict[str, float] = QUALITY_THRESHOLDS) -> dict[str, Any]:
     """Quality fields of one face (see the module docstring) and ``issues``: the names of the thresholds it fails
     (``small``, ``blurred``, ``dark``, ``bright``, ``clipped``, ``turned``, ``tilted``)."""
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box).reshape(4))
-    size = max(0.0, min(x2 - x1, y2 - y1))
-    grey = _grey48(crop)
-    brightness = float(grey.mean() / 255)
-    clipped = float(((grey <= 5) | (grey >= 250)).mean())
-    sharp = sharpness(crop)
-    yaw, pitch = head_pose(landmarks, detector)
+    return faces_quality([crop], [box], [landmarks], [detector], thresholds)[0]
+
+
+def faces_quality(crops: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
+                  landmarks: Sequence[np.ndarray | None], detectors: Sequence[str],
+                  thresholds: dict[str, float] = QUALITY_THRESHOLDS) -> list[dict[str, Any]]:
+    """:func:`face_quality` of many faces at once (the image measures computed over the stacked crops)."""
+    grey = _grey48(crops)
+    brightness = grey.mean(axis=(1, 2)) / 255
+    clipped = ((grey <= 5) | (grey >= 250)).mean(axis=(1, 2))
+    sharp = _laplacian_variance(grey)
     t = thresholds
-    issues = [name for name, failed in (
-        ("small", size < t["min_size_px"]), ("blurred", sharp < t["min_sharpness"]),
-        ("dark", brightness < t["min_brightness"]), ("bright", brightness > t["max_brightness"]),
-        ("clipped", clipped > t["max_clipped"]), ("turned", yaw is not None and abs(yaw) > t["max_yaw"]),
-        ("tilted", pitch is not None and abs(pitch) > t["max_pitch"])) if failed]
-    return {"size_px": round(size, 1), "sharpness": round(sharp, 1), "brightness": round(brightness, 3),
-            "clipped": round(clipped, 3), "yaw": None if yaw is None else round(yaw, 1),
-            "pitch": None if pitch is None else round(pitch, 1), "issues": issues}
+    out = []
+    for j, (box, marks, detector) in enumerate(zip(boxes, landmarks, detectors, strict=True)):
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(box).reshape(4))
+        size = max(0.0, min(x2 - x1, y2 - y1))
+        bright, clip, blur = float(brightness[j]), float(clipped[j]), float(sharp[j])
+        yaw, pitch = head_pose(marks, detector)
+        issues = [name for name, failed in (
+            ("small", size < t["min_size_px"]), ("blurred", blur < t["min_sharpness"]),
+            ("dark", bright < t["min_brightness"]), ("bright", bright > t["max_brightness"]),
+            ("clipped", clip > t["max_clipped"]), ("turned", yaw is not None and abs(yaw) > t["max_yaw"]),
+            ("tilted", pitch is not None and abs(pitch) > t["max_pitch"])) if failed]
+        out.append({"size_px": round(size, 1), "sharpness": round(blur, 1), "brightness": round(bright, 3),
+                    "clipped": round(clip, 3), "yaw": None if yaw is None else round(yaw, 1),
+                    "pitch": None if pitch is None else round(pitch, 1), "issues": issues})
+    return out

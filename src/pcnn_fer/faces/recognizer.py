@@ -32,7 +32,8 @@ from .detect import (
 )
 from .draw import draw_faces
 from .imageio import MAX_PIXELS, ImageInput, ImageLoadError, load_image, save_image
-from .quality import face_quality
+from .pipeline import finish_group, predict_groups, start_group
+from .quality import faces_quality
 from .sources import Frame, Source, expand_sources, iter_frames
 from .stream import chunks, frames_per_chunk, prefetch
 from .track import DEFAULT_REFRESH, FrameTracker
@@ -225,14 +226,22 @@ class Recognizer:
     def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Class (N, C) and region (N, 5, C) probabilities and region occlusion scores (N, 5; NaN for a model or
         backend without occlusion heads) of aligned crops, in batches of ``batch_size``."""
-        n, c = len(crops), len(self.classes)
-        if n == 0:
+        return self.run_model(self.preprocess_batches(crops))
+
+    def preprocess_batches(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`preprocess` of aligned crops in batches of ``batch_size`` (what :meth:`run_model` takes)."""
+        return [self.preprocess(crops[i:i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
+
+    def run_model(self, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`classify` of already preprocessed batches (the backend's work alone: it releases the GIL, so
+        another thread may prepare the next batches meanwhile)."""
+        if not batches:
+            c = len(self.classes)
             return (np.zeros((0, c), np.float32), np.zeros((0, len(REGIONS), c), np.float32),
                     np.zeros((0, len(REGIONS)), np.float32))
         probs, regions, occlusion = [], [], []
         outputs = getattr(self.backend, "outputs", None)  # backends of this package; any other: probabilities only
-        for i in range(0, n, self.batch_size):
-            batch = self.preprocess(crops[i:i + self.batch_size])
+        for batch in batches:
             if outputs is not None:
                 out = outputs(batch)
                 p, r, o = out["probs"], out["region_probs"], out["occlusion"]
@@ -270,15 +279,7 @@ class Recognizer:
 
     def predict_frames(self, frames: Sequence[Frame]) -> list[Prediction]:
         """Predictions for decoded frames (skipped ones included), the faces of all of them classified together."""
-        found = [self.find_faces(f) for f in frames]
-        probs, region_probs, occlusion = self.classify([a.image for _, _, aligned in found for a in aligned])
-        results, k = [], 0
-        for f, located in zip(frames, found, strict=True):
-            n = len(located[0])
-            results.append(self.make_prediction(f, located, probs[k:k + n], region_probs[k:k + n],
-                                                occlusion[k:k + n]))
-            k += n
-        return results
+        return finish_group(self, start_group(self, frames))
 
     def find_faces(self, frame: Frame) -> tuple[list[Detection], list[str], list[AlignedFace]]:
         """(detections, detectors tried, aligned crops) of one decoded frame (nothing for a skipped one); video
@@ -292,20 +293,39 @@ class Recognizer:
         return detections, tried, [align_face(frame.image, d, self.input_size) for d in detections]
 
     def make_prediction(self, frame: Frame, located: tuple[list[Detection], list[str], list[AlignedFace]],
-                        probs: np.ndarray, region_probs: np.ndarray,
-                        occlusion: np.ndarray | None = None) -> Prediction:
+                        probs: np.ndarray, region_probs: np.ndarray, occlusion: np.ndarray | None = None,
+                        quality: Sequence[dict[str, Any]] | None = None) -> Prediction:
         """The :class:`Prediction` of ``frame`` from :meth:`find_faces`' result, the faces' class (N, C) and
-        region (N, 5, C) probabilities and their region occlusion scores (N, 5; NaN or None: not measured)."""
+        region (N, 5, C) probabilities, their region occlusion scores (N, 5; NaN or None: not measured) and their
+        :meth:`face_quality` (None: measured here)."""
         detections, tried, aligned = located
         if occlusion is None:
             occlusion = np.full((len(detections), len(REGIONS)), np.nan, np.float32)
+        if quality is None:
+            quality = self.face_quality([frame], [located])
         shape = frame.image.shape[:2] if frame.image is not None else None
-        faces = [self._face(d, a, probs[j], region_probs[j], occlusion[j], shape)
+        top = np.argmax(probs, axis=1).tolist() if len(detections) else []
+        probs, region_probs = np.asarray(probs).tolist(), np.asarray(region_probs).tolist()
+        faces = [self._face(d, a, top[j], probs[j], region_probs[j], occlusion[j], quality[j], shape)
                  for j, (d, a) in enumerate(zip(detections, aligned, strict=True))]
         too_small = self._too_small(frame)
         return Prediction(faces, image=None if too_small else frame.image, source=frame.source.name,
                           frame=frame.frame, skipped=frame.skipped or too_small, classes=self.classes, tried=tried,
                           origin=frame.source, fps=frame.fps)
+
+    def face_quality(self, frames: Sequence[Frame],
+                     located: Sequence[tuple[list[Detection], list[str], list[AlignedFace]]]) -> list[dict[str, Any]]:
+        """:func:`~pcnn_fer.faces.quality.face_quality` of every face :meth:`find_faces` found in ``frames``
+        (boxes clipped to their image), measured over all of them at once."""
+        crops, boxes, marks, names = [], [], [], []
+        for frame, (detections, _, aligned) in zip(frames, located, strict=True):
+            shape = frame.image.shape[:2] if frame.image is not None else None
+            for det, crop in zip(detections, aligned, strict=True):
+                crops.append(crop.image)
+                boxes.append(self._clip(det.box, shape)[0])
+                marks.append(det.landmarks)
+                names.append(det.detector)
+        return faces_quality(crops, boxes, marks, names)
 
     def _too_small(self, frame: Frame) -> str | None:
         """Why a decoded frame is skipped before detection (narrower or lower than :data:`MIN_DETECT_SIDE`, e.g.
@@ -315,36 +335,42 @@ class Recognizer:
         return (f"{frame.image.shape[1]}×{frame.image.shape[0]} pixels, too small to hold a face: face detection "
                 f"needs {MIN_DETECT_SIDE} px on each side")
 
-    def _face(self, det: Detection, crop: AlignedFace, p: np.ndarray, rp: np.ndarray, occ: np.ndarray,
-              shape: tuple[int, int] | None = None) -> Face:
-        k = int(np.argmax(p))
-        uncertain = self.min_confidence is not None and float(p[k]) < self.min_confidence
-        box, unclipped = det.box, None
-        if shape is not None:  # boxes clipped to the image; the detector's own box kept when it reached past an edge
-            box = np.clip(det.box, 0, [shape[1], shape[0], shape[1], shape[0]])
-            unclipped = None if np.array_equal(box, det.box) else det.box
+    @staticmethod
+    def _clip(box: np.ndarray, shape: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(box clipped to an image of ``shape``, the detector's box when it reached past an edge, else None)."""
+        if shape is None:
+            return box, None
+        clipped = np.clip(box, 0, [shape[1], shape[0], shape[1], shape[0]])
+        return clipped, None if np.array_equal(clipped, box) else box
+
+    def _face(self, det: Detection, crop: AlignedFace, k: int, p: list[float], rp: list[list[float]],
+              occ: np.ndarray, quality: dict[str, Any], shape: tuple[int, int] | None = None) -> Face:
+        """One :class:`Face` from its detection, crop, top class ``k``, class and region probabilities (lists),
+        occlusion scores and quality."""
+        uncertain = self.min_confidence is not None and p[k] < self.min_confidence
+        box, unclipped = self._clip(det.box, shape)
         return Face(box=box, box_unclipped=unclipped, landmarks=det.landmarks,
                     label=UNCERTAIN if uncertain else self.classes[k],
-                    score=float(p[k]), probabilities=dict(zip(self.classes, map(float, p), strict=True)),
-                    regions={name: dict(zip(self.classes, map(float, rp[j]), strict=True))
-                             for j, name in enumerate(REGIONS)},
+                    score=p[k], probabilities=dict(zip(self.classes, p, strict=True)),
+                    regions={name: dict(zip(self.classes, rp[j], strict=True)) for j, name in enumerate(REGIONS)},
                     detection_score=det.score, detector=det.detector,
                     crop=crop.image if self.keep_crops else None,
                     occlusion=None if np.isnan(occ).any() else dict(zip(REGIONS, map(float, occ), strict=True)),
-                    quality=face_quality(crop.image, box, det.landmarks, det.detector))
+                    quality=quality)
 
     def predict_stream(self, sources: Sequence[str | Path | Source], every: int = 1,
-                       max_frames: int | None = None) -> Iterator[Prediction]:
+                       max_frames: int | None = None, overlap: bool = True) -> Iterator[Prediction]:
         """Predictions for SOURCE-style inputs (files, folders, globs, videos, webcam indices, as ``pcnn predict``
         takes them, or :class:`~pcnn_fer.faces.sources.Source` objects): one per image and one per analysed video
-        frame, skipped ones included, in input order. Inputs are decoded ahead in a background thread and the
-        faces of :func:`~pcnn_fer.faces.stream.frames_per_chunk` frames are classified together."""
+        frame, skipped ones included, in input order. Inputs are decoded ahead in a background thread, the faces of
+        :func:`~pcnn_fer.faces.stream.frames_per_chunk` frames are classified together, and the model classifies
+        one such group while the next is aligned and preprocessed (:func:`~pcnn_fer.faces.pipeline.predict_groups`;
+        ``overlap=False``: one group after the other, same results)."""
         expanded = expand_sources(sources)
         frames = (f for s in expanded for f in iter_frames(s, every=every, max_pixels=self.max_pixels,
                                                             max_frames=max_frames))
         size = frames_per_chunk(self.detects, self.batch_size)
-        for chunk in chunks(prefetch(frames, depth=2 * size), size):
-            yield from self.predict_frames(chunk)
+        yield from predict_groups(self, chunks(prefetch(frames, depth=2 * size), size), overlap=overlap)
 
     def track_stream(self, sources: Sequence[str | Path | Source], every: int = 1, max_frames: int | None = None,
                      config: TrackingConfig | None = None, **options: Any) -> Iterator[Prediction]:

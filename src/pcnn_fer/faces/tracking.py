@@ -31,6 +31,7 @@ from ..errors import UsageError
 from .descriptors import FaceDescriber, describer_or_none
 from .identity import IdentityConfig, IdentityTracker
 from .people import PeopleSummary
+from .pipeline import Group, finish_group, start_group
 from .smoothing import DEFAULT_SMOOTH_SECONDS, ExpressionSmoother
 from .sources import ASSUMED_FPS, Frame, Source, image_sequence
 from .stream import STILL_KINDS
@@ -176,7 +177,8 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
                  overlap: bool = True) -> Iterator[Any]:
     """Predictions for groups of decoded frames (:func:`~pcnn_fer.faces.stream.chunks`), in order: video and webcam
     frames tracked (see the module docstring), groups of still images classified together as
-    :meth:`Recognizer.predict_frames` does. ``describer``: ``"auto"`` (dlib's descriptors when installed and
+    :meth:`Recognizer.predict_frames` does (the model classifying one group while the next is prepared,
+    :func:`~pcnn_fer.faces.pipeline.predict_groups`). ``describer``: ``"auto"`` (dlib's descriptors when installed and
     ``config.reid``), None (motion only) or a describer. ``overlap``: classify in a worker thread while the next
     frame is searched."""
     config = config or TrackingConfig()
@@ -189,19 +191,29 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
             return _Inline(recognizer.classify(crops))
         return pool.submit(recognizer.classify, crops)
 
+    run = None if pool is None else (lambda batches: pool.submit(recognizer.run_model, batches))
     state: SourceTracking | None = None
-    pending: tuple[SourceTracking, dict[str, Any]] | None = None
+    pending: Group | tuple[SourceTracking, dict[str, Any]] | None = None  # started, not yet yielded
+
+    def take() -> list[Any]:
+        """The pending predictions (none left pending)."""
+        nonlocal pending
+        done, pending = pending, None
+        if done is None:
+            return []
+        return finish_group(recognizer, done) if isinstance(done, Group) else [done[0].finish(done[1])]
+
     try:
         for group in groups:
             for frame in group:
                 tracked = frame.source.kind not in STILL_KINDS and frame.frame is not None
-                if not tracked or frame.image is None:
-                    if pending is not None:  # keep the order
-                        yield pending[0].finish(pending[1])
-                        pending = None
-                    if not tracked:
-                        yield from recognizer.predict_frames(group)
-                        break
+                if not tracked:  # still images: classified while the next group is prepared
+                    started = start_group(recognizer, group, run)
+                    yield from take()
+                    pending = started
+                    break
+                if frame.image is None:
+                    yield from take()  # keep the order
                 if state is None or state.source is not frame.source:
                     state = SourceTracking(recognizer, frame.source, frame.fps, every, config, describer)
                     recognizer.tracker.reset()
@@ -211,11 +223,12 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
                     yield skipped
                     continue
                 job = (state, state.prepare(frame, submit))
-                if pending is not None:
-                    yield pending[0].finish(pending[1])
+                yield from take()
                 pending = job
-        if pending is not None:
-            yield pending[0].finish(pending[1])
+        yield from take()
+    except Exception:
+        yield from take()  # an error keeps its place: what was started before it comes out first
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
