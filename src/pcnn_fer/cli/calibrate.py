@@ -7,10 +7,10 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..typed_fields import add_flags
 from .common import (
-    DATASET_NAMES,
     LazyHandler,
     add_align_flag,
     add_checkpoint_flag,
+    add_dataset_flags,
     add_dataset_option_flags,
     positive_int,
 )
@@ -25,8 +25,7 @@ def add_parser(subparsers: Any) -> None:
         description="Fit temperature or vector scaling of a model's confidences on a dataset split (by default its "
                     "validation split) and write a new model file that carries it; every backend applies it.")
     add_checkpoint_flag(c)
-    c.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    c.add_argument("--root", required=True)
+    add_dataset_flags(c)
     c.add_argument("--split", help="split to fit on (default: the dataset's validation split; never the test split "
                                    "of a model you will report)")
     add_dataset_option_flags(c)

@@ -17,7 +17,7 @@ from ..typed_fields import add_flags
 
 __all__ = ["BASELINE_SUFFIXES", "BUNDLED_MODEL_NAMES", "DATASET_NAMES", "FIXED_WIDTH_PRESET_NAMES",
            "MODEL_PRESET_NAMES", "LazyHandler", "add_align_flag",
-           "add_checkpoint_flag", "add_dataset_option_flags", "int_arg", "positive_int"]
+           "add_checkpoint_flag", "add_dataset_flags", "add_dataset_option_flags", "int_arg", "positive_int"]
 
 #: The dataset readers of :data:`pcnn_fer.data.datasets.DATASETS`.
 DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
@@ -29,6 +29,12 @@ BASELINE_SUFFIXES = ("resnet", "global", "nomdim", "resnet-wide")
 FIXED_WIDTH_PRESET_NAMES = ("dlib", "sface")
 #: The models shipped in the package (:data:`pcnn_fer.weights.BUNDLED_MODELS`).
 BUNDLED_MODEL_NAMES = ("default", "ferplus", "fer2013")
+
+
+def add_dataset_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--dataset`` and ``--root``, with the same help on every verb (``required=False``: the verb checks them)."""
+    parser.add_argument("--dataset", required=required, help=f"dataset name ({', '.join(DATASET_NAMES)})")
+    parser.add_argument("--root", required=required, help="dataset root folder (or the csv file for fer2013)")
 
 
 def add_checkpoint_flag(parser: argparse.ArgumentParser, onnx: bool = False) -> None:

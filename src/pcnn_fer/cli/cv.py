@@ -8,7 +8,7 @@ from typing import Any
 from ..engine.options import TrainOptions
 from ..engine.recipes import TTA_CHOICES
 from ..typed_fields import add_flags
-from .common import DATASET_NAMES, positive_int
+from .common import add_dataset_flags, positive_int
 from .train import add_recipe_flags, check_option_flags, recipe_from_args, train_options
 
 __all__ = ["CV_SKIPS", "add_parser", "run_cv"]
@@ -22,8 +22,7 @@ def add_parser(subparsers: Any) -> None:
     c = subparsers.add_parser(
         "cv", help="subject-independent cross-validation (CK+, JAFFE)",
         description="Train and evaluate every subject-independent fold; writes DIR/cv.json (mean ± std).")
-    c.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    c.add_argument("--root", required=True)
+    add_dataset_flags(c)
     c.add_argument("--folds", type=positive_int, default=10, help="number of folds (kfold protocol)")
     c.add_argument("--protocol", default="kfold", choices=["kfold", "loso", "random"],
                    help="kfold / loso: subject-independent (default kfold); random: subject-dependent stratified "

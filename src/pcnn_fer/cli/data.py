@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import DATASET_NAMES, LazyHandler, add_dataset_option_flags
+from .common import LazyHandler, add_dataset_flags, add_dataset_option_flags
 
 __all__ = ["add_data_parser", "add_stats_parser"]
 
@@ -15,8 +15,7 @@ def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
     on ``subparsers``."""
     p = subparsers.add_parser("stats", help="class counts per split of a dataset (from its label files)",
                               description="Print per-split class counts of a dataset read in its native layout.")
-    p.add_argument("--dataset", required=True, help=f"dataset name: {', '.join(DATASET_NAMES)}")
-    p.add_argument("--root", required=True, help="dataset root folder (or csv file for fer2013)")
+    add_dataset_flags(p)
     add_dataset_option_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=LazyHandler("pcnn_fer.data.stats", "run_stats"))

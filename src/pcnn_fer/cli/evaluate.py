@@ -10,10 +10,10 @@ from ..engine.precision import AMP_CHOICES
 from ..engine.recipes import TTA_CHOICES
 from ..typed_fields import add_flags
 from .common import (
-    DATASET_NAMES,
     LazyHandler,
     add_align_flag,
     add_checkpoint_flag,
+    add_dataset_flags,
     add_dataset_option_flags,
     positive_int,
 )
@@ -28,8 +28,7 @@ def add_parser(subparsers: Any) -> None:
         description="Evaluate a model (run directory, .safetensors, official .pth, or 'default') on a dataset split; "
                     "writes DIR/metrics.json and a confusion-matrix PNG.")
     add_checkpoint_flag(e)
-    e.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    e.add_argument("--root", required=True)
+    add_dataset_flags(e)
     e.add_argument("--split", help="split to evaluate (default: the dataset's test split, else its validation split)")
     add_dataset_option_flags(e)
     e.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..engine.options import TrainOptions
 from ..typed_fields import add_flags
-from .common import DATASET_NAMES, LazyHandler, add_checkpoint_flag, positive_int
+from .common import LazyHandler, add_checkpoint_flag, add_dataset_flags, positive_int
 
 __all__ = ["add_parser"]
 
@@ -20,8 +20,7 @@ def add_parser(subparsers: Any) -> None:
                     "with them; the expression outputs are unchanged. Measured on the validation split, occluded "
                     "with another seed.")
     add_checkpoint_flag(o)
-    o.add_argument("--dataset", required=True, help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    o.add_argument("--root", required=True)
+    add_dataset_flags(o)
     o.add_argument("--train-faces", type=positive_int, default=12000, help="training faces sampled (seeded)")
     o.add_argument("--epochs", type=positive_int, default=40)
     o.add_argument("--hidden", type=positive_int, default=32, help="hidden width of each region's head")

@@ -9,7 +9,7 @@ from ..engine.precision import AMP_CHOICES
 from ..errors import UsageError
 from ..robustness.options import RobustnessOptions
 from ..typed_fields import add_flags
-from .common import DATASET_NAMES, add_align_flag, add_checkpoint_flag, add_dataset_option_flags
+from .common import add_align_flag, add_checkpoint_flag, add_dataset_flags, add_dataset_option_flags
 
 __all__ = ["add_parser", "run_robustness"]
 
@@ -25,8 +25,7 @@ def add_parser(subparsers: Any) -> None:
                     "(--max-samples 0: the full split), every accuracy with its 95% confidence interval. See "
                     "docs/robustness.md.")
     add_checkpoint_flag(p)
-    p.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    p.add_argument("--root", help="dataset root folder")
+    add_dataset_flags(p, required=False)
     p.add_argument("--split", help="split (default: the dataset's test split, else its validation split)")
     add_dataset_option_flags(p)
     p.add_argument("--subset-list", metavar="FILE", help="restrict to a published subset list (occlusion, pose)")

@@ -15,7 +15,7 @@ from ..engine.options import TrainOptions
 from ..engine.recipes import Recipe, load_recipe
 from ..errors import UsageError
 from ..typed_fields import add_flags, flag_values, given_flag
-from .common import DATASET_NAMES, positive_int
+from .common import add_dataset_flags, positive_int
 
 __all__ = ["add_parser", "add_recipe_flags", "check_option_flags", "recipe_from_args", "run_train", "train_options"]
 
@@ -34,8 +34,7 @@ def add_parser(subparsers: Any) -> None:
     t = subparsers.add_parser(
         "train", help="train a PCNN with a recipe",
         description="Train a PCNN on a dataset with a recipe; select the model on validation data.")
-    t.add_argument("--dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
-    t.add_argument("--root", help="dataset root folder")
+    add_dataset_flags(t, required=False)
     t.add_argument("--out", help="run directory (checkpoints, logs, model.safetensors)")
     t.add_argument("--list-presets", dest="list_recipes", action="store_true", help=argparse.SUPPRESS)  # old name
     t.add_argument("--list-recipes", dest="list_recipes", action="store_true",
