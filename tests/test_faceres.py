@@ -20,8 +20,16 @@ import pytest
 import torch
 from conftest import real_face_pixels
 
-from pcnn_fer.faceres_weights import FACERES_DIR_ENV, faceres_state_dict, find_faceres, load_faceres_net
+from pcnn_fer.errors import UsageError
+from pcnn_fer.faceres_weights import (
+    FACERES_DIR_ENV,
+    faceres_state_dict,
+    find_faceres,
+    load_faceres_net,
+    load_faceres_trunks,
+)
 from pcnn_fer.models.faceres_net import FACERES_BGR_MEAN, FaceResNet, SamePad, layer_specs
+from pcnn_fer.models.pcnn import create_model
 from pcnn_fer.tfjs_graph import MAX_ELEMENTS, TfjsFormatError, read_graph_model
 
 REFERENCE_JS = Path(__file__).with_name("tfjs_graph_reference.js")
@@ -69,7 +77,7 @@ def _write_faceres_like(folder: Path, net: FaceResNet) -> Path:
     """``net``'s weights as a FaceRes tfjs graph (pointwise kernels with the scale merged, a Mul after depthwise)."""
     g, previous = _GraphWriter(), "input_1"
     for name, kind, _, _, stride in layer_specs():
-        conv = getattr(net.layers, name).conv
+        conv = net.layer(name).conv
         weight, bias = conv.weight.detach().numpy(), conv.bias.detach().numpy()
         conv_attr = {"strides": _ints([1, stride, stride, 1]), "padding": _s("SAME"), "data_format": _s("NHWC")}
         if kind == "dw":
@@ -273,3 +281,51 @@ def test_matches_the_tfjs_graph_on_real_faces(faceres_json, tmp_path):
     for name, a, b, tol in zip(OUTPUTS, ours, expected, (1e-3, 1e-4, 1e-4, 1e-5, 1e-5)):
         assert a.shape == b.shape, name
         assert np.abs(a.numpy() - b).max() <= tol, (name, np.abs(a.numpy() - b).max())
+
+
+def test_pcnn_on_faceres_trunks_computes_faceres_function(synthetic):
+    path, net = synthetic
+    model = create_model("faceres", num_classes=7).eval()
+    file, lines, copied = load_faceres_trunks(model, path)
+    assert file == path and copied == 6 * 23 * 2 + 4 * 2
+    assert lines[0].startswith("global_trunk <- FaceRes conv1") and any(
+        line.startswith("layer4 <- FaceRes conv_dw_12") for line in lines)
+    pixels = torch.rand(2, 3, 224, 224) * 255
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.config.mean, model.config.std))
+    with torch.no_grad():
+        reference = net.trunk(net.graph_input(pixels))  # FaceRes on BGR minus the means
+        torch.testing.assert_close(model.global_trunk((pixels / 255 - mean) / std), reference, atol=1e-4, rtol=1e-4)
+        assert reference.shape == (2, 512, 14, 14) and model.layer4(reference).shape == (2, 1024, 7, 7)
+        torch.testing.assert_close(model.layer4(reference), net.head(reference))
+    with pytest.raises(UsageError, match="needs a model on the FaceRes backbone"):
+        load_faceres_trunks(create_model("tiny"), path)
+
+
+def test_faceres_presets_and_baselines_run_and_keep_the_cheek_crops():
+    for name in ("faceres", "faceres-resnet", "faceres-global", "faceres-nomdim"):
+        model = create_model(name, num_classes=8).eval()
+        with torch.no_grad():
+            logits, local, regions = model(torch.randn(1, 3, 224, 224), return_regions=True)
+        assert logits.shape == local.shape == (1, 8) and regions.shape == (1, 5, 8)
+    model = create_model("faceres").eval()
+    crops = model.regions(torch.zeros(1, 3, 224, 224))
+    with torch.no_grad():
+        assert model.local_trunks["left_cheek"](crops[2]).shape[-2:] == (3, 7)  # 33 rows at stride 16, SAME
+    with pytest.raises(UsageError, match="width must be 1.0"):
+        create_model("faceres", width=0.5)
+
+
+@pytest.mark.slow
+def test_train_init_faceres_records_the_layer_map(synthetic, make_image_folder, tmp_path, run_cli):
+    path, _ = synthetic
+    root = make_image_folder(tmp_path / "faces", per_class=2)
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--model", "faceres",
+                              "--init", path, "--epochs", "1", "--input-size", "48", "--batch-size", "4",
+                              "--max-steps", "1", "--out", tmp_path / "run", "--no-progress"])
+    assert code == 0, err
+    assert "initialised from HSE's FaceRes" in out
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert info["config"]["backbone"] == "faceres" and info["training"]["init"]["source"] == str(path)
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--init",
+                            tmp_path / "missing" / "faceres.json", "--out", tmp_path / "bad", "--no-progress"])
+    assert code == 1 and len(err.strip().splitlines()) == 1, err

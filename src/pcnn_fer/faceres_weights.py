@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models.faceres_net import AGE_CLASSES, DESCRIPTOR_SIZE, FEATS_SIZE, FaceResNet, layer_specs
+from .errors import UsageError
+from .models.faceres_net import AGE_CLASSES, DESCRIPTOR_SIZE, FEATS_SIZE, TRUNK_LAYERS, FaceResNet, layer_specs
+from .pretrained_trunks import copy_trunks
 from .tfjs_graph import (
     GraphNode,
     TfjsFormatError,
@@ -162,8 +164,9 @@ def _layer_state(layer: _Layer, name: str, kind: str, cin: int, cout: int, strid
     weight = kernel.transpose(2, 3, 0, 1) if kind == "dw" else kernel.transpose(3, 2, 0, 1)  # → OIHW
     if layer.scale is not None:
         weight = weight * layer.scale.astype(np.float32).reshape(-1, 1, 1, 1)
-    return {f"layers.{name}.conv.weight": torch.from_numpy(np.ascontiguousarray(weight)),
-            f"layers.{name}.conv.bias": torch.from_numpy(layer.bias.astype(np.float32))}
+    part = "trunk" if name in TRUNK_LAYERS else "head"
+    return {f"{part}.{name}.conv.weight": torch.from_numpy(np.ascontiguousarray(weight)),
+            f"{part}.{name}.conv.bias": torch.from_numpy(layer.bias.astype(np.float32))}
 
 
 def _dense(graph: TfjsGraph, node: GraphNode, reads: str, shape: tuple[int, int], relu: bool,
@@ -244,4 +247,26 @@ def load_faceres_net(path: str | Path | None = None, normalisation: str = "upstr
     return model.eval()
 
 
-__all__ = ["FACERES_DIR_ENV", "FACERES_JSON", "faceres_state_dict", "find_faceres", "load_faceres_net"]
+_FACERES_PARTS = {"trunk": "conv1 … conv_pw_11 (stride 16, 512 channels; conv1 flipped from BGR to RGB)",
+                  "head": "conv_dw_12 … conv_pw_13 (stride 32, 1024 channels)"}
+
+
+def load_faceres_trunks(model: torch.nn.Module, path: str | Path | None = None,
+                        calibration: torch.Tensor | None = None) -> tuple[Path, list[str], int]:
+    """Copy FaceRes's weights into every trunk and layer4 of a ``backbone="faceres"`` model (``conv1`` flipped to take
+    RGB, as the preset's normalisation feeds it); returns the file used, the layer mapping and the number of tensors
+    copied. FaceRes has no batch norms left (folded); ``calibration`` recalibrates the model's own (MDIM's)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "backbone", None) != "faceres":
+        raise UsageError(f"--init with FaceRes's faceres.json needs a model on the FaceRes backbone (--model faceres), "
+                         f"got backbone {getattr(config, 'backbone', '?')!r}")
+    file = find_faceres(path)
+    source = faceres_state_dict(file)
+    source["trunk.conv1.conv.weight"] = source["trunk.conv1.conv.weight"].flip(1)  # BGR → RGB input channels
+    lines, copied = copy_trunks(model, lambda key, like: source[key].to(like.dtype), "FaceRes", _FACERES_PARTS,
+                                "FaceRes feats + gender_pred + age_pred", calibration)
+    return file, lines, copied
+
+
+__all__ = ["FACERES_DIR_ENV", "FACERES_JSON", "faceres_state_dict", "find_faceres", "load_faceres_net",
+           "load_faceres_trunks"]

@@ -23,10 +23,10 @@ __all__ = ["BASELINE_SUFFIXES", "BUNDLED_MODEL_NAMES", "DATASET_NAMES", "FIXED_W
 DATASET_NAMES = ("fer2013", "ferplus", "rafdb", "ckplus", "jaffe", "affectnet", "folder")
 #: The PCNN presets of :data:`pcnn_fer.models.pcnn.MODEL_PRESETS`; each also has ablation baselines named
 #: ``PRESET-SUFFIX`` (:mod:`pcnn_fer.models.baselines`).
-MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny", "dlib", "sface")
+MODEL_PRESET_NAMES = ("paper", "paper-v1", "compact", "small", "tiny", "dlib", "sface", "faceres")
 BASELINE_SUFFIXES = ("resnet", "global", "nomdim", "resnet-wide")
 #: Presets whose trunk widths are fixed by their pretrained weights: no ``resnet-wide`` baseline.
-FIXED_WIDTH_PRESET_NAMES = ("dlib", "sface")
+FIXED_WIDTH_PRESET_NAMES = ("dlib", "sface", "faceres")
 #: The models shipped in the package (:data:`pcnn_fer.weights.BUNDLED_MODELS`).
 BUNDLED_MODEL_NAMES = ("default", "ferplus", "fer2013")
 

@@ -10,7 +10,9 @@ and source classes the new dataset lacks are dropped. The mapping and the source
 dlib's face-recognition ResNet instead: every trunk and layer4 take its weights, the heads and MDIM start fresh, and
 the report carries the layer mapping (:func:`pcnn_fer.dlib_weights.load_dlib_trunks`). ``--init sface`` (or the
 path of an SFace ``.onnx`` file) does the same for a ``backbone="sface"`` model (``--model sface``) from OpenCV
-Zoo's SFace (:func:`pcnn_fer.sface_weights.load_sface_trunks`).
+Zoo's SFace (:func:`pcnn_fer.sface_weights.load_sface_trunks`), and ``--init PATH/faceres.json`` (or ``faceres``:
+``$PCNN_FACERES_DIR``) for a ``backbone="faceres"`` model (``--model faceres``) from the user's copy of HSE's FaceRes
+(:func:`pcnn_fer.faceres_weights.load_faceres_trunks`; not bundled, its licence is unsettled).
 
 With ``widen`` (``--init-widen``) a narrower source of the same preset otherwise (e.g. ``small`` for a ``compact``
 run) is first grown to the run's width without changing its predictions (:mod:`pcnn_fer.models.widen`).
@@ -27,14 +29,16 @@ import torch
 from ..classes import canonical_name
 from ..dlib_weights import load_dlib_trunks
 from ..errors import UsageError
+from ..faceres_weights import load_faceres_trunks
 from ..fileio import sha256_of
 from ..models.pcnn import PCNN
 from ..models.widen import widen_model
 from ..sface_weights import load_sface_trunks
 from ..weights import WeightsError, load_model, resolve_model_path
 
-__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_dlib", "init_from_pretrained", "init_from_sface", "is_dlib_spec",
-           "is_face_network_spec", "is_head_parameter", "is_sface_spec"]
+__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_dlib", "init_from_faceres", "init_from_pretrained",
+           "init_from_sface", "is_dlib_spec", "is_face_network_spec", "is_faceres_spec", "is_head_parameter",
+           "is_sface_spec"]
 
 #: Parameter-name prefixes of the class-specific layers (mapped by class name, trained at the full learning rate).
 HEAD_PREFIXES = ("global_head.", "local_heads.", "local_head.")  # local_head: the global-only baseline's
@@ -96,10 +100,24 @@ def is_sface_spec(spec: str | Path) -> bool:
     return str(spec) == "sface" or str(spec).endswith(".onnx")
 
 
+def is_faceres_spec(spec: str | Path) -> bool:
+    """True for ``--init faceres`` (``$PCNN_FACERES_DIR``) or the path of FaceRes's tfjs graph (``.json``)."""
+    return str(spec) == "faceres" or str(spec).endswith(".json")
+
+
 def is_face_network_spec(spec: str | Path) -> bool:
-    """True when ``--init`` names a face-recognition network (dlib, SFace), whose batch norms are calibrated on the
-    training faces, rather than a trained PCNN."""
-    return is_dlib_spec(spec) or is_sface_spec(spec)
+    """True when ``--init`` names a face-recognition network (dlib, SFace, FaceRes), whose batch norms are
+    calibrated on the training faces, rather than a trained PCNN."""
+    return is_dlib_spec(spec) or is_sface_spec(spec) or is_faceres_spec(spec)
+
+
+def init_from_faceres(model: PCNN, spec: str | Path = "faceres", calibration: torch.Tensor | None = None) -> InitReport:
+    """Start ``model``'s trunks and layer4 from the user's FaceRes (``faceres.json`` at ``spec``, or in
+    ``$PCNN_FACERES_DIR`` for ``faceres``); MDIM's batch norms measured on the ``calibration`` faces."""
+    path, lines, copied = load_faceres_trunks(model, None if str(spec) == "faceres" else spec, calibration)
+    return InitReport(source=str(path), sha256=sha256_of(path), copied_tensors=copied,
+                      class_map={c: None for c in model.classes}, dropped_classes=[], layer_map=lines,
+                      network="HSE's FaceRes (user-supplied tfjs graph)")
 
 
 def init_from_sface(model: PCNN, spec: str | Path = "sface", calibration: torch.Tensor | None = None) -> InitReport:
@@ -124,13 +142,16 @@ def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, see
     """Copy the weights of the trained PCNN ``spec`` (run dir, .safetensors, official .pth, or a bundled name such
     as ``default``) into ``model``, first widened to its width when ``widen`` (the split fractions seeded by
     ``seed``); ``dlib`` or a ``.dat`` path goes to :func:`init_from_dlib`, ``sface`` or an ``.onnx`` path to
-    :func:`init_from_sface` (with ``calibration``); see the module
+    :func:`init_from_sface`, ``faceres`` or a ``.json`` path to :func:`init_from_faceres` (with ``calibration``); see
+    the module
     docstring for the rules."""
     if is_face_network_spec(spec):
         if widen:
             raise UsageError(f"--init-widen grows a trained PCNN; it does not apply to --init {spec}")
         if is_sface_spec(spec):
             return init_from_sface(model, spec, calibration)
+        if is_faceres_spec(spec):
+            return init_from_faceres(model, spec, calibration)
         return init_from_dlib(model, spec, calibration)
     path = resolve_model_path(spec)
     source = load_model(path)

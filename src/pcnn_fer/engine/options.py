@@ -45,7 +45,8 @@ class TrainOptions:
     init: str | None = _opt(None, "fine-tune from a trained PCNN: run dir, .safetensors, official .pth, or a bundled "
                                   "model (default, fer2013); heads are mapped by class name. 'dlib' (or a dlib .dat "
                                   "file) starts a --model dlib network from dlib's face-recognition ResNet; 'sface' "
-                                  "(or an SFace .onnx file) a --model sface network from OpenCV Zoo's SFace",
+                                  "(or an SFace .onnx file) a --model sface network from OpenCV Zoo's SFace; a FaceRes "
+                                  "faceres.json (or 'faceres': $PCNN_FACERES_DIR, not bundled) a --model faceres one",
                             metavar="CHECKPOINT")
     init_widen: bool = _opt(False, "with --init: grow a narrower source to the recipe's width first (e.g. the small "
                                    "default model for --model compact), keeping its predictions (Net2Net)")

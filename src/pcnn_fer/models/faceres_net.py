@@ -14,10 +14,12 @@ tfjs graph model (``models/faceres.json`` + ``faceres.bin``) is, in forward orde
 * ``global_pooling/Mean`` (the 1024-d descriptor) → ``feats`` (1024 → 256, ReLU) → ``gender_pred`` (256 → 1,
   sigmoid) and ``age_pred`` (256 → 100, softmax).
 
-Every batch norm was folded by the converter (into the pointwise kernels and a per-channel scale after the depthwise
-ones), so each layer here is a convolution with a bias. Padding is TensorFlow's ``SAME``: a strided layer on an even
-input pads one pixel at the bottom and right only (:class:`SamePad`). Reading the file is
-:mod:`pcnn_fer.faceres_weights`.
+PCNN's branches use :class:`FaceResTrunk` (``conv1`` … ``conv_pw_11``: stride 16, 512 channels, 14×14 at 224 px,
+where the paper's ResNet-18 layer3 also ends) and :class:`FaceResHead` (``conv_dw_12`` … ``conv_pw_13``: stride 32,
+1024 channels, 7×7) as layer4. Every batch norm was folded by the converter (into the pointwise kernels and a
+per-channel scale after the depthwise ones), so each layer here is a convolution with a bias. Padding is
+TensorFlow's ``SAME``: a strided layer on an even input pads one pixel at the bottom and right only
+(:class:`SamePad`). Reading the file is :mod:`pcnn_fer.faceres_weights`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,35 @@ class ConvReLU6(nn.Sequential):
         self.act = nn.ReLU6()
 
 
+def _layers(names: tuple[str, ...]) -> OrderedDict[str, ConvReLU6]:
+    return OrderedDict((name, ConvReLU6(cin, cout, 1 if name.startswith("conv_pw") else 3, stride, kind == "dw"))
+                       for name, kind, cin, cout, stride in layer_specs() if name in names)
+
+
+#: Layers of the trunk (conv1 … conv_pw_11: stride 16, 512 channels, 14×14 at 224 px) and of the head (layer4:
+#: conv_dw_12 … conv_pw_13, stride 32, 1024 channels).
+TRUNK_LAYERS = tuple(spec[0] for spec in layer_specs()[:23])
+HEAD_LAYERS = tuple(spec[0] for spec in layer_specs()[23:])
+
+
+class FaceResTrunk(nn.Sequential):
+    """``conv1`` … ``conv_pw_11`` (stride 16, 512 channels): the part of FaceRes a PCNN branch runs."""
+
+    out_channels = 512
+
+    def __init__(self) -> None:
+        super().__init__(_layers(TRUNK_LAYERS))
+
+
+class FaceResHead(nn.Sequential):
+    """``conv_dw_12`` … ``conv_pw_13`` (stride 32, 1024 channels): PCNN's layer4 on FaceRes."""
+
+    out_channels = 1024
+
+    def __init__(self) -> None:
+        super().__init__(_layers(HEAD_LAYERS))
+
+
 class FaceResOutputs(NamedTuple):
     """FaceRes's outputs: the 1024-d descriptor (``global_pooling/Mean``), ``feats`` (256, after ReLU), the male
     probability (``gender_pred``) and the age distribution over 0 … 99 years (``age_pred``)."""
@@ -104,9 +135,8 @@ class FaceResNet(nn.Module):
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation {normalisation!r} is not one of {', '.join(NORMALISATIONS)}")
         self.normalisation = normalisation
-        self.layers = nn.Sequential(OrderedDict(
-            (name, ConvReLU6(cin, cout, 1 if name.startswith("conv_pw") else 3, stride, kind == "dw"))
-            for name, kind, cin, cout, stride in layer_specs()))
+        self.trunk = FaceResTrunk()
+        self.head = FaceResHead()
         self.feats = nn.Linear(DESCRIPTOR_SIZE, FEATS_SIZE)
         self.gender_pred = nn.Linear(FEATS_SIZE, 1)
         self.age_pred = nn.Linear(FEATS_SIZE, AGE_CLASSES)
@@ -121,7 +151,11 @@ class FaceResNet(nn.Module):
     def conv_map(self, x: torch.Tensor) -> torch.Tensor:
         """The graph's input (NCHW, already normalised) → the last convolutional map ``conv_pw_13`` (B, 1024,
         H/32, W/32)."""
-        return self.layers(x)
+        return self.head(self.trunk(x))
+
+    def layer(self, name: str) -> ConvReLU6:
+        """The layer called ``name`` in the graph (``conv1``, ``conv_dw_N``, ``conv_pw_N``)."""
+        return getattr(self.trunk if name in TRUNK_LAYERS else self.head, name)
 
     def heads(self, conv_map: torch.Tensor) -> FaceResOutputs:
         """The last convolutional map → :class:`FaceResOutputs`."""
@@ -139,6 +173,6 @@ class FaceResNet(nn.Module):
         return self.heads(self.features(pixels))
 
 
-__all__ = ["AGE_CLASSES", "BLOCKS", "ConvReLU6", "DESCRIPTOR_SIZE", "FACERES_BGR_MEAN", "FEATS_SIZE",
-           "FaceResNet", "FaceResOutputs", "INPUT_SIZE", "NORMALISATIONS", "STEM_CHANNELS", "STEM_STRIDE",
-           "SamePad", "layer_specs"]
+__all__ = ["AGE_CLASSES", "BLOCKS", "ConvReLU6", "DESCRIPTOR_SIZE", "FACERES_BGR_MEAN", "FEATS_SIZE", "FaceResHead",
+           "FaceResNet", "FaceResOutputs", "FaceResTrunk", "HEAD_LAYERS", "INPUT_SIZE", "NORMALISATIONS",
+           "STEM_CHANNELS", "STEM_STRIDE", "SamePad", "TRUNK_LAYERS", "layer_specs"]

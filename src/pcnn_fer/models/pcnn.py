@@ -31,6 +31,7 @@ from ..errors import UsageError
 from .backbones import BACKBONES, FIXED_WIDTH_BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
 from .calibration import Calibration
 from .dlib_resnet import DLIB_PIXEL_MEAN, DLIB_PIXEL_SCALE
+from .faceres_net import FACERES_BGR_MEAN
 from .occlusion import OcclusionHeads
 from .resnet import STEMS, Stem
 from .sface_net import SFACE_PIXEL_MEAN, SFACE_PIXEL_SCALE
@@ -60,7 +61,7 @@ class PCNNConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     arch: str = "pcnn"  # a key of ARCHITECTURES: "pcnn" or an ablation baseline of models/baselines.py
-    backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's), dlib or sface (face-recognition)
+    backbone: str = "resnet18"  # a key of models/backbones.py: resnet18 (the paper's); dlib, sface, faceres (faces)
     calibration: Calibration | None = None  # confidence calibration of the global logits (pcnn calibrate)
     occlusion_hidden: int = 0  # > 0: per-region occlusion heads of this hidden width (pcnn occlusion); 0: none
 
@@ -335,6 +336,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # paper at 224; SFace's pixel normalisation, (p - 127.5) / 128 on 0…255
     "sface": dict(backbone="sface", input_size=112, stn_grid=7, mean=(SFACE_PIXEL_MEAN / 255,) * 3,
                   std=(1 / (SFACE_PIXEL_SCALE * 255),) * 3),
+    # HSE's FaceRes trunks (--init PATH/faceres.json): the paper's geometry (MDIM on the stride-16 map, 14×14 at
+    # 224 px); FaceRes's normalisation, p - VGGFace mean on 0…255 (its conv1 takes BGR; the start flips it to RGB)
+    "faceres": dict(backbone="faceres", input_size=224, stn_grid=7,
+                    mean=tuple(m / 255 for m in FACERES_BGR_MEAN[::-1]), std=(1 / 255,) * 3),
 }
 
 
