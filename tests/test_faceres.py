@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import real_face_pixels
 
+from pcnn_fer.engine.finetune import is_faceres_spec
 from pcnn_fer.errors import UsageError
 from pcnn_fer.faceres_weights import (
     FACERES_DIR_ENV,
@@ -329,3 +330,12 @@ def test_train_init_faceres_records_the_layer_map(synthetic, make_image_folder, 
     code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "tiny", "--init",
                             tmp_path / "missing" / "faceres.json", "--out", tmp_path / "bad", "--no-progress"])
     assert code == 1 and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_trained_models_json_sidecar_is_not_taken_for_faceres(synthetic, tmp_path):
+    path, _ = synthetic
+    assert is_faceres_spec(path) and is_faceres_spec("faceres")
+    sidecar = tmp_path / "model.json"
+    sidecar.write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert not is_faceres_spec(sidecar) and not is_faceres_spec(tmp_path / "missing.json")

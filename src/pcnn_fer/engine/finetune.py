@@ -101,8 +101,11 @@ def is_sface_spec(spec: str | Path) -> bool:
 
 
 def is_faceres_spec(spec: str | Path) -> bool:
-    """True for ``--init faceres`` (``$PCNN_FACERES_DIR``) or the path of FaceRes's tfjs graph (``.json``)."""
-    return str(spec) == "faceres" or str(spec).endswith(".json")
+    """True for ``--init faceres`` (``$PCNN_FACERES_DIR``) or an existing ``.json`` file that is not a trained model's
+    ``model.json`` sidecar (no ``.safetensors`` beside it): FaceRes's tfjs graph."""
+    path = Path(spec)
+    return str(spec) == "faceres" or (path.suffix == ".json" and path.is_file()
+                                      and not path.with_suffix(".safetensors").exists())
 
 
 def is_face_network_spec(spec: str | Path) -> bool:
