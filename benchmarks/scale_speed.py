@@ -9,6 +9,9 @@ Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
   classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off,
   and (spinning off) with ``overlap=False``: one group after the other, the model not overlapping the preparation of
   the next group; each row also gives the whole process's CPU time per image;
+* **photos, in-process** – ``predict_stream`` over the photos with detection, one photo after the other with YuNet
+  on one thread (as before) and as ``pcnn predict`` runs them in one process now (overlap on, YuNet on
+  ``--threads`` threads), with the share of the cores the process kept busy;
 * **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
   the local engine with ``--save-csv`` in one process (``--workers 1``) and with one worker process per CPU, against
   ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per CPU), on the faces with ``--no-detect``
@@ -82,6 +85,29 @@ def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, 
     return {name: (statistics.median(rates[name]), statistics.median(cpu[name])) for name in rates}
 
 
+def photo_rates(photos: Path, threads: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(photos/s, share of the ``threads`` cores used: process CPU time / (wall × threads)) of the in-process
+    pipeline over the photos with detection (the default detector): as before (one photo after the other, YuNet on
+    one thread) and as ``pcnn predict`` runs it in one process now (the model classifying a photo while the next is
+    detected, YuNet on ``threads`` threads)."""
+    backend = create_backend("auto", "default", "cpu", threads=threads, spinning=False)
+    spec = RecognizerSpec()
+    recognizers = {"photos, before": (spec.build(backend, threads=1), False),
+                   "photos, now": (spec.build(backend, threads=threads), True)}
+    for rec, _ in recognizers.values():
+        sum(1 for _ in rec.predict_stream([photos]))  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in recognizers}
+    busy: dict[str, list[float]] = {name: [] for name in recognizers}
+    for _ in range(rounds):
+        for name, (rec, overlap) in recognizers.items():
+            start, used = time.perf_counter(), time.process_time()
+            n = sum(1 for _ in rec.predict_stream([photos], overlap=overlap))
+            wall = time.perf_counter() - start
+            rates[name].append(n / wall)
+            busy[name].append((time.process_time() - used) / (wall * threads))
+    return {name: (statistics.median(rates[name]), statistics.median(busy[name])) for name in rates}
+
+
 def cli_wall(args: list[str], out: Path) -> float:
     """Seconds of one ``pcnn predict`` subprocess (fails loudly)."""
     if out.exists():
@@ -130,6 +156,11 @@ def main() -> None:
         best = max(rates["model, spinning on"][0], rates["model, spinning off"][0])
         for name, (rate, cpu_ms) in rates.items():
             print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}   {cpu_ms:6.2f} CPU ms/img")
+        photo = photo_rates(photos, args.threads, args.rounds)
+        print(f"\n{len(list(photos.iterdir()))} photos, detection, {args.threads} threads (median of {args.rounds}):")
+        for name, (rate, share) in photo.items():
+            print(f"  {name:<22} {rate:7.2f} photos/s   x before {rate / photo['photos, before'][0]:.2f}   "
+                  f"cores busy {share:.0%}")
         print(f"load average after the in-process rates: {os.getloadavg()}")
         if args.skip_cli:
             return

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES, needs_samples
 
 from pcnn_fer.faces import Recognizer
 from pcnn_fer.faces.quality import face_quality, faces_quality
@@ -117,3 +118,33 @@ def test_batched_quality_equals_opencv_per_face(real_dataset):
         grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float64)
         assert sharpness(crop) == float(cv2.Laplacian(grey, cv2.CV_64F).var())
     assert faces_quality([], [], [], []) == []
+
+
+@needs_samples
+def test_photos_in_one_process_detect_on_every_core(tmp_path):
+    """``pcnn predict``'s recognizer (a spec built without a thread count) runs YuNet on every usable core, a
+    worker's (threads=1) on one; the network's outputs, and so the faces, are the same on 1 and 2 threads; the
+    photos' records with the overlap equal one photo after the other."""
+    import os
+
+    from pcnn_fer.faces.imageio import load_image
+    from pcnn_fer.faces.spec import RecognizerSpec
+    from pcnn_fer.faces.yunet import YuNetDetector
+
+    pytest.importorskip("onnxruntime")
+    one, two = YuNetDetector(threads=1), YuNetDetector(threads=2)
+    for photo in sorted(SAMPLES.glob("*.png")):
+        rgb = load_image(photo)
+        work, _ = one.working_copy(rgb)
+        padded = np.zeros((-(-work.shape[0] // 32) * 32, -(-work.shape[1] // 32) * 32, 3), np.uint8)
+        padded[:work.shape[0], :work.shape[1]] = work[..., ::-1]
+        a, b = one._forward(padded), two._forward(padded)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    spec = RecognizerSpec(backend="torch")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rec = spec.build()
+    assert rec.detector.primary._session.get_session_options().intra_op_num_threads == cores
+    worker = spec.build(threads=1)
+    assert worker.detector.primary._session.get_session_options().intra_op_num_threads == 1
+    sequential = _records(worker.predict_stream([SAMPLES], overlap=False))
+    assert _records(rec.predict_stream([SAMPLES])) == sequential and len(sequential) == 3
