@@ -6,7 +6,10 @@
   ResNet-18 trunks: dlib's blocks zero-pad their shortcut's channels (``add_prev``), which would mix the two
   halves of a stacked pair, so a dlib PCNN is BN-folded and keeps its five local trunks; so is an SFace PCNN
   (its conv → BN → PReLU layers folded to conv → PReLU).
-* The result is channels_last by default.
+* On a CPU whose PyTorch has oneDNN (probed at run time), the ResNet-18 blocks run as oneDNN convolutions on
+  weights packed once, with their ReLU and residual add fused (:mod:`pcnn_fer.models.onednn`); elsewhere, and under
+  autograd, autocast, tracing, export or ``torch.compile``, as plain ``conv2d`` → add → ReLU. Same outputs.
+* The result is channels_last by default; its parameters do not require gradients.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import UsageError
 from .dlib_resnet import Affine, DlibBlock, DlibStem
+from .onednn import fuse_resnet_blocks
 from .pcnn import PCNN, REGIONS, _pool, occlusion_of
 from .resnet import BasicBlock, Trunk
 from .sface_net import ConvBNPReLU
@@ -93,7 +97,7 @@ class InferencePCNN(nn.Module):
     """A BN-folded, pair-stacked PCNN for inference; same inputs and outputs as :class:`PCNN` in eval mode. A PCNN on
     dlib trunks is BN-folded only (``paired`` False: its local trunks run one by one)."""
 
-    def __init__(self, model: PCNN) -> None:
+    def __init__(self, model: PCNN, onednn: bool = True) -> None:
         super().__init__()
         model = fold_batchnorm(copy.deepcopy(model).eval())
         self.config = model.config
@@ -106,6 +110,9 @@ class InferencePCNN(nn.Module):
         else:
             self.local_trunks = model.local_trunks
         self.layer4, self.mdim = model.layer4, model.mdim
+        if self.paired and onednn:
+            for part in (self.pairs, self.mouth_trunk, self.global_trunk, self.layer4):
+                fuse_resnet_blocks(part)
         self.global_head, self.local_heads = model.global_head, model.local_heads
         if hasattr(model, "occlusion_heads"):
             self.occlusion_heads = model.occlusion_heads
@@ -145,7 +152,8 @@ class InferencePCNN(nn.Module):
         return outputs
 
 
-def optimize_for_inference(model: PCNN, channels_last: bool = True) -> InferencePCNN:
-    """BN-folded, pair-stacked copy of ``model`` for fast inference (the original is left untouched)."""
-    fast = InferencePCNN(model)
+def optimize_for_inference(model: PCNN, channels_last: bool = True, onednn: bool = True) -> InferencePCNN:
+    """BN-folded, pair-stacked copy of ``model`` for fast inference (the original is left untouched; the copy's
+    parameters do not require gradients); ``onednn=False`` keeps aten's unfused convolutions (for comparisons)."""
+    fast = InferencePCNN(model, onednn).requires_grad_(False)
     return fast.to(memory_format=torch.channels_last) if channels_last else fast
