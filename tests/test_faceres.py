@@ -339,3 +339,24 @@ def test_a_trained_models_json_sidecar_is_not_taken_for_faceres(synthetic, tmp_p
     sidecar.write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert not is_faceres_spec(sidecar) and not is_faceres_spec(tmp_path / "missing.json")
+
+
+def test_affine_quantized_and_multi_shard_weights_decode_as_tfjs_does(tmp_path):
+    q = np.array([0, 1, 255], np.uint8)
+    (tmp_path / "a.bin").write_bytes(q.tobytes() + np.array([7], "<i4").tobytes()[:2])
+    (tmp_path / "b.bin").write_bytes(np.array([7], "<i4").tobytes()[2:])  # a weight may span two shards
+    manifest = [{"paths": ["a.bin", "b.bin"], "weights": [
+        {"name": "q", "shape": [3], "dtype": "float32", "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0}},
+        {"name": "i", "shape": [], "dtype": "int32"}]}]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": [{"name": "x", "op": "Const"}]},
+                                "weightsManifest": manifest}))
+    graph = read_graph_model(path)
+    np.testing.assert_array_equal(graph.weights["q"], np.array([-1.0, -0.5, 126.5], np.float32))
+    assert graph.weights["i"].dtype == np.int32 and int(graph.weights["i"]) == 7
+    manifest[0]["weights"][0]["quantization"] = {"dtype": "uint8", "scale": float("inf"), "min": 0}
+    path.write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": [{"name": "x", "op": "Const"}]},
+                                "weightsManifest": manifest}).replace("Infinity", "1e999"))
+    with pytest.raises(TfjsFormatError) as e:
+        read_graph_model(path)
+    _one_line(e, "weight q", "without a finite scale")
