@@ -59,16 +59,19 @@ def rgb(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def sface_features(images: torch.Tensor, batch: int = 32) -> dict[str, np.ndarray]:
-    """SFace's conv_14 map pooled (1024), pooled to 3×3 (9216) and its 128-d descriptor."""
+def sface_features(images: torch.Tensor, batch: int = 32, size: int = 112) -> dict[str, np.ndarray]:
+    """SFace's conv_14 map pooled (1024), pooled to 3×3 (9216) and (at 112 px only) its 128-d descriptor."""
     net = load_sface_net()
-    out: dict[str, list[np.ndarray]] = {"sface_pool": [], "sface_grid3": [], "sface_descriptor": []}
+    out: dict[str, list[np.ndarray]] = {"sface_pool": [], "sface_grid3": []}
+    if size == 112:  # pre_fc1 reads the whole 7×7 map
+        out["sface_descriptor"] = []
     for start in range(0, len(images), batch):
-        x = rgb(images[start:start + batch], 112)
+        x = rgb(images[start:start + batch], size)
         fmap = net.features(x)
         out["sface_pool"].append(fmap.mean((2, 3)).numpy())
         out["sface_grid3"].append(F.adaptive_avg_pool2d(fmap, 3).flatten(1).numpy())
-        out["sface_descriptor"].append(net.fc1(net.pre_fc1(net.bn1(fmap).flatten(1))).numpy())
+        if "sface_descriptor" in out:
+            out["sface_descriptor"].append(net.fc1(net.pre_fc1(net.bn1(fmap).flatten(1))).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -138,6 +141,8 @@ def main() -> None:
                         choices=["raw", "sface", "dlib", "faceres", "faceres_human"], help="feature families")
     parser.add_argument("--faceres-dir", help="folder holding FaceRes's faceres.json and faceres.bin (default: "
                         "$PCNN_FACERES_DIR)")
+    parser.add_argument("--sface-size", type=int, default=112, help="SFace's input size in pixels (default 112, "
+                        "its training size; the descriptor row needs 112)")
     parser.add_argument("--extract-only", choices=["train", "valid"], help="only extract (and cache) this split's "
                         "features, e.g. in a second process beside a running probe")
     parser.add_argument("--train-faces", type=int, default=TRAIN_FACES, help="training faces (seeded sample)")
@@ -150,7 +155,7 @@ def main() -> None:
     classes = int(max(y_train.max(), y_valid.max())) + 1
     print(f"{len(train)} training faces, {len(valid)} FER2013Valid faces, {classes} classes", flush=True)
     extractors = {"raw": lambda im: {"raw_pixels": im.float().flatten(1).numpy() / 255},
-                  "sface": sface_features, "dlib": dlib_features,
+                  "sface": lambda im: sface_features(im, size=args.sface_size), "dlib": dlib_features,
                   "faceres": lambda im: faceres_features(im, args.faceres_dir),
                   "faceres_human": lambda im: faceres_human_features(im, args.faceres_dir)}
     for family in args.only:
@@ -159,7 +164,8 @@ def main() -> None:
         for split, images in (("train", train), ("valid", valid)):
             if args.extract_only not in (None, split):
                 continue
-            path = args.cache / f"{family}_{split}.npz"
+            tag = f"sface{args.sface_size}" if family == "sface" and args.sface_size != 112 else family
+            path = args.cache / f"{tag}_{split}.npz"
             if not path.exists():  # written whole, then renamed: a second process may read the cache
                 np.savez(path.with_suffix(".tmp.npz"), **extractors[family](images))
                 os.replace(path.with_suffix(".tmp.npz"), path)
