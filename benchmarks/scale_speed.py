@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pcnn_fer.backends.dispatch import create_backend  # noqa: E402
+from pcnn_fer.backends.dispatch import create_backend, describe_backend  # noqa: E402
 from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
 from pcnn_fer.faces.sources import IMAGE_EXTENSIONS  # noqa: E402
 from pcnn_fer.faces.spec import RecognizerSpec  # noqa: E402
@@ -55,13 +55,14 @@ def link_inputs(source: Path, folder: Path, count: int | None = None, copies: in
     return folder
 
 
-def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """(img/s, CPU ms per image of the whole process) of the backend alone at batch 32 and of the in-process folder
-    pipeline: spinning on and off, and with spinning off one group after the other (no overlap of the model with the
-    next group's preparation, :mod:`pcnn_fer.faces.pipeline`)."""
+def model_and_folder_rates(faces: Path, threads: int, rounds: int, backend: str = "auto"
+                           ) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The backend's description and (img/s, CPU ms per image of the whole process) of the backend alone at batch
+    32 and of the in-process folder pipeline: spinning on and off, and with spinning off one group after the other
+    (no overlap of the model with the next group's preparation, :mod:`pcnn_fer.faces.pipeline`)."""
     spec = RecognizerSpec(detector="none")
-    plain = create_backend("auto", "default", "cpu", threads=threads)
-    quiet = create_backend("auto", "default", "cpu", threads=threads, spinning=False)
+    plain = create_backend(backend, "default", "cpu", threads=threads)
+    quiet = create_backend(backend, "default", "cpu", threads=threads, spinning=False)
     recognizers = {"folder, spinning on": (spec.build(plain), True), "folder, spinning off": (spec.build(quiet), True),
                    "folder, no overlap": (spec.build(quiet), False)}
     first = recognizers["folder, spinning on"][0]
@@ -82,18 +83,19 @@ def model_and_folder_rates(faces: Path, threads: int, rounds: int) -> dict[str, 
             n = sum(1 for _ in rec.predict_stream([faces], overlap=overlap))
             rates[name].append(n / (time.perf_counter() - start))
             cpu[name].append(1000 * (time.process_time() - used) / n)
-    return {name: (statistics.median(rates[name]), statistics.median(cpu[name])) for name in rates}
+    return describe_backend(quiet), {name: (statistics.median(rates[name]), statistics.median(cpu[name]))
+                                     for name in rates}
 
 
-def photo_rates(photos: Path, threads: int, rounds: int) -> dict[str, tuple[float, float]]:
+def photo_rates(photos: Path, threads: int, rounds: int, backend: str = "auto") -> dict[str, tuple[float, float]]:
     """(photos/s, share of the ``threads`` cores used: process CPU time / (wall × threads)) of the in-process
     pipeline over the photos with detection (the default detector): as before (one photo after the other, YuNet on
     one thread) and as ``pcnn predict`` runs it in one process now (the model classifying a photo while the next is
     detected, YuNet on ``threads`` threads)."""
-    backend = create_backend("auto", "default", "cpu", threads=threads, spinning=False)
+    model = create_backend(backend, "default", "cpu", threads=threads, spinning=False)
     spec = RecognizerSpec()
-    recognizers = {"photos, before": (spec.build(backend, threads=1), False),
-                   "photos, now": (spec.build(backend, threads=threads), True)}
+    recognizers = {"photos, before": (spec.build(model, threads=1), False),
+                   "photos, now": (spec.build(model, threads=threads), True)}
     for rec, _ in recognizers.values():
         sum(1 for _ in rec.predict_stream([photos]))  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in recognizers}
@@ -144,19 +146,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--skip-cli", action="store_true", help="only the in-process rates")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                        help="the classifier backend of the in-process rates (auto: what pcnn predict uses)")
     args = parser.parse_args()
     print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; {cpu_capabilities()}")
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         faces = link_inputs(args.faces, Path(tmp) / "faces", args.count)
         photos = link_inputs(args.photos, Path(tmp) / "photos", copies=args.copies)
-        rates = model_and_folder_rates(faces, args.threads, args.rounds)
-        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, img/s and CPU ms/img (median of "
-              f"{args.rounds}):")
+        described, rates = model_and_folder_rates(faces, args.threads, args.rounds, args.backend)
+        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, backend {described}"
+              f", img/s and CPU ms/img (median of {args.rounds}):")
         best = max(rates["model, spinning on"][0], rates["model, spinning off"][0])
         for name, (rate, cpu_ms) in rates.items():
             print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}   {cpu_ms:6.2f} CPU ms/img")
-        photo = photo_rates(photos, args.threads, args.rounds)
+        photo = photo_rates(photos, args.threads, args.rounds, args.backend)
         print(f"\n{len(list(photos.iterdir()))} photos, detection, {args.threads} threads (median of {args.rounds}):")
         for name, (rate, share) in photo.items():
             print(f"  {name:<22} {rate:7.2f} photos/s   x before {rate / photo['photos, before'][0]:.2f}   "

@@ -93,6 +93,8 @@ class YuNetDetector:
 
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+            # idle workers sleep: spinning ones take the cores from the decode and model threads (and other jobs)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
             self._session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
             # input shapes change with every photo: the arena keeps the largest one's buffers unless shrunk after
