@@ -2,11 +2,13 @@
 official model's layout (tests/official_reference.py), in interleaved rounds; ``--src`` times another checkout's
 ``src`` folder (e.g. an older commit extracted with ``git archive``) in the same way, to compare commits side by side.
 Prints the CPU, torch's kernel capability and any instruction-set cap set in the environment: on an AVX-512 machine
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` emulates an AVX2-only CPU (torch's and oneDNN's kernels).
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` emulates an AVX2-only CPU
+(torch's, oneDNN's and MKL's kernels).
 
     OMP_NUM_THREADS=1 python benchmarks/batch1_official.py --rounds 15
     git archive 8263f65 src | tar -x -C /tmp/old && python benchmarks/batch1_official.py --src /tmp/old/src
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1 python benchmarks/batch1_official.py
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OMP_NUM_THREADS=1 \
+        python benchmarks/batch1_official.py
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def main() -> None:
     from pcnn_fer.models.fuse import optimize_for_inference
     from pcnn_fer.models.pcnn import create_model
 
-    caps = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if name in os.environ}
+    caps = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+            if name in os.environ}  # spelled out: an older checkout's cpu_capabilities() does not report them
     fused = "n/a (this checkout has no models/onednn.py)"
     if importlib.util.find_spec("pcnn_fer.models.onednn") is not None:
         from pcnn_fer.models.onednn import onednn_fusion_available

@@ -115,3 +115,19 @@ def test_fused_paper_model_at_224_matches_the_plain_pcnn_and_survives_copies() -
         for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):  # packed weights are not carried
             assert all(m._packed is None for m in clone.modules() if isinstance(m, FusedConv2d))
             assert max((a - b).abs().max().item() for a, b in zip(got, clone(x, return_regions=True))) < 1e-6
+
+
+def test_benchmarks_report_the_cpu_and_instruction_set_caps(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pcnn_fer.cli import main
+    from pcnn_fer.engine.precision import ISA_CAP_VARIABLES, cpu_capabilities
+
+    for name in ISA_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert "isa_caps" not in cpu_capabilities()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_capabilities()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert main(["bench", "--model", "tiny", "--rounds", "1", "--batch-size", "2"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("cpu: ") and "instruction set capped by {'ONEDNN_MAX_CPU_ISA': 'AVX2'}" in last
+    assert last.endswith("yes" if onednn_fusion_available() else "no")

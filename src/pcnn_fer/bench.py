@@ -21,8 +21,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .devices import torch_device
+from .engine.precision import cpu_capabilities, cpu_model
 from .errors import UsageError
 from .models.fuse import optimize_for_inference
+from .models.onednn import onednn_fusion_available
 from .models.pcnn import MODEL_PRESETS, PCNN, count_parameters, create_model
 
 
@@ -215,9 +217,13 @@ def run_bench(args: argparse.Namespace) -> int:
     for r in results:  # FlopCounterMode cannot see inside onnxruntime: report the PCNN's FLOPs for its ONNX form
         if r.model.endswith("-onnx"):
             r.gflops = next((p.gflops for p in results if p.model == f"pcnn-{args.model}"), r.gflops)
+    cpu = {"model": cpu_model(), **cpu_capabilities(), "onednn_fused_convs": onednn_fusion_available()}
     if args.json:
-        print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "results": [asdict(r) for r in results]}, indent=2))
+        print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "cpu": cpu, "results": [asdict(r) for r in results]}, indent=2))
     else:
         print(format_table(results))
+        print(f"cpu: {cpu['model']}, {cpu['capability']} kernels, {cpu['threads']} threads"
+              + (f", instruction set capped by {cpu['isa_caps']}" if "isa_caps" in cpu else "")
+              + f"; oneDNN fused convolutions in the optimised model: {'yes' if cpu['onednn_fused_convs'] else 'no'}")
     return 0

@@ -15,7 +15,7 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AMP_CHOICES", "cpu_capabilities", "cpu_model", "cpu_has_native_bf16", "resolve_amp"]
+__all__ = ["AMP_CHOICES", "ISA_CAP_VARIABLES", "cpu_capabilities", "cpu_model", "cpu_has_native_bf16", "resolve_amp"]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -40,15 +40,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: Environment variables that cap the instruction set of torch's, oneDNN's and MKL's kernels (set to AVX2 on an
+#: AVX-512 machine they emulate an AVX2-only CPU); reported by :func:`cpu_capabilities` when set.
+ISA_CAP_VARIABLES: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def cpu_capabilities() -> dict[str, object]:
-    """What torch sees of this CPU (printed with benchmarks and stored with runs)."""
+    """What torch sees of this CPU (printed with benchmarks and stored with runs): the kernel capability torch
+    dispatches to, the hardware's instruction sets, and any instruction-set caps set in the environment."""
+    import os
+
     import torch
 
     cpu = torch.cpu
     probe = {name: bool(getattr(cpu, f"_is_{name}_supported", lambda: False)())
              for name in ("avx2", "avx512", "avx512_bf16", "amx_tile", "vnni")}
+    caps = {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}
     return {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), **probe,
-            "native_bf16": cpu_has_native_bf16()}
+            "native_bf16": cpu_has_native_bf16(), **({"isa_caps": caps} if caps else {})}
 
 
 def resolve_amp(requested: str, device: torch.device) -> tuple[str, str]:
