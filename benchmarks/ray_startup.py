@@ -7,8 +7,8 @@ its own, in one process, in the order a job meets them.
 * **actor, bare** – an actor that imports nothing of ours, created and answering;
 * **actor, model** – an actor building :class:`~pcnn_fer.faces.workers.BatchRecognizer` (inside it: the import of
   ``pcnn_fer.faces.workers``, the recognizer's build, and whether torch got imported);
-* **Ray Data, no-op** – the engine's two stages (a decode task pool and an actor pool) with functions that do nothing,
-  over the job's rows: planning, streaming and per-block transfer without any work of ours (first row, all rows);
+* **Ray Data, no-op** – the engine's actor-pool stage with an actor that does nothing, over the job's rows and
+  blocks: planning, streaming and per-block transfer without any work of ours (first row, per block, all rows);
 * **pipeline** – :func:`~pcnn_fer.faces.ray_engine.ray_predict_stream` on the job (first row, all rows);
 * **shutdown** – ``ray.shutdown()``.
 
@@ -66,7 +66,7 @@ def breakdown(sources: list, spec: RecognizerSpec, actors: int | None) -> dict[s
     import ray
     import ray.data
 
-    from pcnn_fer.faces.ray_engine import RayOptions, connect, pool_size, ray_predict_stream
+    from pcnn_fer.faces.ray_engine import BLOCK_INPUTS, RayOptions, connect, pool_size, ray_predict_stream
     from pcnn_fer.faces.workers import source_row
 
     start = _timed("import ray", start, times)
@@ -82,19 +82,23 @@ def breakdown(sources: list, spec: RecognizerSpec, actors: int | None) -> dict[s
     start = _timed("actor, model (a task)", start, times)
     times.update({f"  in it: {k}": v for k, v in probe.items()})
     ray.kill(bare)
-    n_actors, _, _ = pool_size(options, spec)
+    per_block = spec.batch_size if spec.detector == "none" else BLOCK_INPUTS
+    pool = pool_size(options, spec, batches=-(-len(sources) // (per_block if spec.detector == "none" else 1)))
+    times["  actors in the pool"] = pool.actors
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     rows = [source_row(i, s) for i, s in enumerate(sources)]
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // spec.batch_size)))
-    dataset = dataset.map(lambda r: r, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=n_actors))
-    dataset = dataset.map_batches(_Bare, batch_size=spec.batch_size, compute=ray.data.ActorPoolStrategy(size=n_actors),
-                                  num_cpus=min(1.0, ray.cluster_resources()["CPU"] / n_actors))
+    blocks = max(1, -(-len(rows) // per_block))
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+    dataset = dataset.map_batches(_Bare, batch_size=per_block, compute=ray.data.ActorPoolStrategy(size=pool.actors),
+                                  num_cpus=pool.cpus)
     first = None
     for _ in dataset.iter_rows():
         first = first or time.perf_counter()
     times["Ray Data no-op: first row"] = first - start
+    end = time.perf_counter()
+    times["Ray Data no-op: per block"] = (end - first) / max(1, blocks - 1)
     start = _timed("Ray Data no-op: all rows", start, times)
     first = None
     for _ in ray_predict_stream(sources, spec, ["x"] * 8, options):

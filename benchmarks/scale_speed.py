@@ -110,18 +110,19 @@ def photo_rates(photos: Path, threads: int, rounds: int, backend: str = "auto") 
     return {name: (statistics.median(rates[name]), statistics.median(busy[name])) for name in rates}
 
 
-def cli_wall(args: list[str], out: Path) -> float:
-    """Seconds of one ``pcnn predict`` subprocess (fails loudly)."""
+def cli_wall(args: list[str], out: Path, src: Path = ROOT / "src") -> tuple[float, str]:
+    """Seconds of one ``pcnn predict`` subprocess running the package in ``src`` (fails loudly) and its ``ray:``
+    line (the work split), if any."""
     if out.exists():
         shutil.rmtree(out)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "predict", *args, "--out", str(out), "--quiet",
+    done = subprocess.run([sys.executable, "-m", "pcnn_fer.cli", "predict", *args, "--out", str(out),
                            "--no-annotate"], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"pcnn predict {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return wall
+    return wall, next((x for x in done.stderr.splitlines() if x.startswith("ray: ")), "")
 
 
 def same_rows(local: Path, ray: Path) -> float:
@@ -129,6 +130,7 @@ def same_rows(local: Path, ray: Path) -> float:
     import pandas as pd
 
     a, b = pd.read_csv(local / "predictions.csv"), pd.read_parquet(ray / "predictions.parquet")
+    a = a[[c for c in a.columns if c in b.columns]]  # a --baseline checkout may predate a column
     assert list(a.columns) == list(b.columns) and len(a) == len(b), "different rows"
     assert (a["source"] == b["source"]).all() and (a["label"] == b["label"]).all(), "different labels"
     numbers = [c for c in a.columns if a[c].dtype.kind == "f" and b[c].dtype.kind == "f"]
@@ -148,38 +150,55 @@ def main() -> None:
     parser.add_argument("--skip-cli", action="store_true", help="only the in-process rates")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
                         help="the classifier backend of the in-process rates (auto: what pcnn predict uses)")
+    parser.add_argument("--cli-only", action="store_true", help="only the whole commands")
+    parser.add_argument("--baseline", type=Path, help="another checkout's src/ whose Ray commands run alongside")
+    parser.add_argument("--no-workers", action="store_true", help="leave out the local worker-pool row")
     args = parser.parse_args()
     print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; {cpu_capabilities()}")
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         faces = link_inputs(args.faces, Path(tmp) / "faces", args.count)
         photos = link_inputs(args.photos, Path(tmp) / "photos", copies=args.copies)
-        described, rates = model_and_folder_rates(faces, args.threads, args.rounds, args.backend)
-        print(f"\n{args.count} faces, --no-detect, {args.threads} threads, backend {described}"
-              f", img/s and CPU ms/img (median of {args.rounds}):")
-        best = max(rates["model, spinning on"][0], rates["model, spinning off"][0])
-        for name, (rate, cpu_ms) in rates.items():
-            print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}   {cpu_ms:6.2f} CPU ms/img")
-        photo = photo_rates(photos, args.threads, args.rounds, args.backend)
-        print(f"\n{len(list(photos.iterdir()))} photos, detection, {args.threads} threads (median of {args.rounds}):")
-        for name, (rate, share) in photo.items():
-            print(f"  {name:<22} {rate:7.2f} photos/s   x before {rate / photo['photos, before'][0]:.2f}   "
-                  f"cores busy {share:.0%}")
-        print(f"load average after the in-process rates: {os.getloadavg()}")
+        if not args.cli_only:
+            described, rates = model_and_folder_rates(faces, args.threads, args.rounds, args.backend)
+            print(f"\n{args.count} faces, --no-detect, {args.threads} threads, backend {described}"
+                  f", img/s and CPU ms/img (median of {args.rounds}):")
+            best = max(rates["model, spinning on"][0], rates["model, spinning off"][0])
+            for name, (rate, cpu_ms) in rates.items():
+                print(f"  {name:<22} {rate:7.1f}   x the faster model row {rate / best:.2f}   "
+                      f"{cpu_ms:6.2f} CPU ms/img")
+            photo = photo_rates(photos, args.threads, args.rounds, args.backend)
+            print(f"\n{len(list(photos.iterdir()))} photos, detection, {args.threads} threads (median of "
+                  f"{args.rounds}):")
+            for name, (rate, share) in photo.items():
+                print(f"  {name:<22} {rate:7.2f} photos/s   x before {rate / photo['photos, before'][0]:.2f}   "
+                      f"cores busy {share:.0%}")
+            print(f"load average after the in-process rates: {os.getloadavg()}")
         if args.skip_cli:
             return
         jobs = {"faces": [str(faces), "--no-detect"], "photos": [str(photos)]}
         variants = {"local": ["--save-csv", "--workers", "1"],
                     "local, 1 worker per CPU": ["--save-csv", "--workers", str(args.threads)],
                     "ray, 1 actor": ["--engine", "ray", "--actors", "1", "--save-parquet"],
-                    "ray, 1 actor per CPU": ["--engine", "ray", "--save-parquet"]}
+                    f"ray, {args.threads} actors": ["--engine", "ray", "--actors", str(args.threads),
+                                                    "--save-parquet"],
+                    "ray, default": ["--engine", "ray", "--save-parquet"]}
+        if args.baseline is not None:  # the same Ray commands run by another checkout's package, in the same rounds
+            variants.update({f"{name} (baseline)": flags for name, flags in list(variants.items())
+                             if name.startswith("ray") and name != "ray, default"})
+        if args.no_workers:
+            del variants["local, 1 worker per CPU"]
         walls: dict[tuple[str, str], list[float]] = {}
         worst = 0.0
         for _ in range(args.rounds):
             for job, sources in jobs.items():
                 for name, flags in variants.items():
                     out = Path(tmp) / f"{job}-{name.replace(' ', '_')}"
-                    walls.setdefault((job, name), []).append(cli_wall([*sources, *flags], out))
+                    src = args.baseline if name.endswith("(baseline)") else ROOT / "src"
+                    wall, split = cli_wall([*sources, *flags], out, src)
+                    walls.setdefault((job, name), []).append(wall)
+                    if split:
+                        print(f"  {job} / {name}: {wall:.1f} s; {split}", flush=True)
                     if name.startswith("ray"):
                         worst = max(worst, same_rows(Path(tmp) / f"{job}-local", out))
         print(f"\nCLI wall seconds (median of {args.rounds}; start-up included); max |Δp| Ray vs local {worst:.1e}")
@@ -187,8 +206,10 @@ def main() -> None:
             local = statistics.median(walls[(job, "local")])
             for name in variants:
                 wall = statistics.median(walls[(job, name)])
-                print(f"  {job:<7} {name:<22} {wall:7.1f} s   x local {wall / local:.2f}")
+                print(f"  {job:<7} {name:<26} {wall:7.1f} s   x local {wall / local:.2f}   "
+                      f"(all: {', '.join(f'{w:.1f}' for w in walls[(job, name)])})")
     print(f"load average at end: {os.getloadavg()}")
+    print(f"CPU time of this benchmark's children: {os.times().children_user + os.times().children_system:.1f} s")
 
 
 if __name__ == "__main__":

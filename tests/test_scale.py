@@ -267,7 +267,8 @@ def test_two_node_cluster_survives_a_killed_worker(checkpoint, tmp_path, run_cli
 
         killer = threading.Thread(target=kill_one, daemon=True)
         killer.start()
-        code, _, _ = _predict(run_cli, *common, "--out", tmp_path / "ray", "--engine", "ray", "--save-parquet")
+        code, _, _ = _predict(run_cli, *common, "--out", tmp_path / "ray", "--engine", "ray", "--save-parquet",
+                              "--actors", "2")  # one per node (the job alone would be given one)
         killer.join(timeout=5)
     finally:
         ray.shutdown()

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 
 from .errors import UsageError
 
+#: PCNN's five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right)
+#: and of every output (defined here, away from torch, for the modules that only name them).
+REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
+
 #: The canonical expression names (FERPlus order, the superset of every supported dataset).
 CANONICAL_CLASSES: tuple[str, ...] = (
     "neutral",

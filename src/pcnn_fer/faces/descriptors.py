@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..dlib_weights import DLIB_MODEL_FILE
 from .align import BOX_TEMPLATES, convert_box
 from .detect import Detection, DetectorUnavailable, _import_dlib, _model_file
 from .detection import LANDMARK_NAMES, landmark_names
@@ -36,6 +35,8 @@ class FaceDescriber:
     def __init__(self) -> None:
         dlib = _import_dlib()
         self._dlib = dlib
+        from ..dlib_weights import DLIB_MODEL_FILE  # its reader needs torch; this only the file's name
+
         self._net = dlib.face_recognition_model_v1(_model_file(DLIB_MODEL_FILE))
         self._shapes = None
         self.calls = 0

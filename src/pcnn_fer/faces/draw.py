@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..models.pcnn import REGIONS
+from ..classes import REGIONS
 from .layout import Layout, Rect, inside
 
 

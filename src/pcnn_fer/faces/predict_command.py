@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from tqdm import tqdm
 
 from ..backends.dispatch import create_backend, describe_backend
 from ..errors import UsageError
-from ..models.pcnn import REGIONS
 from . import outputs
 from .imageio import ImageLoadError, load_image
 from .people_outputs import PeopleFiles
@@ -61,9 +61,10 @@ def run_predict(args: argparse.Namespace) -> int:
     spec = RecognizerSpec.from_args(args)
     ray_engine = getattr(args, "engine", "local") == "ray"
     if ray_engine:
-        from .ray_engine import require_ray
+        from .ray_engine import RayOptions, check_ray_installed
 
-        require_ray()
+        check_ray_installed()
+        ray_options = RayOptions(address=args.ray_address, actors=args.actors)
     elif args.ray_address or args.actors:
         raise UsageError("--ray-address and --actors apply to --engine ray")
     workers = _workers_flag(getattr(args, "workers", "1"))
@@ -95,6 +96,41 @@ def run_predict(args: argparse.Namespace) -> int:
         count, start = outputs.resume_point(sources, [r["source"] for _, r in done],
                                             frames_per_chunk(not args.no_detect, args.batch_size))
         keep_bytes, kept = (done[count - 1][0] if count else 0), [r for _, r in done[:count]]
+    ray_start = None
+    if ray_engine and sources[start:]:
+        from .ray_engine import RayStart, starts_local_ray
+
+        if starts_local_ray(ray_options):  # a local Ray for the job: it starts while the model loads here
+            ray_start = RayStart(ray_options)
+    try:
+        return _run(args, spec, _Plan(sources, start, out, annotated, keep_bytes, kept, people, tracking, jsonl,
+                                      workers), ray_start)
+    finally:
+        if ray_start is not None:
+            ray_start.close()
+
+
+@dataclass
+class _Plan:
+    """What ``pcnn predict`` planned and checked before loading any model."""
+
+    sources: list
+    start: int
+    out: Path | None
+    annotated: dict[int, list[Path]]
+    keep_bytes: int | None
+    kept: list[dict[str, Any]]
+    people: PeopleFiles | None
+    tracking: TrackingConfig
+    jsonl: bool
+    workers: int | None
+
+
+def _run(args: argparse.Namespace, spec: RecognizerSpec, plan: _Plan, ray_start: Any) -> int:
+    """Load the model and drain the chosen engine's stream into the outputs and the console report."""
+    sources, start, out, annotated, kept, people = (plan.sources, plan.start, plan.out, plan.annotated, plan.kept,
+                                                    plan.people)
+    ray_engine = getattr(args, "engine", "local") == "ray"
     # onnxruntime's spinning workers would take the cores from the decode-ahead thread (and from other jobs)
     backend = create_backend(args.backend, args.checkpoint, args.device, threads=args.threads, spinning=False)
     recognizer = spec.build(backend)  # with --engine ray: checks the model and warms the export cache here
@@ -106,25 +142,26 @@ def run_predict(args: argparse.Namespace) -> int:
                 + ("; engine: ray" if ray_engine else "")
                 + (f"; resuming after {len(kept)} record(s), {start} of {len(sources)} input(s) done" if args.resume
                    else ""), err=True)
-    files = outputs.ResultFiles(out, recognizer.classes, jsonl, args.save_json, args.save_csv,
+    files = outputs.ResultFiles(out, recognizer.classes, plan.jsonl, args.save_json, args.save_csv,
                                 args.save_parquet) if out else None
     annotator = outputs.Annotator(annotated, sources, args.every) if annotated else None
-    complete, stop_ray = False, False
+    complete, stream, ray_run = False, None, None
     try:
         if files is not None:
-            files.open(keep_bytes)
+            files.open(plan.keep_bytes)
             for record in kept:
                 files.add(record, stream=False)
         if ray_engine:
-            from .ray_engine import RayOptions, connect, ray_predict_stream
+            from .ray_engine import RayOptions, RayRun, ray_predict_stream
 
             if annotator is not None and any(s.kind not in ("image", "missing") for s in sources[start:]):
                 raise UsageError("annotated videos are drawn by the local engine: add --no-annotate to --engine ray")
-            options = RayOptions(address=args.ray_address, actors=args.actors)
-            stop_ray = connect(options)
-            stream = ray_predict_stream(sources[start:], spec, recognizer.classes, options, every=args.every,
-                                        max_frames=args.max_frames, tracking=tracking)
-        elif (count := _worker_count(workers, sources[start:], spec)) > 1:
+            ray_run = RayRun()
+            stream = ray_predict_stream(sources[start:], spec, recognizer.classes,
+                                        RayOptions(address=args.ray_address, actors=args.actors), every=args.every,
+                                        max_frames=args.max_frames, tracking=plan.tracking, driver=recognizer,
+                                        start=ray_start, run=ray_run)
+        elif (count := _worker_count(plan.workers, sources[start:], spec)) > 1:
             from .workers import pool_predict_stream
 
             if annotator is not None and any(s.kind not in ("image", "missing") for s in sources[start:]):
@@ -132,10 +169,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
             report.line(f"{count} worker processes", err=True)
             stream = pool_predict_stream(sources[start:], spec, recognizer.classes, count, every=args.every,
-                                         max_frames=args.max_frames, tracking=tracking)
+                                         max_frames=args.max_frames, tracking=plan.tracking)
         else:
             stream = ((r.to_dict(), r) for r in recognizer.track_stream(sources[start:], every=args.every,
-                                                                      max_frames=args.max_frames, config=tracking))
+                                                                      max_frames=args.max_frames,
+                                                                      config=plan.tracking))
         for record, result in stream:
             if result.origin is not report.source:
                 report.end_source(annotator.end_source() if annotator else None, people)
@@ -147,14 +185,15 @@ def run_predict(args: argparse.Namespace) -> int:
             report.add(result)
         complete = True
     finally:
-        if stop_ray:
-            import ray
-
-            ray.shutdown()
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()  # the Ray engine shuts down a Ray it started itself
         report.end_source(annotator.end_source() if annotator else None, people)
         report.close()
         if files is not None:
             files.close(complete)
+    if ray_run is not None and ray_run.batches:
+        report.line(f"ray: {ray_run.actors} model actor(s); this process classified {ray_run.driver_batches} of "
+                    f"{ray_run.batches} batch(es) while Ray started", err=True)
     report.summary(out)
     if report.inputs and not report.read:
         print(f"pcnn predict: error: no input could be read ({report.inputs} skipped)", file=sys.stderr)
@@ -164,6 +203,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _check_kept_classes(kept: list[dict[str, Any]], out: Path | None, classes: Any) -> None:
     """Refuse to resume over records made by a model with other classes (their CSV columns would not exist)."""
+    from ..classes import REGIONS
+
     for number, record in enumerate(kept, 1):
         try:
             check_record_classes(record, classes, REGIONS)

@@ -67,13 +67,34 @@ class BatchRecognizer:
     decoded images of a batch (videos whole, with tracking)."""
 
     def __init__(self, spec: RecognizerSpec, every: int, max_frames: int | None,
-                 tracking: TrackingConfig | None = None) -> None:
-        self.recognizer = spec.build(threads=1)
+                 tracking: TrackingConfig | None = None, threads: int = 1) -> None:
+        self.recognizer = spec.build(threads=threads)
+        self.max_pixels = spec.max_pixels
         self.every, self.max_frames, self.tracking = every, max_frames, tracking or TrackingConfig()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        """Rows of decoded inputs → rows of :func:`result_row`, in input order."""
+    @classmethod
+    def around(cls, recognizer: Any, spec: RecognizerSpec, every: int, max_frames: int | None,
+               tracking: TrackingConfig | None = None) -> BatchRecognizer:
+        """A batch recognizer working with a recognizer already built (the driver's, in the Ray engine)."""
+        self = cls.__new__(cls)
+        self.recognizer, self.max_pixels = recognizer, spec.max_pixels
+        self.every, self.max_frames, self.tracking = every, max_frames, tracking or TrackingConfig()
+        return self
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Rows of inputs (:func:`source_row`, decoded here unless they are :func:`decode_row`'s already) → rows of
+        :func:`result_row`, in input order. A ``rows`` column (the Ray engine) holds whole batches instead, each a
+        JSON list of :func:`source_row` rows."""
+        if "rows" in batch:
+            # not self(...): Ray Data runs __call__ on a one-thread executor, where a nested call waits on itself
+            results = [self._recognise(_columns(json.loads(text))) for text in batch["rows"]]
+            return {key: [v for r in results for v in r[key]] for key in ("index", "record", "meta", "people")}
+        return self._recognise(batch)
+
+    def _recognise(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         rows = [{k: batch[k][j] for k in batch} for j in range(len(batch["index"]))]
+        if "pixels" not in batch:
+            rows = [decode_row(row, self.max_pixels) for row in rows]
         out: list[dict[str, Any]] = []
         stills: list[tuple[int, Frame]] = []
         for row in rows:
@@ -97,6 +118,10 @@ class BatchRecognizer:
             return []
         results = self.recognizer.predict_frames([f for _, f in stills])
         return [result_row(i, r) for (i, _), r in zip(stills, results, strict=True)]
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {k: [r[k] for r in rows] for k in rows[0]}
 
 
 def prediction_of(row: dict[str, Any], origin: Source, classes: Sequence[str]) -> tuple[dict[str, Any], Prediction]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..classes import CANONICAL_CLASSES
+from ..classes import CANONICAL_CLASSES, REGIONS
 from ..errors import UsageError
 from .backbones import BACKBONES, FIXED_WIDTH_BACKBONES, branch_channels, init_backbone, make_layer4, make_trunk
 from .calibration import Calibration
@@ -35,9 +35,6 @@ from .faceres_net import FACERES_BGR_MEAN
 from .occlusion import OcclusionHeads
 from .resnet import STEMS, Stem
 from .sface_net import SFACE_PIXEL_MEAN, SFACE_PIXEL_SCALE
-
-#: The five local regions, in the order of the official code's branches x2, x3, x4, x6, x7 (image left/right).
-REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_cheek", "right_cheek", "mouth")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
