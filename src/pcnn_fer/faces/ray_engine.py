@@ -108,11 +108,12 @@ def connect(options: RayOptions) -> bool:
 
 class RayStart:
     """:func:`connect` in a background thread, begun at once: ``pcnn predict`` starts its local Ray this way before
-    loading its own model, so that the two start-ups overlap. :meth:`close` shuts down a Ray it started."""
+    loading its own model, so that the two start-ups overlap. The same thread shuts down the Ray it started when
+    :meth:`close` asks (Ray is shut down by the thread that started it)."""
 
     def __init__(self, options: RayOptions) -> None:
         self.options, self.started, self.error = options, False, None
-        self.done = threading.Event()
+        self.done, self._closing = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._connect, name="pcnn-ray-start", daemon=True)
         self.thread.start()
 
@@ -123,6 +124,11 @@ class RayStart:
             self.error = e
         finally:
             self.done.set()
+        self._closing.wait()
+        if self.started:
+            import ray
+
+            ray.shutdown()
 
     def wait(self) -> None:
         """Block until Ray is up; raise what starting it raised."""
@@ -131,13 +137,9 @@ class RayStart:
             raise self.error
 
     def close(self) -> None:
-        """Shut down the Ray this start began (after waiting for it: a starting Ray cannot be stopped half-way)."""
-        self.done.wait()
-        if self.started:
-            import ray
-
-            ray.shutdown()
-            self.started = False
+        """Shut down the Ray this start began (once it is up: a starting Ray cannot be stopped half-way)."""
+        self._closing.set()
+        self.thread.join()
 
 
 #: The pool grows by one model actor per this many batches of the job (up to one per CPU, or GPU): a small job
@@ -240,8 +242,12 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
     finally:
         two.stop.set()
         run.driver_batches = two.near_items
-        start.close()  # also ends the far side's wait on its actors
-        two.thread.join(timeout=30)
+        # The far side ends at its next record (or once Ray is up); Ray is shut down (by the caller) only after it:
+        # shutting Ray down under a thread still waiting on Ray Data ends the whole process (Ray's core worker
+        # exits when its raylet goes away).
+        start.done.wait()
+        if two.thread.ident is not None:
+            two.thread.join()
 
 
 class _RayBatches:
