@@ -192,8 +192,10 @@ def _run(args: argparse.Namespace, spec: RecognizerSpec, plan: _Plan, ray_start:
         if files is not None:
             files.close(complete)
     if ray_run is not None and ray_run.batches:
-        report.line(f"ray: {ray_run.actors} model actor(s); this process classified {ray_run.driver_batches} of "
-                    f"{ray_run.batches} batch(es) while Ray started", err=True)
+        pool = f"{ray_run.actors} model actor(s)" if ray_run.actors else "no model actor started (this process was " \
+            "due to finish first)"
+        report.line(f"ray: {pool}; this process classified {ray_run.driver_batches} of {ray_run.batches} batch(es) "
+                    f"while Ray started", err=True)
     report.summary(out)
     if report.inputs and not report.read:
         print(f"pcnn predict: error: no input could be read ({report.inputs} skipped)", file=sys.stderr)

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 #: A model actor that dies is restarted, and its batch retried, this many times before the job fails (a batch that
 #: kills its worker every time must not loop forever).
 MAX_RESTARTS = 3
+#: Seconds a Ray Data actor pool takes to give its first record on a freshly started local Ray (Ray Data's own
+#: actors, then the model actors' import and model load): 8-15 s measured on 2 busy cores (docs/performance.md).
+POOL_START_S = 10.0
 #: Inputs per Ray Data block at least (whole batches): fewer, bigger tasks for one-photo batches.
 BLOCK_INPUTS = 8
 
@@ -233,8 +236,13 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
 
     def far(untaken: Any) -> Iterator[tuple[int, list]]:
         start.wait()
+        left = untaken()
+        # An actor pool needs POOL_START_S to give its first record: not worth starting for what the driver, at its
+        # pace so far, finishes sooner (and a pool that has not answered yet could not be stopped before it does).
+        if two.near_items and len(left) * two.near_seconds / two.near_items < POOL_START_S:
+            return
         if not two.stop.is_set():
-            yield from job.stream(untaken())
+            yield from job.stream(left)
 
     two: TwoEnded = TwoEnded(len(bounds), lambda c: job.rows_of(near(job.inputs(c))), far)
     try:
@@ -320,5 +328,6 @@ class _RayBatches:
                 yield current, records
 
 
-__all__ = ["BATCHES_PER_ACTOR", "BLOCK_INPUTS", "Pool", "RayJobError", "RayOptions", "RayRun", "RayStart",
-           "check_ray_installed", "connect", "pool_size", "ray_predict_stream", "require_ray", "starts_local_ray"]
+__all__ = ["BATCHES_PER_ACTOR", "BLOCK_INPUTS", "POOL_START_S", "Pool", "RayJobError", "RayOptions", "RayRun",
+           "RayStart", "check_ray_installed", "connect", "pool_size", "ray_predict_stream", "require_ray",
+           "starts_local_ray"]

@@ -5,6 +5,7 @@ order. Used by ``pcnn predict --engine ray`` so that the driver classifies the f
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -26,6 +27,7 @@ class TwoEnded(Generic[R]):
         self._error: BaseException | None = None
         self.stop = threading.Event()
         self.near_items = 0
+        self.near_seconds = 0.0  # time the near side has spent on its items
         self.thread = threading.Thread(target=self._run_far, name="pcnn-far-end", daemon=True)
 
     def _untaken(self) -> list[int]:
@@ -67,8 +69,11 @@ class TwoEnded(Generic[R]):
                         break
                     item = self._front
                     self._front += 1
+                began = time.perf_counter()
+                results = self._near(item)
+                self.near_seconds += time.perf_counter() - began
                 self.near_items += 1
-                yield from self._near(item)
+                yield from results
             self.stop.set()
             with self._lock:
                 if self._error is not None:
