@@ -10,8 +10,8 @@ Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
   and (spinning off) with ``overlap=False``: one group after the other, the model not overlapping the preparation of
   the next group; each row also gives the whole process's CPU time per image;
 * **photos, in-process** – ``predict_stream`` over the photos with detection, one photo after the other with YuNet
-  on one thread (as before) and as ``pcnn predict`` runs them in one process now (overlap on, YuNet on
-  ``--threads`` threads), with the share of the cores the process kept busy;
+  on one thread (as before), with the overlap and YuNet on one thread, and as ``pcnn predict`` runs them in one
+  process now (overlap on, YuNet on ``--threads`` threads), with the share of the cores the process kept busy;
 * **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
   the local engine with ``--save-csv`` in one process (``--workers 1``) and with one worker process per CPU, against
   ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per CPU), on the faces with ``--no-detect``
@@ -90,11 +90,12 @@ def model_and_folder_rates(faces: Path, threads: int, rounds: int, backend: str 
 def photo_rates(photos: Path, threads: int, rounds: int, backend: str = "auto") -> dict[str, tuple[float, float]]:
     """(photos/s, share of the ``threads`` cores used: process CPU time / (wall × threads)) of the in-process
     pipeline over the photos with detection (the default detector): as before (one photo after the other, YuNet on
-    one thread) and as ``pcnn predict`` runs it in one process now (the model classifying a photo while the next is
-    detected, YuNet on ``threads`` threads)."""
+    one thread), with the model classifying a photo while the next is detected (YuNet still on one thread), and as
+    ``pcnn predict`` runs it in one process now (that overlap, YuNet on ``threads`` threads)."""
     model = create_backend(backend, "default", "cpu", threads=threads, spinning=False)
     spec = RecognizerSpec()
-    recognizers = {"photos, before": (spec.build(model, threads=1), False),
+    one_thread = spec.build(model, threads=1)
+    recognizers = {"photos, before": (one_thread, False), "photos, overlap": (one_thread, True),
                    "photos, now": (spec.build(model, threads=threads), True)}
     for rec, _ in recognizers.values():
         sum(1 for _ in rec.predict_stream([photos]))  # warm-up
