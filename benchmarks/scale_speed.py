@@ -6,12 +6,11 @@ Rows, measured in interleaved rounds (median of ``--rounds``), on one machine:
 * **model** – the ``auto`` backend alone on batches of 32 preprocessed faces (what ``pcnn bench`` times), with
   onnxruntime's spinning workers on (its default) and off (what ``pcnn predict`` uses);
 * **folder, in-process** – ``Recognizer.predict_stream`` over the face folder with ``--no-detect`` (decode, align,
-  classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off,
-  and (spinning off) with ``overlap=False``: one group after the other, the model not overlapping the preparation of
-  the next group; each row also gives the whole process's CPU time per image;
-* **photos, in-process** – ``predict_stream`` over the photos with detection, one photo after the other with YuNet
-  on one thread (as before), with the overlap and YuNet on one thread, and as ``pcnn predict`` runs them in one
-  process now (overlap on, YuNet on ``--threads`` threads), with the share of the cores the process kept busy;
+  classify, records), the recognizer built before the clock starts; with onnxruntime's spinning workers on and off
+  (the model overlapping the next group's preparation where it leaves cores free, as ``pcnn predict`` runs it), and
+  (spinning off) with the overlap forced on and off; each row also gives the whole process's CPU time per image;
+* **photos, in-process** – ``predict_stream`` over the photos with detection, one photo after the other and with
+  the overlap, with the share of the cores the process kept busy;
 * **CLI wall** – the whole ``pcnn predict`` command in a subprocess (start-up, model load, Ray start included):
   the local engine with ``--save-csv`` in one process (``--workers 1``) and with one worker process per CPU, against
   ``--engine ray --save-parquet`` (``--actors 1`` and the default, one per CPU), on the faces with ``--no-detect``
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pcnn_fer.backends.dispatch import create_backend, describe_backend  # noqa: E402
 from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
+from pcnn_fer.faces.pipeline import model_leaves_cores  # noqa: E402
 from pcnn_fer.faces.sources import IMAGE_EXTENSIONS  # noqa: E402
 from pcnn_fer.faces.spec import RecognizerSpec  # noqa: E402
 
@@ -63,8 +63,8 @@ def model_and_folder_rates(faces: Path, threads: int, rounds: int, backend: str 
     spec = RecognizerSpec(detector="none")
     plain = create_backend(backend, "default", "cpu", threads=threads)
     quiet = create_backend(backend, "default", "cpu", threads=threads, spinning=False)
-    recognizers = {"folder, spinning on": (spec.build(plain), True), "folder, spinning off": (spec.build(quiet), True),
-                   "folder, no overlap": (spec.build(quiet), False)}
+    recognizers = {"folder, spinning on": (spec.build(plain), None), "folder, spinning off": (spec.build(quiet), None),
+                   "folder, overlap": (spec.build(quiet), True), "folder, no overlap": (spec.build(quiet), False)}
     first = recognizers["folder, spinning on"][0]
     count = sum(1 for _ in first.predict_stream([faces]))  # warm-up, decode cache
     batch = first.preprocess([np.zeros((48, 48, 3), np.uint8)] * 32)
@@ -83,20 +83,19 @@ def model_and_folder_rates(faces: Path, threads: int, rounds: int, backend: str 
             n = sum(1 for _ in rec.predict_stream([faces], overlap=overlap))
             rates[name].append(n / (time.perf_counter() - start))
             cpu[name].append(1000 * (time.process_time() - used) / n)
-    return describe_backend(quiet), {name: (statistics.median(rates[name]), statistics.median(cpu[name]))
+    described = f"{describe_backend(quiet)}; pcnn predict's overlap {'on' if model_leaves_cores(quiet) else 'off'}"
+    return described, {name: (statistics.median(rates[name]), statistics.median(cpu[name]))
                                      for name in rates}
 
 
 def photo_rates(photos: Path, threads: int, rounds: int, backend: str = "auto") -> dict[str, tuple[float, float]]:
     """(photos/s, share of the ``threads`` cores used: process CPU time / (wall × threads)) of the in-process
-    pipeline over the photos with detection (the default detector): as before (one photo after the other, YuNet on
-    one thread), with the model classifying a photo while the next is detected (YuNet still on one thread), and as
-    ``pcnn predict`` runs it in one process now (that overlap, YuNet on ``threads`` threads)."""
+    pipeline over the photos with detection (the default detector): one photo after the other and with the model
+    classifying a photo while the next is detected and aligned."""
     model = create_backend(backend, "default", "cpu", threads=threads, spinning=False)
     spec = RecognizerSpec()
-    one_thread = spec.build(model, threads=1)
-    recognizers = {"photos, before": (one_thread, False), "photos, overlap": (one_thread, True),
-                   "photos, now": (spec.build(model, threads=threads), True)}
+    recognizer = spec.build(model)
+    recognizers = {"photos, one by one": (recognizer, False), "photos, overlap": (recognizer, True)}
     for rec, _ in recognizers.values():
         sum(1 for _ in rec.predict_stream([photos]))  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in recognizers}
@@ -172,8 +171,8 @@ def main() -> None:
             print(f"\n{len(list(photos.iterdir()))} photos, detection, {args.threads} threads (median of "
                   f"{args.rounds}):")
             for name, (rate, share) in photo.items():
-                print(f"  {name:<22} {rate:7.2f} photos/s   x before {rate / photo['photos, before'][0]:.2f}   "
-                      f"cores busy {share:.0%}")
+                print(f"  {name:<22} {rate:7.2f} photos/s   x one by one "
+                      f"{rate / photo['photos, one by one'][0]:.2f}   cores busy {share:.0%}")
             print(f"load average after the in-process rates: {os.getloadavg()}")
         if args.skip_cli:
             return

@@ -121,30 +121,34 @@ def test_batched_quality_equals_opencv_per_face(real_dataset):
 
 
 @needs_samples
-def test_photos_in_one_process_detect_on_every_core(tmp_path):
-    """``pcnn predict``'s recognizer (a spec built without a thread count) runs YuNet on every usable core, a
-    worker's (threads=1) on one; the network's outputs, and so the faces, are the same on 1 and 2 threads; the
-    photos' records with the overlap equal one photo after the other."""
-    import os
-
-    from pcnn_fer.faces.imageio import load_image
-    from pcnn_fer.faces.spec import RecognizerSpec
-    from pcnn_fer.faces.yunet import YuNetDetector
-
-    pytest.importorskip("onnxruntime")
-    one, two = YuNetDetector(threads=1), YuNetDetector(threads=2)
-    for photo in sorted(SAMPLES.glob("*.png")):
-        rgb = load_image(photo)
-        work, _ = one.working_copy(rgb)
-        padded = np.zeros((-(-work.shape[0] // 32) * 32, -(-work.shape[1] // 32) * 32, 3), np.uint8)
-        padded[:work.shape[0], :work.shape[1]] = work[..., ::-1]
-        a, b = one._forward(padded), two._forward(padded)
-        assert all(np.array_equal(a[k], b[k]) for k in a)
-    spec = RecognizerSpec(backend="torch")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    rec = spec.build()
-    assert rec.detector.primary._session.get_session_options().intra_op_num_threads == cores
-    worker = spec.build(threads=1)
-    assert worker.detector.primary._session.get_session_options().intra_op_num_threads == 1
-    sequential = _records(worker.predict_stream([SAMPLES], overlap=False))
+def test_photos_with_detection_give_the_sequential_records(tmp_path):
+    """The sample photos with detection (YuNet; one photo per group): the overlap gives the records of one photo
+    after the other, byte for byte, in predict_stream and in track_frames."""
+    rec = Recognizer(backend="torch")
+    sequential = _records(rec.predict_stream([SAMPLES], overlap=False))
     assert _records(rec.predict_stream([SAMPLES])) == sequential and len(sequential) == 3
+    groups = chunks(prefetch((f for s in expand_sources([SAMPLES]) for f in _frames(s, rec)), 2), 1)
+    assert _records(track_frames(rec, groups, overlap=True)) == sequential
+    assert sum(len(json.loads(r)["faces"]) for r in sequential) >= 2
+
+
+def test_the_overlap_is_used_where_the_model_leaves_cores(checkpoint, monkeypatch):
+    """model_leaves_cores: onnxruntime on every core (its default) or on as many threads as the usable cores fills
+    them; one thread of two leaves one; torch by its thread count; an unknown backend object: no overlap."""
+    import torch
+
+    from pcnn_fer.backends.dispatch import create_backend
+    from pcnn_fer.engine import cores
+    from pcnn_fer.faces.pipeline import model_leaves_cores
+
+    monkeypatch.setattr(cores, "usable_cpus", lambda: {0, 1})
+    pytest.importorskip("onnxruntime")
+    assert not model_leaves_cores(create_backend("onnx", checkpoint, threads=None))
+    assert not model_leaves_cores(create_backend("onnx", checkpoint, threads=2))
+    assert model_leaves_cores(create_backend("onnx", checkpoint, threads=1))
+    torch_backend = create_backend("torch", checkpoint)
+    torch.set_num_threads(2)
+    assert not model_leaves_cores(torch_backend)
+    torch.set_num_threads(1)
+    assert model_leaves_cores(torch_backend)
+    assert not model_leaves_cores(_FailingOn(torch_backend, 1))

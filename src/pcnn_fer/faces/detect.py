@@ -290,17 +290,16 @@ class DlibAutoDetector:
 class AutoDetector:
     """The default detector: YuNet (:class:`~pcnn_fer.faces.yunet.YuNetDetector`; ``threshold`` is its face score)
     when onnxruntime or OpenCV can run it, else :class:`DlibAutoDetector` (``threshold`` is then the HOG window
-    score), with :attr:`note` saying why (printed once to stderr, and by ``pcnn predict``); ``threads``: YuNet's
-    intra-op threads. The measurements behind the choice are in docs/faces.md."""
+    score), with :attr:`note` saying why (printed once to stderr, and by ``pcnn predict``). The measurements behind
+    the choice are in docs/faces.md."""
 
     name = "auto"
 
-    def __init__(self, threshold: float | None = None, threads: int = 1) -> None:
+    def __init__(self, threshold: float | None = None) -> None:
         self.note = ""
         if yunet_available():
             self.primary: YuNetDetector | DlibAutoDetector = (
-                YuNetDetector(threads=threads) if threshold is None else YuNetDetector(threshold=threshold,
-                                                                                       threads=threads))
+                YuNetDetector() if threshold is None else YuNetDetector(threshold=threshold))
         else:
             self.note = YUNET_MISSING
             if not dlib_available():

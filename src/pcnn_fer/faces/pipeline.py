@@ -2,6 +2,11 @@
 thread (the classifier backends release the GIL), the calling thread finds, aligns, preprocesses and measures the
 next group's faces and builds the previous group's :class:`~pcnn_fer.faces.recognizer.Prediction` objects.
 
+The overlap pays where the model leaves room beside it: on an accelerator, or on fewer CPU threads than the usable
+cores (:func:`model_leaves_cores`, what ``overlap=None`` asks). Where the model's threads already fill the cores,
+the preparation only takes cores from the model: on 2 cores with the model on 2 threads the overlap ran no faster
+than one group after the other, so there the groups go one after the other.
+
 A group is what :meth:`Recognizer.predict_frames <pcnn_fer.faces.recognizer.Recognizer.predict_frames>` classifies
 together (:func:`~pcnn_fer.faces.stream.chunks`); the batches, and so every probability, are the same with and
 without the overlap, and the predictions come out in input order. An error keeps its place too: the predictions of
@@ -20,7 +25,7 @@ import numpy as np
 
 from .sources import Frame
 
-__all__ = ["Group", "start_group", "finish_group", "predict_groups"]
+__all__ = ["Group", "start_group", "finish_group", "predict_groups", "model_leaves_cores"]
 
 #: (probs (N, C), region probs (N, 5, C), occlusion (N, 5)) of a group's faces.
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -69,9 +74,34 @@ def finish_group(recognizer: Any, group: Group) -> list[Any]:
     return results
 
 
-def predict_groups(recognizer: Any, groups: Iterable[Sequence[Frame]], overlap: bool = True) -> Iterator[Any]:
+def model_leaves_cores(backend: Any) -> bool:
+    """True when a classifier backend runs on an accelerator or on fewer CPU threads than this process may use
+    (onnxruntime's default, 0, is one per physical core: it fills them); False for other backend objects."""
+    from ..engine.cores import usable_cpus
+
+    cores = len(usable_cpus())
+    session = getattr(backend, "session", None)
+    if session is not None and hasattr(session, "get_providers"):
+        if session.get_providers()[0] != "CPUExecutionProvider":
+            return True
+        return 0 < session.get_session_options().intra_op_num_threads < cores
+    device = getattr(backend, "device", None)
+    if device is None:
+        return False
+    if getattr(device, "type", str(device)) != "cpu":
+        return True
+    import torch
+
+    return torch.get_num_threads() < cores
+
+
+def predict_groups(recognizer: Any, groups: Iterable[Sequence[Frame]], overlap: bool | None = None
+                   ) -> Iterator[Any]:
     """The predictions of every frame of ``groups``, in order; with ``overlap`` the model classifies a group while
-    the next one is prepared (see the module docstring). A webcam's frame is never held back for the next one."""
+    the next one is prepared (None: when :func:`model_leaves_cores`; see the module docstring). A webcam's frame is
+    never held back for the next one."""
+    if overlap is None:
+        overlap = model_leaves_cores(recognizer.backend)
     pool = ThreadPoolExecutor(1, thread_name_prefix="pcnn-model") if overlap else None
     run = None if pool is None else (lambda batches: pool.submit(recognizer.run_model, batches))
     pending: Group | None = None  # started, not yet yielded

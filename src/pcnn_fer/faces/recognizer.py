@@ -359,13 +359,13 @@ class Recognizer:
                     quality=quality)
 
     def predict_stream(self, sources: Sequence[str | Path | Source], every: int = 1,
-                       max_frames: int | None = None, overlap: bool = True) -> Iterator[Prediction]:
+                       max_frames: int | None = None, overlap: bool | None = None) -> Iterator[Prediction]:
         """Predictions for SOURCE-style inputs (files, folders, globs, videos, webcam indices, as ``pcnn predict``
         takes them, or :class:`~pcnn_fer.faces.sources.Source` objects): one per image and one per analysed video
         frame, skipped ones included, in input order. Inputs are decoded ahead in a background thread, the faces of
         :func:`~pcnn_fer.faces.stream.frames_per_chunk` frames are classified together, and the model classifies
-        one such group while the next is aligned and preprocessed (:func:`~pcnn_fer.faces.pipeline.predict_groups`;
-        ``overlap=False``: one group after the other, same results)."""
+        one such group while the next is aligned and preprocessed where it has room beside it (``overlap`` None:
+        :func:`~pcnn_fer.faces.pipeline.model_leaves_cores`; True/False: always/never; the same results)."""
         expanded = expand_sources(sources)
         frames = (f for s in expanded for f in iter_frames(s, every=every, max_pixels=self.max_pixels,
                                                             max_frames=max_frames))

@@ -40,33 +40,25 @@ class RecognizerSpec:
                    color=args.color, batch_size=args.batch_size, max_pixels=args.max_pixels,
                    detect_every=args.detect_every, min_confidence=args.min_confidence)
 
-    def create_detector(self, threads: int = 1) -> Any:
-        """The face detector this spec names (``threads``: YuNet's intra-op threads, for ``auto`` and ``yunet``)."""
+    def create_detector(self) -> Any:
+        """The face detector this spec names."""
         from .detect import create_detector
 
-        options: dict[str, Any] = {} if self.detect_threshold is None else {"threshold": self.detect_threshold}
-        if self.detector in ("auto", "yunet"):
-            options["threads"] = threads
-        return create_detector(self.detector, **options)
+        if self.detect_threshold is None:
+            return create_detector(self.detector)
+        return create_detector(self.detector, threshold=self.detect_threshold)
 
     def build(self, backend: Any = None, threads: int | None = None) -> Any:
         """The :class:`~pcnn_fer.faces.recognizer.Recognizer` (``backend``: a ready one to reuse; ``threads``: CPU
-        threads of the model and the detector when the spec names none; neither: the detector gets every usable
-        core, as onnxruntime's model does by default)."""
+        threads when the spec names none)."""
         from ..backends.dispatch import create_backend
         from .recognizer import Recognizer
 
         if backend is None:
             backend = create_backend(self.backend, self.checkpoint, self.device, threads=self.threads or threads)
-        if self.threads or threads:
-            detector_threads = self.threads or threads
-        else:
-            from ..engine.cores import usable_cpus
-
-            detector_threads = len(usable_cpus())
-        return Recognizer(backend=backend, detector=self.create_detector(int(detector_threads)),
-                          batch_size=self.batch_size, color=self.color, max_pixels=self.max_pixels,
-                          detect_every=self.detect_every, min_confidence=self.min_confidence)
+        return Recognizer(backend=backend, detector=self.create_detector(), batch_size=self.batch_size,
+                          color=self.color, max_pixels=self.max_pixels, detect_every=self.detect_every,
+                          min_confidence=self.min_confidence)
 
 
 __all__ = ["RecognizerSpec"]

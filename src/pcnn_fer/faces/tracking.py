@@ -31,7 +31,7 @@ from ..errors import UsageError
 from .descriptors import FaceDescriber, describer_or_none
 from .identity import IdentityConfig, IdentityTracker
 from .people import PeopleSummary
-from .pipeline import Group, finish_group, start_group
+from .pipeline import Group, finish_group, model_leaves_cores, start_group
 from .smoothing import DEFAULT_SMOOTH_SECONDS, ExpressionSmoother
 from .sources import ASSUMED_FPS, Frame, Source, image_sequence
 from .stream import STILL_KINDS
@@ -177,10 +177,10 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
                  overlap: bool = True) -> Iterator[Any]:
     """Predictions for groups of decoded frames (:func:`~pcnn_fer.faces.stream.chunks`), in order: video and webcam
     frames tracked (see the module docstring), groups of still images classified together as
-    :meth:`Recognizer.predict_frames` does (the model classifying one group while the next is prepared,
-    :func:`~pcnn_fer.faces.pipeline.predict_groups`). ``describer``: ``"auto"`` (dlib's descriptors when installed and
-    ``config.reid``), None (motion only) or a describer. ``overlap``: classify in a worker thread while the next
-    frame is searched."""
+    :meth:`Recognizer.predict_frames` does (the model classifying one group while the next is prepared where it
+    leaves cores free, :func:`~pcnn_fer.faces.pipeline.predict_groups`). ``describer``: ``"auto"`` (dlib's
+    descriptors when installed and ``config.reid``), None (motion only) or a describer. ``overlap``: classify in a
+    worker thread while the next frame is searched."""
     config = config or TrackingConfig()
     if isinstance(describer, str):
         describer = describer_or_none() if config.reid else None
@@ -191,7 +191,8 @@ def track_frames(recognizer: Any, groups: Iterable[list[Frame]], every: int = 1,
             return _Inline(recognizer.classify(crops))
         return pool.submit(recognizer.classify, crops)
 
-    run = None if pool is None else (lambda batches: pool.submit(recognizer.run_model, batches))
+    run = None if pool is None or not model_leaves_cores(recognizer.backend) else (
+        lambda batches: pool.submit(recognizer.run_model, batches))
     state: SourceTracking | None = None
     pending: Group | tuple[SourceTracking, dict[str, Any]] | None = None  # started, not yet yielded
 
