@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 MAX_RESTARTS = 3
 #: Seconds a Ray Data actor pool takes to give its first record on a freshly started local Ray (Ray Data's own
 #: actors, then the model actors' import and model load): 8-15 s measured on 2 busy cores (docs/performance.md).
-POOL_START_S = 10.0
+POOL_START_S = 15.0
 #: Inputs per Ray Data block at least (whole batches): fewer, bigger tasks for one-photo batches.
 BLOCK_INPUTS = 8
 
@@ -239,7 +239,7 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
         left = untaken()
         # An actor pool needs POOL_START_S to give its first record: not worth starting for what the driver, at its
         # pace so far, finishes sooner (and a pool that has not answered yet could not be stopped before it does).
-        if two.near_items and len(left) * two.near_seconds / two.near_items < POOL_START_S:
+        if two.near_items > 1 and len(left) * two.near_seconds / (two.near_items - 1) < POOL_START_S:
             return
         if not two.stop.is_set():
             yield from job.stream(left)

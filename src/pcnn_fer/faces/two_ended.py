@@ -27,7 +27,7 @@ class TwoEnded(Generic[R]):
         self._error: BaseException | None = None
         self.stop = threading.Event()
         self.near_items = 0
-        self.near_seconds = 0.0  # time the near side has spent on its items
+        self.near_seconds = 0.0  # time the near side has spent on its items after the first (its warm-up)
         self.thread = threading.Thread(target=self._run_far, name="pcnn-far-end", daemon=True)
 
     def _untaken(self) -> list[int]:
@@ -71,7 +71,8 @@ class TwoEnded(Generic[R]):
                     self._front += 1
                 began = time.perf_counter()
                 results = self._near(item)
-                self.near_seconds += time.perf_counter() - began
+                if self.near_items:
+                    self.near_seconds += time.perf_counter() - began
                 self.near_items += 1
                 yield from results
             self.stop.set()
