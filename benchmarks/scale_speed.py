@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--cli-only", action="store_true", help="only the whole commands")
     parser.add_argument("--baseline", type=Path, help="another checkout's src/ whose Ray commands run alongside")
     parser.add_argument("--no-workers", action="store_true", help="leave out the local worker-pool row")
+    parser.add_argument("--running-ray", action="store_true",
+                        help="also time the Ray commands on a Ray started before them (--ray-address)")
     args = parser.parse_args()
     print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; {cpu_capabilities()}")
     print(f"load average at start: {os.getloadavg()}")
@@ -188,6 +190,14 @@ def main() -> None:
                              if name.startswith("ray") and name != "ray, default"})
         if args.no_workers:
             del variants["local, 1 worker per CPU"]
+        if args.running_ray:  # the job alone, on a Ray already started (here, by this benchmark) and joined
+            import ray
+
+            ray.init(num_cpus=args.threads, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            address = ray.get_runtime_context().gcs_address
+            for actors in (1, args.threads):
+                variants[f"running Ray, {actors} actor(s)"] = ["--engine", "ray", "--ray-address", address,
+                                                               "--actors", str(actors), "--save-parquet"]
         walls: dict[tuple[str, str], list[float]] = {}
         worst = 0.0
         for _ in range(args.rounds):
@@ -199,7 +209,7 @@ def main() -> None:
                     walls.setdefault((job, name), []).append(wall)
                     if split:
                         print(f"  {job} / {name}: {wall:.1f} s; {split}", flush=True)
-                    if name.startswith("ray"):
+                    if "ray" in name.lower():
                         worst = max(worst, same_rows(Path(tmp) / f"{job}-local", out))
         print(f"\nCLI wall seconds (median of {args.rounds}; start-up included); max |Δp| Ray vs local {worst:.1e}")
         for job in jobs:
