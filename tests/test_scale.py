@@ -210,6 +210,14 @@ def test_a_manifests_bad_entries_are_error_rows_on_ray(local_ray, checkpoint, tm
                                 "--save-parquet")
     _assert_fault_rows(ray)
     _assert_same_rows(local, ray)
+    # 2 actors on batches of one input, Ray Data's order left at its default: the engine asks for input order itself
+    local_ray.data.DataContext.get_current().execution_options.preserve_order = False
+    (tmp_path / "many.csv").write_text(manifest.read_text() + manifest.read_text().split("\n", 1)[1] * 5)
+    common = [tmp_path / "many.csv", "--no-detect", "--backend", "torch", "--batch-size", "1", "--checkpoint",
+              checkpoint, "--save-csv", "--save-parquet", "--save-jsonl", "--no-annotate", "--quiet"]
+    assert _predict(run_cli, *common, "--out", tmp_path / "one")[0] == 0
+    assert _predict(run_cli, *common, "--out", tmp_path / "two", "--engine", "ray", "--actors", "2")[0] == 0
+    _assert_same_rows(tmp_path / "one", tmp_path / "two")  # 48 inputs in 6 blocks over 2 actors, in input order
 
 
 def _actor_pids() -> list[int]:

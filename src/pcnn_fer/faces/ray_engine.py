@@ -295,13 +295,13 @@ class _RayBatches:
                  for b in batches]
         # a block holds whole batches, at least BLOCK_INPUTS inputs (a task per photo would cost more than the photo)
         per_block = max(1, BLOCK_INPUTS // max(1, self.bounds[batches[0]][1] - self.bounds[batches[0]][0]))
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_block)))
         with warnings.catch_warnings():  # Ray Data's advice on pool sizes and its deprecations are not the user's
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            context = ray.data.DataContext.get_current()
+            context = ray.data.DataContext.get_current()  # before the dataset, which copies it
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False  # the driver's own bar counts the results as they come
+            dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_block)))
             # One stage: the actors decode their own inputs (only paths travel to them, never pixels).
             dataset = dataset.map_batches(BatchRecognizer, fn_constructor_kwargs={
                                               "spec": self.spec, "every": self.every, "max_frames": self.max_frames,
@@ -310,7 +310,7 @@ class _RayBatches:
                                           compute=ray.data.ActorPoolStrategy(size=pool.actors), num_cpus=pool.cpus,
                                           num_gpus=pool.gpus, max_restarts=MAX_RESTARTS,
                                           max_task_retries=MAX_RESTARTS)
-            current, records = -1, []
+            current, records, position = -1, [], 0
             try:
                 for row in dataset.iter_rows():
                     index = int(row["index"])
@@ -318,6 +318,9 @@ class _RayBatches:
                     if batch != current and records:
                         yield current, records
                         records = []
+                        position += 1
+                    if position >= len(batches) or batch != batches[position]:  # never out of input order
+                        raise RayJobError(f"the Ray job returned batch {batch} out of input order (record {index})")
                     current = batch
                     records.append(prediction_of(row, self.sources[index], self.classes))
             except ray.exceptions.RayError as e:
