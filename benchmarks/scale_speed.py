@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--no-workers", action="store_true", help="leave out the local worker-pool row")
     parser.add_argument("--running-ray", action="store_true",
                         help="also time the Ray commands on a Ray started before them (--ray-address)")
+    parser.add_argument("--running-ray-only", action="store_true", help="the local engine and --running-ray only")
     args = parser.parse_args()
     print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; {cpu_capabilities()}")
     print(f"load average at start: {os.getloadavg()}")
@@ -190,7 +191,10 @@ def main() -> None:
                              if name.startswith("ray") and name != "ray, default"})
         if args.no_workers:
             del variants["local, 1 worker per CPU"]
-        if args.running_ray:  # the job alone, on a Ray already started (here, by this benchmark) and joined
+        if args.running_ray_only:
+            variants = {"local": variants["local"]}
+        if args.running_ray or args.running_ray_only:  # the job alone, on a Ray already started (here, by this
+            # benchmark) and joined
             import ray
 
             ray.init(num_cpus=args.threads, include_dashboard=False, logging_level="ERROR", log_to_driver=False)

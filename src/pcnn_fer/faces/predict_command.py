@@ -194,8 +194,9 @@ def _run(args: argparse.Namespace, spec: RecognizerSpec, plan: _Plan, ray_start:
     if ray_run is not None and ray_run.batches:
         pool = f"{ray_run.actors} model actor(s)" if ray_run.actors else "no model actor started (this process was " \
             "due to finish first)"
-        report.line(f"ray: {pool}; this process classified {ray_run.driver_batches} of {ray_run.batches} batch(es) "
-                    f"while Ray started", err=True)
+        share = (f"this process classified {ray_run.driver_batches} of {ray_run.batches} batch(es) while Ray "
+                 f"started") if ray_run.shared else f"{ray_run.batches} batch(es), all on the actors"
+        report.line(f"ray: {pool}; {share}", err=True)
     report.summary(out)
     if report.inputs and not report.read:
         print(f"pcnn predict: error: no input could be read ({report.inputs} skipped)", file=sys.stderr)

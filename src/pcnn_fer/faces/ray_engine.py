@@ -191,6 +191,7 @@ class RayRun:
     actors: int = 0
     batches: int = 0
     driver_batches: int = 0
+    shared: bool = False  # the driver worked too (a local Ray started for the job)
 
 
 def starts_local_ray(options: RayOptions) -> bool:
@@ -233,6 +234,7 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
                 ray.shutdown()
         return
     near = BatchRecognizer.around(driver, spec, every, max_frames, tracking)
+    run.shared = True
 
     def far(untaken: Any) -> Iterator[tuple[int, list]]:
         start.wait()
