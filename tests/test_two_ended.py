@@ -3,6 +3,7 @@ back (:class:`pcnn_fer.faces.two_ended.TwoEnded`); every item's results exactly 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -86,6 +87,31 @@ def test_a_failing_far_side_stops_the_job():
 
     with pytest.raises(RuntimeError, match="cluster lost"):
         list(TwoEnded(50, near, far).results())
+
+
+def test_a_job_shorter_than_a_local_rays_start_starts_no_ray_and_gives_the_local_rows(checkpoint, tmp_path, run_cli):
+    """``--engine ray`` with no cluster on a job the driver finishes in well under :data:`RAY_START_S` +
+    :data:`POOL_START_S`: no local Ray is started (Ray is not even imported), the console says so, and the rows are
+    the local engine's."""
+    pytest.importorskip("ray")
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"f{i:02d}.png")
+    common = [folder, "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4", "--backend", "torch",
+              "--save-csv", "--no-annotate"]
+    code, _, _ = run_cli(["predict", *common, "--out", tmp_path / "local"])
+    assert code == 0
+    code, _, err = run_cli(["predict", *common, "--out", tmp_path / "ray", "--engine", "ray"])
+    assert code == 0
+    assert "ray: no local Ray started" in err and "classified all 6 batch(es)" in err
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+    assert (tmp_path / "ray" / "predictions.csv").read_text() == (tmp_path / "local" / "predictions.csv").read_text()
 
 
 @pytest.mark.slow

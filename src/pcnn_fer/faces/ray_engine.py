@@ -53,6 +53,10 @@ MAX_RESTARTS = 3
 #: Seconds a Ray Data actor pool takes to give its first record on a freshly started local Ray (Ray Data's own
 #: actors, then the model actors' import and model load): 8-15 s measured on 2 busy cores (docs/performance.md).
 POOL_START_S = 15.0
+#: Seconds a local Ray takes to start and to shut down again on 2 busy cores (import, ``ray.init``'s processes,
+#: ``ray.shutdown``: 8-13 s measured, docs/performance.md): with :data:`POOL_START_S`, what a job must have left for
+#: the driver before a local Ray is worth starting at all.
+RAY_START_S = 10.0
 #: Inputs per Ray Data block at least (whole batches): fewer, bigger tasks for one-photo batches.
 BLOCK_INPUTS = 8
 
@@ -110,17 +114,33 @@ def connect(options: RayOptions) -> bool:
 
 
 class RayStart:
-    """:func:`connect` in a background thread, begun at once: ``pcnn predict`` starts its local Ray this way before
-    loading its own model, so that the two start-ups overlap. The same thread shuts down the Ray it started when
-    :meth:`close` asks (Ray is shut down by the thread that started it)."""
+    """:func:`connect` in a background thread, begun at once (``eager``) or when :meth:`begin` is called:
+    ``pcnn predict`` creates it before loading its own model and begins it once the driver's pace says the job is
+    long enough for a local Ray (:data:`RAY_START_S`). The same thread shuts down the Ray it started when
+    :meth:`close` asks (Ray is shut down by the thread that started it); one never begun is never started."""
 
-    def __init__(self, options: RayOptions) -> None:
+    def __init__(self, options: RayOptions, eager: bool = True) -> None:
         self.options, self.started, self.error = options, False, None
-        self.done, self._closing = threading.Event(), threading.Event()
+        self.done, self._closing, self._go = threading.Event(), threading.Event(), threading.Event()
+        if eager:
+            self._go.set()
         self.thread = threading.Thread(target=self._connect, name="pcnn-ray-start", daemon=True)
         self.thread.start()
 
+    @property
+    def begun(self) -> bool:
+        """Whether Ray is being (or has been) started."""
+        return self._go.is_set()
+
+    def begin(self) -> None:
+        """Start Ray now (in the background thread)."""
+        self._go.set()
+
     def _connect(self) -> None:
+        while not self._go.wait(0.05):
+            if self._closing.is_set():  # closed before it was needed: no Ray started
+                self.done.set()
+                return
         try:
             self.started = connect(self.options)
         except BaseException as e:  # noqa: BLE001 - raised by wait() in the thread that needs Ray
@@ -140,7 +160,8 @@ class RayStart:
             raise self.error
 
     def close(self) -> None:
-        """Shut down the Ray this start began (once it is up: a starting Ray cannot be stopped half-way)."""
+        """Shut down the Ray this start began (once it is up: a starting Ray cannot be stopped half-way); one never
+        begun ends without starting."""
         self._closing.set()
         self.thread.join()
 
@@ -192,6 +213,7 @@ class RayRun:
     batches: int = 0
     driver_batches: int = 0
     shared: bool = False  # the driver worked too (a local Ray started for the job)
+    ray_started: bool = True  # False: the driver finished sooner than a local Ray could start and answer
 
 
 def starts_local_ray(options: RayOptions) -> bool:
@@ -237,6 +259,17 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
     run.shared = True
 
     def far(untaken: Any) -> Iterator[tuple[int, list]]:
+        if not start.begun:  # a local Ray not begun yet: only for a job longer than its start, at the driver's pace
+            while two.near_items < 2 and not two.stop.wait(0.02):
+                pass
+            if two.stop.is_set():
+                run.ray_started = False
+                return
+            rest = (two.count - two.near_items) * two.near_seconds / (two.near_items - 1)
+            if rest < RAY_START_S + POOL_START_S:
+                run.ray_started = False
+                return
+            start.begin()
         start.wait()
         left = untaken()
         # An actor pool needs POOL_START_S to give its first record: not worth starting for what the driver, at its
@@ -255,7 +288,8 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
         # The far side ends at its next record (or once Ray is up); Ray is shut down (by the caller) only after it:
         # shutting Ray down under a thread still waiting on Ray Data ends the whole process (Ray's core worker
         # exits when its raylet goes away).
-        start.done.wait()
+        if start.begun:
+            start.done.wait()
         if two.thread.ident is not None:
             two.thread.join()
 
@@ -333,6 +367,6 @@ class _RayBatches:
                 yield current, records
 
 
-__all__ = ["BATCHES_PER_ACTOR", "BLOCK_INPUTS", "POOL_START_S", "Pool", "RayJobError", "RayOptions", "RayRun",
-           "RayStart", "check_ray_installed", "connect", "pool_size", "ray_predict_stream", "require_ray",
+__all__ = ["BATCHES_PER_ACTOR", "BLOCK_INPUTS", "POOL_START_S", "Pool", "RAY_START_S", "RayJobError", "RayOptions",
+           "RayRun", "RayStart", "check_ray_installed", "connect", "pool_size", "ray_predict_stream", "require_ray",
            "starts_local_ray"]
