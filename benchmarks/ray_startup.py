@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_speed import link_inputs  # noqa: E402
+from scale_speed import add_job_flags, link_inputs  # noqa: E402
 
 from pcnn_fer.engine.precision import cpu_capabilities, cpu_model  # noqa: E402
 from pcnn_fer.faces.sources import expand_sources  # noqa: E402
@@ -112,12 +112,8 @@ def breakdown(sources: list, spec: RecognizerSpec, actors: int | None) -> dict[s
 
 def main() -> None:
     """Print the breakdown of each job."""
-    shared = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faces", type=Path, default=shared / "data" / "ferplus" / "FER2013Valid")
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--photos", type=Path, default=shared / "samples")
-    parser.add_argument("--copies", type=int, default=5)
+    add_job_flags(parser)
     parser.add_argument("--actors", type=int, default=None, help="model actors (default: the engine's choice)")
     parser.add_argument("--job", choices=("faces", "photos"), default="faces")
     args = parser.parse_args()

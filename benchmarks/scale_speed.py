@@ -137,14 +137,19 @@ def same_rows(local: Path, ray: Path) -> float:
     return float(np.nanmax(np.abs(a[numbers].to_numpy(float) - b[numbers].to_numpy(float))))
 
 
-def main() -> None:
-    """Print the tables."""
+def add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """The two jobs' inputs (``--faces``/``--count``, ``--photos``/``--copies``), shared with ray_startup.py."""
     shared = Path(os.environ.get("PCNN_FER_SHARED", ROOT.parent / "shared"))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faces", type=Path, default=shared / "data" / "ferplus" / "FER2013Valid")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--photos", type=Path, default=shared / "samples")
     parser.add_argument("--copies", type=int, default=5, help="each photo this many times (15 photos from 3)")
+
+
+def main() -> None:
+    """Print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_job_flags(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--skip-cli", action="store_true", help="only the in-process rates")

@@ -89,19 +89,25 @@ def test_a_failing_far_side_stops_the_job():
         list(TwoEnded(50, near, far).results())
 
 
+def _noise_faces(folder, count: int, seed: int):
+    """``folder`` with ``count`` seeded 48×48 noise PNGs named ``f0000.png`` … (sorted as numbered)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"f{i:04d}.png")
+    return folder
+
+
 def test_a_job_shorter_than_a_local_rays_start_starts_no_ray_and_gives_the_local_rows(checkpoint, tmp_path, run_cli):
     """``--engine ray`` with no cluster on a job the driver finishes in well under :data:`RAY_START_S` +
     :data:`POOL_START_S`: no local Ray is started (Ray is not even imported), the console says so, and the rows are
     the local engine's."""
     pytest.importorskip("ray")
-    import numpy as np
-    from PIL import Image
 
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"f{i:02d}.png")
+    folder = _noise_faces(tmp_path / "faces", 24, seed=4)
     common = [folder, "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4", "--backend", "torch",
               "--save-csv", "--no-annotate"]
     code, _, _ = run_cli(["predict", *common, "--out", tmp_path / "local"])
@@ -138,15 +144,10 @@ def test_a_local_ray_job_shares_its_batches_with_the_driver_and_gives_the_local_
     pytest.importorskip("ray.data")
     pd = pytest.importorskip("pandas")
     import numpy as np
-    from PIL import Image
 
     if ray.is_initialized():
         ray.shutdown()
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(300):
-        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"f{i:04d}.png")
+    folder = _noise_faces(tmp_path / "faces", 300, seed=3)
     common = [folder, "--no-detect", "--checkpoint", checkpoint, "--batch-size", "4", "--backend", "torch",
               "--save-csv", "--save-jsonl", "--no-annotate", "--quiet"]
     code, _, _ = run_cli(["predict", *common, "--out", tmp_path / "local"])
