@@ -101,7 +101,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from .ray_engine import RayStart, starts_local_ray
 
         if starts_local_ray(ray_options):  # a local Ray for the job: begun once the driver's pace says it pays
-            ray_start = RayStart(ray_options, eager=False)
+            ray_start = RayStart(ray_options)
     try:
         return _run(args, spec, _Plan(sources, start, out, annotated, keep_bytes, kept, people, tracking, jsonl,
                                       workers), ray_start)
@@ -192,14 +192,15 @@ def _run(args: argparse.Namespace, spec: RecognizerSpec, plan: _Plan, ray_start:
         if files is not None:
             files.close(complete)
     if ray_run is not None and ray_run.batches:
+        ray_started = ray_start is None or ray_start.begun
         if ray_run.actors:
             pool = f"{ray_run.actors} model actor(s)"
-        elif ray_run.ray_started:
+        elif ray_started:
             pool = "no model actor started (this process was due to finish first)"
         else:
             pool = ("no local Ray started (this process was due to finish before a local Ray could start and answer; "
                     "--engine ray pays from jobs of about a minute)")
-        if not ray_run.ray_started:
+        if not ray_started:
             share = f"this process classified all {ray_run.batches} batch(es)"
         elif ray_run.shared:
             share = f"this process classified {ray_run.driver_batches} of {ray_run.batches} batch(es) while Ray started"

@@ -114,16 +114,14 @@ def connect(options: RayOptions) -> bool:
 
 
 class RayStart:
-    """:func:`connect` in a background thread, begun at once (``eager``) or when :meth:`begin` is called:
-    ``pcnn predict`` creates it before loading its own model and begins it once the driver's pace says the job is
-    long enough for a local Ray (:data:`RAY_START_S`). The same thread shuts down the Ray it started when
-    :meth:`close` asks (Ray is shut down by the thread that started it); one never begun is never started."""
+    """:func:`connect` in a background thread, once :meth:`begin` is called: ``pcnn predict`` creates it before
+    loading its own model and begins it once the driver's pace says the job is long enough for a local Ray
+    (:data:`RAY_START_S`). The same thread shuts down the Ray it started when :meth:`close` asks (Ray is shut down
+    by the thread that started it); one never begun is never started."""
 
-    def __init__(self, options: RayOptions, eager: bool = True) -> None:
+    def __init__(self, options: RayOptions) -> None:
         self.options, self.started, self.error = options, False, None
         self.done, self._closing, self._go = threading.Event(), threading.Event(), threading.Event()
-        if eager:
-            self._go.set()
         self.thread = threading.Thread(target=self._connect, name="pcnn-ray-start", daemon=True)
         self.thread.start()
 
@@ -213,7 +211,6 @@ class RayRun:
     batches: int = 0
     driver_batches: int = 0
     shared: bool = False  # the driver worked too (a local Ray started for the job)
-    ray_started: bool = True  # False: the driver finished sooner than a local Ray could start and answer
 
 
 def starts_local_ray(options: RayOptions) -> bool:
@@ -246,7 +243,10 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
 
     job = _RayBatches(sources, bounds, spec, classes, options, every, max_frames, tracking, run)
     if start is None or driver is None:
-        started = connect(options) if start is None else (start.wait() or False)
+        if start is not None:  # the caller closes (and so shuts down) the Ray it gave
+            start.begin()
+            start.wait()
+        started = connect(options) if start is None else False
         ray = require_ray()
         try:
             for _, results in job.stream(list(range(len(bounds)))):
@@ -262,19 +262,14 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
         if not start.begun:  # a local Ray not begun yet: only for a job longer than its start, at the driver's pace
             while two.near_items < 2 and not two.stop.wait(0.02):
                 pass
-            if two.stop.is_set():
-                run.ray_started = False
-                return
-            rest = (two.count - two.near_items) * two.near_seconds / (two.near_items - 1)
-            if rest < RAY_START_S + POOL_START_S:
-                run.ray_started = False
+            if two.stop.is_set() or two.near_seconds_for(two.count - two.near_items) < RAY_START_S + POOL_START_S:
                 return
             start.begin()
         start.wait()
         left = untaken()
         # An actor pool needs POOL_START_S to give its first record: not worth starting for what the driver, at its
         # pace so far, finishes sooner (and a pool that has not answered yet could not be stopped before it does).
-        if two.near_items > 1 and len(left) * two.near_seconds / (two.near_items - 1) < POOL_START_S:
+        if two.near_seconds_for(len(left)) < POOL_START_S:
             return
         if not two.stop.is_set():
             yield from job.stream(left)

@@ -30,6 +30,11 @@ class TwoEnded(Generic[R]):
         self.near_seconds = 0.0  # time the near side has spent on its items after the first (its warm-up)
         self.thread = threading.Thread(target=self._run_far, name="pcnn-far-end", daemon=True)
 
+    def near_seconds_for(self, items: int) -> float:
+        """Seconds the near side, at its pace after its first item (its warm-up), takes for ``items`` more items
+        (infinite before it has done two)."""
+        return items * self.near_seconds / (self.near_items - 1) if self.near_items > 1 else float("inf")
+
     def _untaken(self) -> list[int]:
         with self._lock:
             return list(range(self._back - 1, self._front - 1, -1))
