@@ -4,9 +4,10 @@
         runs/fer2013-v3b runs/fer2013-compact [MORE ...] [--tta none flip] [--threads 1]
 
 Answers "would shipping several models as one ensemble reach the target?" before anything is built for it. Each
-model brings its own input size, normalisation and classes; the models must share their classes, in the same order,
-and the dataset must have the same classes (e.g. the FER2013 models on FER2013). fp32, the torch backend. Prints the
-CPU, each model's accuracy, then each combination's, for every test-time augmentation asked for.
+model brings its own input size (the faces are loaded once per size), normalisation and classes; the models must
+share their classes, in the same order, and the dataset must have the same classes (e.g. the FER2013 models on
+FER2013). fp32, the torch backend. Prints the CPU, each model's accuracy, then each combination's, for every
+test-time augmentation asked for.
 """
 
 from __future__ import annotations
@@ -49,16 +50,16 @@ def main() -> int:
     if any(k != v for k, v in mapping.items()) or len(mapping) != len(first.classes):
         sys.exit(f"ensemble_accuracy: {args.dataset} classes {', '.join(split.classes)} are not the models' "
                  f"{', '.join(first.classes)} in the same order")
-    sizes = {m.config.input_size for m in models.values()}
-    if len(sizes) != 1:
-        sys.exit(f"ensemble_accuracy: the models' input sizes differ ({sorted(sizes)})")
-    data, _ = load_tensor_data(split, sizes.pop(), "cpu", None, True, None, None)
-    print(f"{args.dataset}/{args.split}: {len(data)} faces")
+    # the same faces in the same order at each model's own input size
+    data_at = {size: load_tensor_data(split, size, "cpu", None, True, None, None)[0]
+               for size in sorted({m.config.input_size for m in models.values()})}
+    data = next(iter(data_at.values()))
+    print(f"{args.dataset}/{args.split}: {len(data)} faces at {', '.join(f'{s} px' for s in data_at)}")
     probs = {}
     for name, model in models.items():
         for tta in args.tta:
             start = time.perf_counter()
-            probs[name, tta] = ensemble_probabilities([model], data, tta=tta)
+            probs[name, tta] = ensemble_probabilities([model], data_at[model.config.input_size], tta=tta)
             print(f"  predicted {name} (tta {tta}) in {time.perf_counter() - start:.1f}s")
     for size in range(1, len(models) + 1):
         for combo in itertools.combinations(models, size):
