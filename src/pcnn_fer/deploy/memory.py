@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 
 from ..engine.cores import usable_cpus
 from ..errors import UsageError
-from ..faces.imageio import ImageLoadError, decode_error, open_checked
+from ..faces.imageio import ImageLoadError, decoding, open_checked
 from ..imageio import composite, scale_to_uint8, value_range
 
 #: Images of at least this many pixels are followed by :func:`release_memory` (smaller ones leave little behind).
@@ -175,35 +175,25 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     EXIF, alpha over white) and the same :class:`ImageLoadError` reasons. The image is turned in place and
     converted strip by strip into the output array (high-bit-depth modes in two passes, :func:`_high_depth_rgb`)."""
     img = open_checked(data, max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-            try:
-                ImageOps.exif_transpose(img, in_place=True)  # as pcnn_fer.imageio.upright, without its copy
-            except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored there too
-                pass
-            width, height = img.size
-            out = np.empty((height, width, 3), np.uint8)
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-                return _high_depth_rgb(img, out)
-            transparent = img.mode == "P" and "transparency" in img.info
-            step = max(1, _STRIP_BYTES // (3 * width))
-            try:
-                for top in range(0, height, step):
-                    bottom = min(height, top + step)
-                    out[top:bottom] = _rows_to_rgb(img.crop((0, top, width, bottom)), transparent)
-            except (ValueError, OSError) as e:
-                raise ImageLoadError(f"unsupported image mode {img.mode!r} ({e})") from None
-            return out
-    except ImageLoadError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise decode_error(e) from None
-    except MemoryError:
-        raise ImageLoadError("not enough memory to decode this image") from None
-    finally:
-        img.close()
+    with decoding(img):
+        img.load()
+        try:
+            ImageOps.exif_transpose(img, in_place=True)  # as pcnn_fer.imageio.upright, without its copy
+        except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored there too
+            pass
+        width, height = img.size
+        out = np.empty((height, width, 3), np.uint8)
+        if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+            return _high_depth_rgb(img, out)
+        transparent = img.mode == "P" and "transparency" in img.info
+        step = max(1, _STRIP_BYTES // (3 * width))
+        try:
+            for top in range(0, height, step):
+                bottom = min(height, top + step)
+                out[top:bottom] = _rows_to_rgb(img.crop((0, top, width, bottom)), transparent)
+        except (ValueError, OSError) as e:
+            raise ImageLoadError(f"unsupported image mode {img.mode!r} ({e})") from None
+        return out
 
 
 def _malloc_trim() -> Any:

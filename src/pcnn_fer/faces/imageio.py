@@ -8,8 +8,10 @@ files, and decompression bombs (a pixel-count limit checked from the header, bef
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +114,19 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if not isinstance(image, (str, Path, bytes, bytearray)):
         raise ImageLoadError(f"cannot read an image from a {type(image).__name__}")
     img = open_checked(image, max_pixels)
+    with decoding(img):
+        img.load()
+        return pil_to_rgb(upright(img))
+
+
+@contextlib.contextmanager
+def decoding(img: Image.Image) -> Iterator[None]:
+    """Decode ``img`` inside: Pillow's large-image warning silenced (``max_pixels`` was checked when it was opened),
+    its errors turned into one-line :class:`ImageLoadError` reasons, and the image closed afterwards."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-            return pil_to_rgb(upright(img))
+            yield
     except ImageLoadError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as e:
@@ -147,5 +157,5 @@ def decode_error(e: BaseException) -> ImageLoadError:
     return ImageLoadError(f"corrupt or unsupported image ({type(e).__name__}: {msg})")
 
 
-__all__ = ["ImageLoadError", "MAX_PIXELS", "decode_error", "load_image", "open_checked", "pil_to_rgb", "array_to_rgb",
-           "save_image"]
+__all__ = ["ImageLoadError", "MAX_PIXELS", "decode_error", "decoding", "load_image", "open_checked", "pil_to_rgb",
+           "array_to_rgb", "save_image"]
