@@ -243,10 +243,12 @@ def ray_predict_stream(sources: Sequence[Source], spec: RecognizerSpec, classes:
 
     job = _RayBatches(sources, bounds, spec, classes, options, every, max_frames, tracking, run)
     if start is None or driver is None:
-        if start is not None:  # the caller closes (and so shuts down) the Ray it gave
+        if start is None:
+            started = connect(options)
+        else:  # the caller closes (and so shuts down) the Ray it gave
             start.begin()
             start.wait()
-        started = connect(options) if start is None else False
+            started = False
         ray = require_ray()
         try:
             for _, results in job.stream(list(range(len(bounds)))):
