@@ -164,6 +164,29 @@ def test_train_init_sface_records_the_layer_map(sface_file, make_image_folder, t
     assert code == 1 and "needs a model on the SFace backbone" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_fer2013_and_ckplus_recipes_fine_tune_an_sface_ferplus_run(sface_file, make_image_folder, tmp_path, run_cli):
+    """The issue's step 3 in miniature: ``fer2013-sface`` and ``ckplus-sface`` start from a ``ferplus-sface`` run's
+    model (one step each, 48 px) and keep its SFace trunks, the head rows mapped by class name."""
+    root = make_image_folder(tmp_path / "faces", classes=("happiness", "sadness", "surprise"), per_class=2)
+    small = ["--input-size", "48", "--batch-size", "4", "--max-steps", "1", "--no-progress"]
+    code, _, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "ferplus-sface", "--init",
+                            "sface", "--epochs", "1", *small, "--out", tmp_path / "ferplus"])
+    assert code == 0, err
+    code, out, err = run_cli(["train", "--dataset", "folder", "--root", root, "--recipe", "fer2013-sface", "--init",
+                              tmp_path / "ferplus", "--epochs", "1", *small, "--out", tmp_path / "fer2013"])
+    assert code == 0, err
+    assert "training fer2013-sface (sface, 48px)" in out and "happiness <- happiness" in out
+    code, out, err = run_cli(["cv", "--dataset", "folder", "--root", root, "--protocol", "random", "--folds", "2",
+                              "--only-folds", "0", "--recipe", "ckplus-sface", "--init", tmp_path / "ferplus",
+                              "--epochs", "1", *small, "--threads", "1", "--out", tmp_path / "cv"])
+    assert code == 0, err
+    for run in (tmp_path / "fer2013", tmp_path / "cv" / "fold00"):
+        info = json.loads((run / "model.json").read_text())
+        assert info["config"]["backbone"] == "sface" and info["config"]["input_size"] == 48
+        assert info["training"]["init"]["source"].startswith(str(tmp_path / "ferplus"))
+
+
 def test_inference_rewrite_of_an_sface_pcnn_folds_its_norms_and_keeps_its_outputs():
     torch.manual_seed(0)
     assert_folding_keeps_outputs(create_model("sface", num_classes=8).eval(), size=112, tol=1e-4)
