@@ -13,7 +13,8 @@
 #
 # Environment: RECIPE (ferplus-cpu), PRESET (small), BUDGET (30 minutes per run), AMP (auto), RUNS, ROBUST_SAMPLES (1000; 0 = the
 # whole split; none = no robustness run), CORRUPTIONS (all), SEED (0), INIT (a start for every run, e.g. dlib with
-# PRESET=dlib RECIPE=ferplus-dlib: the face-pretrained ablation; default none: from scratch); smoke tests: EPOCHS, MAX_STEPS, MAX_TRAIN, MAX_VAL, VALID_LIST (a subset
+# PRESET=dlib RECIPE=ferplus-dlib: the face-pretrained ablation; default none: from scratch), INPUT_SIZE (default: the
+# recipe's); smoke tests: EPOCHS, MAX_STEPS, MAX_TRAIN, MAX_VAL, VALID_LIST (a subset
 # list of FER2013Valid file names: evaluate on those only). OMP_NUM_THREADS=1 runs two halves side by side on 2 cores
 # (RUNS="pcnn resnet" ... & RUNS="global nomdim" ...), then RUNS=all prints the table.
 set -euo pipefail
@@ -36,6 +37,7 @@ caps=()
 [ -n "${MAX_TRAIN:-}" ] && caps+=(--max-train-samples "$MAX_TRAIN")
 [ -n "${MAX_VAL:-}" ] && caps+=(--max-val-samples "$MAX_VAL")
 [ -n "${INIT:-}" ] && caps+=(--init "$INIT")
+[ -n "${INPUT_SIZE:-}" ] && caps+=(--input-size "$INPUT_SIZE")
 evaluate=()
 [ -n "${VALID_LIST:-}" ] && evaluate+=(--subset-list "$VALID_LIST")
 robust=(--corruptions $CORRUPTIONS --seed "$SEED" --no-progress)
