@@ -150,13 +150,16 @@ class Recipe:
                             input_size=self.input_size, **self.model_overrides)
 
 
+#: The optimiser and schedule of every recipe but ``paper``: SGD with Nesterov momentum 0.9 on a cosine schedule.
+_NESTEROV_COSINE: dict[str, Any] = dict(optimizer="sgd", momentum=0.9, nesterov=True, schedule="cosine")
+
 #: ``ferplus-cpu``, also the base of ``ferplus-cpu-ft`` (its second stage).
 _FERPLUS_CPU: dict[str, Any] = dict(
     name="ferplus-cpu",
     description="FERPlus on 2 CPU cores (86 % in < 1 h with native bf16, < 2 h in fp32): small PCNN at 48, "
                 "soft labels, cosine, weight EMA",
-    model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-    nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+    model="small", input_size=48, epochs=26, batch_size=64, lr=0.01, **_NESTEROV_COSINE,
+    weight_decay=5e-3, decay_norm_bias=False, warmup_epochs=0.5,
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998,
 )
 
@@ -165,8 +168,8 @@ _FERPLUS_DLIB: dict[str, Any] = dict(
     name="ferplus-dlib",
     description="FERPlus from dlib's face-recognition ResNet (pcnn train --init dlib): PCNN on dlib trunks at "
                 "112 px, lr 5e-4 everywhere (0.01 per CE term), soft labels, cosine, weight EMA",
-    model="dlib", input_size=112, epochs=9, batch_size=64, lr=0.0005, optimizer="sgd", momentum=0.9,
-    nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.3,
+    model="dlib", input_size=112, epochs=9, batch_size=64, lr=0.0005, **_NESTEROV_COSINE,
+    weight_decay=5e-4, decay_norm_bias=False, warmup_epochs=0.3,
     augment="strong", label_rule="probability", val_label_rule="majority", ema_decay=0.998, init_lr_scale=1.0,
 )
 
@@ -175,8 +178,8 @@ _FER2013: dict[str, Any] = dict(
     name="fer2013",
     description="FER2013's own 7 labels: fine-tune the bundled small PCNN (pcnn train --init default), "
                 "every tensor at the full lr, light weight decay, select on PublicTest",
-    model="small", input_size=48, epochs=35, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9,
-    nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
+    model="small", input_size=48, epochs=35, batch_size=64, lr=0.01, **_NESTEROV_COSINE,
+    weight_decay=5e-4, decay_norm_bias=False, warmup_epochs=0.5,
     augment="strong", label_smoothing=0.1, ema_decay=0.998, init_lr_scale=1.0,
 )
 
@@ -184,6 +187,16 @@ _FER2013: dict[str, Any] = dict(
 #: to select an epoch, so every training face is used and the last epoch kept, and the mirror image is averaged; the
 #: recipes add as many models per fold as their 30-minute budget allows (docs/results.md, CK+).
 _SMALL_SET_CV: dict[str, Any] = dict(cv_tta="flip", cv_val=False)
+
+#: ``ckplus-dlib``, also the base of ``ckplus-sface`` (the same folds and regularisation on SFace trunks).
+_CKPLUS_DLIB: dict[str, Any] = dict(
+    name="ckplus-dlib",
+    description="CK+ folds from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): 112 px, region "
+                "erasing, one model per fold",
+    model="dlib", input_size=112, epochs=10, batch_size=32, lr=0.001, **_NESTEROV_COSINE,
+    weight_decay=5e-4, decay_norm_bias=False, warmup_epochs=0.5,
+    augment="regions", init_lr_scale=0.5, cv_members=1, **_SMALL_SET_CV,
+)
 
 #: The named recipes as plain fields; :data:`RECIPES` turns them into checked :class:`Recipe` objects on first use
 #: (checking model / augmentation / loss names imports torch, which ``pcnn train --help`` must not). Measured speeds
@@ -200,14 +213,14 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
     dict(
         name="tiny",
         description="smoke test: tiny PCNN at 48, 4 steps x 2 epochs, seconds on a CPU",
-        model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, schedule="cosine", augment="strong", max_steps=4, max_val_samples=256,
+        model="tiny", input_size=48, epochs=2, batch_size=16, lr=0.01, **_NESTEROV_COSINE,
+        weight_decay=5e-4, augment="strong", max_steps=4, max_val_samples=256,
     ),
     dict(
         name="ferplus-compact",
         description="FERPlus from scratch on a GPU: compact PCNN at 48, soft (probability) labels, cosine",
-        model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-3, decay_norm_bias=False, schedule="cosine", warmup_epochs=2,
+        model="compact", input_size=48, epochs=60, batch_size=128, lr=0.01, **_NESTEROV_COSINE,
+        weight_decay=5e-3, decay_norm_bias=False, warmup_epochs=2,
         augment="strong", label_rule="probability", val_label_rule="majority",
     ),
     _FERPLUS_CPU,
@@ -241,31 +254,22 @@ _NAMED_RECIPES: tuple[dict[str, Any], ...] = (
         name="ckplus",
         description="CK+ folds: fine-tune the bundled small PCNN (--init default) with region erasing, 10 "
                     "subject-independent folds in minutes on a CPU",
-        model="small", input_size=48, epochs=20, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, augment="regions",
+        model="small", input_size=48, epochs=20, batch_size=32, lr=0.01, **_NESTEROV_COSINE,
+        weight_decay=5e-4, warmup_epochs=0.5, augment="regions",
         init_lr_scale=0.3, cv_members=2, **_SMALL_SET_CV,
     ),
+    _CKPLUS_DLIB,
     dict(
-        name="ckplus-dlib",
-        description="CK+ folds from the dlib-started FERPlus PCNN (--init runs/ferplus-dlib): 112 px, region "
-                    "erasing, one model per fold",
-        model="dlib", input_size=112, epochs=10, batch_size=32, lr=0.001, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="regions", init_lr_scale=0.5, cv_members=1, **_SMALL_SET_CV,
-    ),
-    dict(
-        name="ckplus-sface",
+        _CKPLUS_DLIB, name="ckplus-sface",
         description="CK+ folds from the SFace-started FERPlus PCNN (--init RUN_DIR of ferplus-sface): 80 px, "
                     "region erasing, 4 epochs and one model per fold to fit 40 minutes on 2 cores",
-        model="sface", input_size=80, epochs=4, batch_size=32, lr=0.002, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, decay_norm_bias=False, schedule="cosine", warmup_epochs=0.5,
-        augment="regions", init_lr_scale=0.5, cv_members=1, **_SMALL_SET_CV,
+        model="sface", input_size=80, epochs=4, lr=0.002,
     ),
     dict(
         name="jaffe",
         description="JAFFE folds (213 aligned portraits): fine-tune the bundled small PCNN (--init default)",
-        model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
-        nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="strong",
+        model="small", input_size=48, epochs=30, batch_size=16, lr=0.01, **_NESTEROV_COSINE,
+        weight_decay=5e-4, warmup_epochs=1, augment="strong",
         init_lr_scale=0.1, cv_members=3, **_SMALL_SET_CV,
     ),
 )
