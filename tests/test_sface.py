@@ -184,7 +184,10 @@ def test_fer2013_and_ckplus_recipes_fine_tune_an_sface_ferplus_run(sface_file, m
     for run in (tmp_path / "fer2013", tmp_path / "cv" / "fold00"):
         info = json.loads((run / "model.json").read_text())
         assert info["config"]["backbone"] == "sface" and info["config"]["input_size"] == 48
-        assert info["training"]["init"]["source"].startswith(str(tmp_path / "ferplus"))
+        init = info["training"]["init"]
+        assert init["source"].startswith(str(tmp_path / "ferplus")) and init["network"] is None  # a trained PCNN
+    ferplus = json.loads((tmp_path / "ferplus" / "model.json").read_text())["training"]["init"]
+    assert ferplus["network"] == "OpenCV Zoo's SFace face-recognition network"
 
 
 def test_inference_rewrite_of_an_sface_pcnn_folds_its_norms_and_keeps_its_outputs():

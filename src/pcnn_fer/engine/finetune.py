@@ -60,7 +60,7 @@ class InitReport:
     dropped_classes: list[str]  # source classes the new dataset lacks
     widened_from: float | None = None  # the source's width multiplier when --init-widen grew it
     layer_map: list[str] | None = None  # --init dlib / sface: which of the network's layers each module took
-    network: str = "dlib's face-recognition ResNet"  # with layer_map: the face network the trunks came from
+    network: str | None = None  # with layer_map: the face network the trunks came from (None for a trained PCNN)
 
     def describe(self) -> str:
         """Several lines for the run's log."""
@@ -137,7 +137,8 @@ def init_from_dlib(model: PCNN, spec: str | Path = "dlib", calibration: torch.Te
     batch-norm statistics measured on the normalised ``calibration`` faces."""
     path, lines, copied = load_dlib_trunks(model, None if str(spec) == "dlib" else spec, calibration)
     return InitReport(source=str(path), sha256=sha256_of(path), copied_tensors=copied,
-                      class_map={c: None for c in model.classes}, dropped_classes=[], layer_map=lines)
+                      class_map={c: None for c in model.classes}, dropped_classes=[], layer_map=lines,
+                      network="dlib's face-recognition ResNet")
 
 
 def init_from_pretrained(model: PCNN, spec: str | Path, widen: bool = False, seed: int = 0,
